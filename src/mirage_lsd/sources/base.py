@@ -1,0 +1,71 @@
+"""What every frame source is: a blocking `recv()` that returns the next frame.
+
+The shape follows aiortc's `MediaStreamTrack.recv()`, but synchronous: sources
+wrap blocking libraries (PyAV, OpenCV, mss), and the engine runs each one in its
+own capture thread.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirage_lsd.frame import Frame
+
+
+@dataclass(slots=True)
+class SourceCounters:
+    """What a source reports about trouble it got past."""
+
+    corrupt_frames: int = 0  # undecodable frames skipped
+    reconnects: int = 0  # successful reconnections of a live source
+    reconnect_attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a live source that drops is retried: exponential backoff, then give up."""
+
+    attempts: int = 5
+    initial_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def delays(self) -> list[float]:
+        """The waits before each attempt, in seconds."""
+        out, delay = [], self.initial_delay_s
+        for _ in range(self.attempts):
+            out.append(min(delay, self.max_delay_s))
+            delay *= 2
+        return out
+
+
+class Source(ABC):
+    """A stream of RGB frames.
+
+    Subclasses set `live` (camera, screen, network: newest frame wins) and, when
+    known, `fps`, `size` as (height, width) and `frame_count`.
+    """
+
+    live: bool = False
+    fps: float | None = None
+    size: tuple[int, int] | None = None
+    frame_count: int | None = None
+    #: A media file whose audio a file sink may carry over (file inputs only).
+    audio_path: Path | None = None
+
+    def __init__(self) -> None:
+        self.counters = SourceCounters()
+
+    @abstractmethod
+    def recv(self) -> Frame:
+        """Block until the next frame; raise `EndOfStream` when there is none."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release devices and files. Safe to call twice."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
