@@ -1,0 +1,274 @@
+"""The `mirage-lsd` command line: run, bench, models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mirage_lsd.cli.errors import fail, guarded
+from mirage_lsd.cli.progress import make_progress, status_text
+from mirage_lsd.engine.prompt import validate_prompt
+from mirage_lsd.engine.stats import Stats
+from mirage_lsd.engine.stream_engine import StreamEngine
+from mirage_lsd.errors import UserError
+from mirage_lsd.geometry import parse_size
+from mirage_lsd.models.registry import DEFAULT_MODEL, available_models
+from mirage_lsd.sources import open_source
+
+app = typer.Typer(
+    name="mirage-lsd",
+    help="Live-stream diffusion: transform live video with a prompt, in real time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name or path.")]
+SizeOpt = Annotated[
+    str | None, typer.Option("--size", "-s", help="Output size WIDTHxHEIGHT (default: input).")
+]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps per frame.", min=1, max=50)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+class _StopOnSignal:
+    """First Ctrl-C / SIGTERM: stop cleanly and finalize outputs. Second: quit now."""
+
+    def __init__(self, engine: StreamEngine) -> None:
+        self.engine = engine
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        pipeline = self.engine._pipeline
+        if pipeline is not None:
+            pipeline.request_stop()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _follow(engine: StreamEngine, total: int | None, live: bool, show: bool) -> Stats:
+    """Wait for the stream, showing progress; return the final stats."""
+    if not show:
+        return engine.wait()
+    with make_progress(console, total, live) as progress:
+        task = progress.add_task("stream", total=total, status="")
+        while engine.running:
+            engine.wait(timeout=0.2)
+            stats = engine.stats()
+            progress.update(task, completed=stats.frames_written, status=status_text(stats))
+        stats = engine.wait()
+        progress.update(task, completed=stats.frames_written, status=status_text(stats))
+    return stats
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Argument(help="Camera index, file, folder/glob, screen, URL.")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="File (.mp4 .mkv .webm), folder, window, virtualcam, URL, null."
+        ),
+    ],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="What it should look like.")
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    steps: StepsOpt = 1,
+    size: SizeOpt = None,
+    device: DeviceOpt = "auto",
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="live (newest frame wins) or offline (every frame)."),
+    ] = None,
+    fit: Annotated[str, typer.Option("--fit", help="crop or letterbox.")] = "crop",
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write final stats as JSON.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Transform INPUT and write the result to OUTPUT."""
+    _setup_logging(debug)
+
+    def body() -> int:
+        # 1. check everything the user typed before opening anything
+        resolution = parse_size(size) if size else None
+        text = validate_prompt(prompt) if prompt is not None else None
+        if mode not in (None, "live", "offline"):
+            raise UserError(f"unknown mode '{mode}': use live or offline")
+        # 2. open input, model and output
+        realtime = None if mode is None else mode == "live"
+        source = open_source(input, realtime=realtime)
+        live = source.live if mode is None else mode == "live"
+        engine = StreamEngine(
+            model,
+            device=device,
+            max_steps=steps,
+            resolution=resolution,
+            fit=fit,
+            prompt=text,  # type: ignore[arg-type]
+        )
+        # 3. stream until the input ends or Ctrl-C
+        with _StopOnSignal(engine) as stopper:
+            engine.start(source, output=output, mode="live" if live else "offline")
+            stats = _follow(engine, source.frame_count, live, show=not quiet)
+        # 4. report
+        if report is not None:
+            _write_report(report, stats, input=input, output=output, prompt=text)
+        where = "" if output == "null" else f" to {output}"
+        console.print(
+            f"{stats.frames_written} frames{where}: {stats.fps:.1f} fps, "
+            f"latency p95 {stats.latency_ms['p95'] or 0:.1f} ms, dropped {stats.dropped}"
+            + (f", corrupt frames skipped {stats.corrupt_frames}" if stats.corrupt_frames else "")
+        )
+        if stopper.signal is not None:
+            console.print("stopped by signal; output finalized")
+            return 128 + stopper.signal
+        return 0
+
+    code = guarded(debug, body)
+    if code:
+        raise typer.Exit(code)
+
+
+def _write_report(path: Path, stats: Stats, **context: Any) -> None:
+    data = {**context, **stats.to_dict()}
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write report {path}: {exc.strerror}") from None
+
+
+@app.command()
+def bench(
+    input: Annotated[str, typer.Argument(help="Video file (looped) or any input.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    size: SizeOpt = None,
+    steps: StepsOpt = 1,
+    frames: Annotated[int, typer.Option("--frames", help="Frames to measure.", min=1)] = 300,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="Frames run before measuring.", min=0)
+    ] = 10,
+    device: DeviceOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure throughput, latency and per-stage times on INPUT.
+
+    Each frame is captured the moment the pipeline can take it, so latency is
+    the engine's own (no queueing) and FPS is the most the machine can do.
+    """
+    _setup_logging(debug)
+
+    def body() -> None:
+        resolution = parse_size(size) if size else None
+        engine = StreamEngine(model, device=device, max_steps=steps, resolution=resolution)
+        if warmup:
+            engine.start(
+                open_source(input, loop=True), output="null", mode="bench", max_frames=warmup
+            )
+            engine.wait()
+        source = open_source(input, loop=True)
+        engine.start(source, output="null", mode="bench", max_frames=frames)
+        stats = engine.wait()
+        result = _bench_result(stats, engine)
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+        else:
+            _print_bench(result)
+
+    guarded(debug, body)
+
+
+def _bench_result(stats: Stats, engine: StreamEngine) -> dict[str, Any]:
+    """The bench JSON: the stream's stats, as the README documents them."""
+    return {
+        "fps": stats.fps,
+        "frames": stats.frames_out,
+        "dropped": stats.dropped,
+        "ttff_ms": stats.ttff_ms,
+        "latency_ms": stats.latency_ms,
+        "stages_ms": stats.stages_ms,
+        "stages_p95_ms": stats.stages_p95_ms,
+        "model": stats.model,
+        "device": stats.device,
+        "dtype": engine.dtype,
+        "size": stats.to_dict()["size"],
+        "steps": stats.steps,
+    }
+
+
+def _print_bench(result: dict[str, Any]) -> None:
+    table = Table(title=f"bench: {result['model']} on {result['device']}, {result['size']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("frames", str(result["frames"]))
+    table.add_row("fps", f"{result['fps']:.1f}")
+    table.add_row("time to first frame", f"{result['ttff_ms'] or 0:.1f} ms")
+    for key, value in result["latency_ms"].items():
+        table.add_row(f"latency {key}", f"{value or 0:.2f} ms")
+    for key, value in result["stages_ms"].items():
+        table.add_row(f"{key} (median)", f"{value or 0:.2f} ms")
+    Console().print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the models you can pass to --model."""
+    table = Table(title="models")
+    table.add_column("name")
+    table.add_column("description")
+    for entry in available_models():
+        name = entry.name + (" (default)" if entry.name == DEFAULT_MODEL else "")
+        table.add_row(name, entry.description)
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point: click's usage errors become one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see `mirage-lsd {exc.ctx.info_name} --help`)" if exc.ctx else ""
+        fail(exc.format_message().replace("\n", " ") + hint, 2)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Choosing the compute device and precision, without importing torch at startup."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+
+from mirage_lsd.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without CUDA is a user error."""
+    name = device.lower().strip()
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise UserError(f"unknown device '{device}': use auto, cpu or cuda")
+    if base == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if base == "cuda" and not cuda_available():
+        raise UserError("CUDA was asked for but no CUDA GPU is available: use --device cpu")
+    return name
+
+
+def resolve_dtype(device: str, fp16: bool) -> str:
+    """float16 on CUDA when asked; on CPU fp16 falls back to float32 with one warning."""
+    if not fp16:
+        return "float32"
+    if device.startswith("cuda"):
+        return "float16"
+    warnings.warn("fp16 is not supported on CPU: using float32", RuntimeWarning, stacklevel=3)
+    return "float32"

@@ -1,0 +1,71 @@
+"""One frame through the model: fit to size, pad, model step, crop. Owns stream state."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mirage_lsd.engine.prompt import PromptSchedule
+from mirage_lsd.geometry import FitMode, FitPlan, apply_fit, pad_to_multiple, plan_fit
+from mirage_lsd.models.base import State, StreamModel
+
+
+class FrameProcessor:
+    """Preprocess, model and postprocess for one stream, timing each stage.
+
+    The output size is fixed by `out_size`, or by the first frame when it is None.
+    The model's per-stream state lives here and is replaced on `reset()`.
+    """
+
+    def __init__(
+        self,
+        model: StreamModel,
+        prompts: PromptSchedule,
+        out_size: tuple[int, int] | None,
+        fit: FitMode,
+        steps: int,
+    ) -> None:
+        self.model = model
+        self.prompts = prompts
+        self.out_size = out_size
+        self.fit = fit
+        self.steps = steps
+        self._plan: FitPlan | None = None
+        self._state: State = None
+        self._state_ready = False
+
+    def reset(self) -> None:
+        """Forget the stream's history; the next frame starts a fresh state."""
+        self._state_ready = False
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        # 1. preprocess: fit to the output size, pad to what the model takes
+        t0 = time.perf_counter()
+        src = image.shape[:2]
+        if self.out_size is None:
+            self.out_size = (src[0], src[1])
+        if self._plan is None or self._plan_src != src:
+            self._plan, self._plan_src = plan_fit(src, self.out_size, self.fit), src
+        fitted = apply_fit(image, self._plan)
+        padded = pad_to_multiple(fitted, self.model.size_multiple)
+        if not self._state_ready:
+            self._state = self.model.init_state(*padded.shape[:2])
+            self._state_ready = True
+        cond = self.prompts.next()
+        # 2. model
+        t1 = time.perf_counter()
+        out, self._state = self.model.step(padded, cond, self._state, self.steps)
+        # 3. postprocess: back to exactly the requested size
+        t2 = time.perf_counter()
+        oh, ow = self.out_size
+        if out.shape[0] != oh or out.shape[1] != ow:
+            out = out[:oh, :ow]
+        if out.dtype != np.uint8 or not out.flags.c_contiguous:
+            out = np.ascontiguousarray(out, dtype=np.uint8)
+        t3 = time.perf_counter()
+        return out, {
+            "preprocess": (t1 - t0) * 1000.0,
+            "model": (t2 - t1) * 1000.0,
+            "postprocess": (t3 - t2) * 1000.0,
+        }

@@ -1,0 +1,340 @@
+"""`StreamEngine`: the SDK's front door.
+
+engine = StreamEngine(model="identity", resolution=(720, 1280))
+engine.start(input_source=0, on_frame=engine.render)
+engine.set_prompt("pencil sketch", transition_frames=15)
+engine.wait()
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from mirage_lsd.device import resolve_device, resolve_dtype
+from mirage_lsd.engine.channels import Channel, Closed
+from mirage_lsd.engine.pipeline import Mode, Pipeline
+from mirage_lsd.engine.processor import FrameProcessor
+from mirage_lsd.engine.prompt import PromptSchedule, validate_prompt
+from mirage_lsd.engine.stats import Stats, StatsRecorder
+from mirage_lsd.errors import UserError
+from mirage_lsd.frame import FrameInfo
+from mirage_lsd.geometry import FitMode, check_size
+from mirage_lsd.models.base import StreamModel
+from mirage_lsd.models.registry import DEFAULT_MODEL, LoadOptions, load_model
+from mirage_lsd.sinks import Sink, open_sink
+from mirage_lsd.sources import Source, open_source
+
+log = logging.getLogger(__name__)
+
+InputSpec = Source | str | int | PathLike[str] | Iterable[np.ndarray]
+OnFrame = Callable[..., Any]
+DEFAULT_FPS = 30.0
+
+
+class StreamEngine:
+    """Transforms a video stream frame by frame with a model that follows a prompt.
+
+    Args:
+        model: a registered model name (see `mirage-lsd models`) or a `StreamModel`.
+        device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
+        fp16: half precision on CUDA; on CPU it falls back to float32 with a warning.
+        max_steps: upper bound on denoising steps per frame.
+        resolution: output (height, width); None keeps the input size.
+        fit: "crop" (fill, center crop) or "letterbox" (fit, pad) to keep aspect ratio.
+        prompt: the initial prompt.
+    """
+
+    def __init__(
+        self,
+        model: str | StreamModel = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        fp16: bool = False,
+        max_steps: int = 1,
+        resolution: tuple[int, int] | None = None,
+        fit: FitMode = "crop",
+        prompt: str | None = None,
+    ) -> None:
+        if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:
+            raise UserError(f"max_steps must be a whole number from 1 to 50, got {max_steps!r}")
+        if fit not in ("crop", "letterbox"):
+            raise UserError(f"unknown fit mode '{fit}': use crop or letterbox")
+        self.resolution = check_size(tuple(resolution)) if resolution else None  # type: ignore[arg-type]
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, fp16)
+        self.max_steps = max_steps
+        self.fit: FitMode = fit
+        if isinstance(model, StreamModel):
+            self.model = model
+        else:
+            opts = LoadOptions(device=self.device, dtype=self.dtype, max_steps=max_steps)
+            self.model = load_model(model, opts)
+        text = validate_prompt(prompt) if prompt is not None else None
+        self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)
+        self._prompts.text = text
+        self._processor = FrameProcessor(self.model, self._prompts, self.resolution, fit, max_steps)
+        self._pipeline: Pipeline | None = None
+        self._recorder = self._new_recorder("offline")
+        self._window: Sink | None = None
+        self._lock = threading.Lock()
+
+    # -- prompts and state -----------------------------------------------------
+    @property
+    def prompt(self) -> str | None:
+        return self._prompts.text
+
+    def set_prompt(self, text: str, transition_frames: int = 0) -> None:
+        """Change the prompt, also while running; blended over `transition_frames` frames."""
+        if not isinstance(transition_frames, int) or transition_frames < 0:
+            raise UserError(f"transition_frames must be 0 or more, got {transition_frames!r}")
+        text = validate_prompt(text)
+        cond = self.model.encode_prompt(text)
+        self._prompts.set(cond, transition_frames, text)
+
+    def reset(self) -> None:
+        """Drop the stream's history (the model starts over at the next frame)."""
+        self._processor.reset()
+
+    # -- one frame at a time -----------------------------------------------------
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """Transform one (H, W, 3) uint8 RGB frame now; consecutive calls form one stream."""
+        if self.running:
+            raise RuntimeError("process() cannot be used while a stream is running")
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            raise UserError("process() takes an (H, W, 3) uint8 RGB numpy array")
+        if frame.dtype != np.uint8:
+            raise UserError(f"process() takes uint8 frames, got {frame.dtype}")
+        image, stage_ms = self._processor(np.ascontiguousarray(frame))
+        now = time.monotonic()
+        self._recorder.output_ready(sum(stage_ms.values()), stage_ms, now)
+        return image
+
+    # -- streams ---------------------------------------------------------------
+    def start(
+        self,
+        input_source: InputSpec = 0,
+        on_frame: OnFrame | None = None,
+        output: str | PathLike[str] | Sink | None = None,
+        *,
+        mode: Mode | None = None,
+        max_frames: int | None = None,
+        loop: bool = False,
+    ) -> StreamEngine:
+        """Start streaming in background threads and return at once.
+
+        `on_frame(image)` or `on_frame(image, info)` is called with every output
+        frame (`info` is a `FrameInfo`: index, capture time, latency). `output` is
+        a sink or a sink spec (file, folder, "window", "virtualcam", URL, "null").
+        `mode`: "live" (newest frame wins, stale frames dropped), "offline" (every
+        frame in order) or "bench" (every frame, captured when the model is free);
+        by default live for cameras, screens and URLs, offline for files.
+        """
+        if self.running:
+            raise RuntimeError("the engine is already running: stop() it first")
+        if mode not in (None, "live", "offline", "bench"):
+            raise UserError(f"unknown mode '{mode}': use live or offline")
+        # 1. open the input: its kind decides the default mode
+        realtime = None if mode is None else mode == "live"
+        source = (
+            input_source
+            if isinstance(input_source, Source)
+            else open_source(input_source, realtime=realtime, loop=loop)
+        )
+        run_mode: Mode = mode or ("live" if source.live else "offline")
+        try:
+            # 2. open the output now when its size is known, so bad outputs fail here
+            fps = source.fps or DEFAULT_FPS
+            size = self.resolution or self._processor.out_size or source.size
+            sink = self._resolve_sink(output, size, fps, run_mode == "live", source)
+        except BaseException:
+            source.close()
+            raise
+        # 3. wire the threads
+        self._recorder = self._new_recorder(run_mode)
+        self._recorder.size = size
+        deliver = self._make_deliver(sink, output, fps, run_mode == "live", source, on_frame)
+        self._pipeline = Pipeline(
+            source,
+            self._processor,
+            deliver,
+            self._recorder,
+            run_mode,
+            max_frames=max_frames,
+            on_finish=self._close_outputs,
+        )
+        self._pipeline.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> Stats:
+        """Block until the source ends (or `timeout`); re-raise a pipeline failure."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.join(timeout)
+            self._raise_error(pipeline)
+        return self.stats()
+
+    def stop(self, timeout: float | None = 30.0) -> Stats:
+        """Stop taking frames, write out what was processed, finalize outputs."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.request_stop()
+            pipeline.join(timeout)
+            self._raise_error(pipeline)
+        return self.stats()
+
+    def stream(
+        self, source: InputSpec, *, mode: Mode | None = None, max_frames: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield output frames of `source` as they are ready; stops when the loop ends."""
+        frames: Channel[np.ndarray] = Channel(4, "block")
+
+        def collect(image: np.ndarray) -> None:
+            try:
+                frames.put(image)
+            except Closed:
+                self._pipeline_request_stop()
+
+        self.start(source, on_frame=collect, mode=mode, max_frames=max_frames)
+        assert self._pipeline is not None
+        self._pipeline.on_finish = self._chain(self._pipeline.on_finish, frames.close)
+        try:
+            while True:
+                try:
+                    yield frames.get()
+                except Closed:
+                    break
+        finally:
+            frames.close(discard=True)
+            self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._pipeline is not None and self._pipeline.alive
+
+    def stats(self) -> Stats:
+        """Telemetry of the current or last stream (or of `process()` calls)."""
+        stats = self._recorder.snapshot(self.running)
+        return stats
+
+    def render(self, image: np.ndarray, info: FrameInfo | None = None) -> None:
+        """Show a frame in a window (use as `on_frame=engine.render`). Closing it stops."""
+        with self._lock:
+            if self._window is None:
+                from mirage_lsd.sinks.window import WindowSink
+
+                self._window = WindowSink(size=image.shape[:2])
+        self._window.write(image, None if info is None else info.pts)
+        if getattr(self._window, "closed", False):
+            self._pipeline_request_stop()
+
+    def close(self) -> None:
+        """Stop any stream and close the window."""
+        self.stop()
+        with self._lock:
+            if self._window is not None:
+                self._window.close()
+                self._window = None
+
+    def __enter__(self) -> StreamEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------
+    def _new_recorder(self, mode: str) -> StatsRecorder:
+        info = self.model.info
+        return StatsRecorder(info.name, self.device, self.max_steps, mode)
+
+    def _pipeline_request_stop(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.request_stop()
+
+    @staticmethod
+    def _raise_error(pipeline: Pipeline) -> None:
+        if pipeline.error is not None:
+            raise pipeline.error
+
+    @staticmethod
+    def _chain(*fns: Callable[[], None] | None) -> Callable[[], None]:
+        def run() -> None:
+            for fn in fns:
+                if fn is not None:
+                    fn()
+
+        return run
+
+    def _resolve_sink(
+        self,
+        output: str | PathLike[str] | Sink | None,
+        size: tuple[int, int] | None,
+        fps: float,
+        live: bool,
+        source: Source,
+    ) -> Sink | None:
+        if output is None or isinstance(output, Sink):
+            self._sink = output
+            return output
+        self._sink = None
+        if size is None:
+            return None  # opened at the first frame, when the size is known
+        audio = None if live else source.audio_path
+        self._sink = open_sink(output, size=size, fps=fps, live=live, audio_from=audio)
+        return self._sink
+
+    def _make_deliver(
+        self,
+        sink: Sink | None,
+        output: str | PathLike[str] | Sink | None,
+        fps: float,
+        live: bool,
+        source: Source,
+        on_frame: OnFrame | None,
+    ) -> Callable[[np.ndarray, FrameInfo], None]:
+        recorder = self._recorder
+        callback = _adapt_callback(on_frame)
+        audio = None if live else source.audio_path
+
+        def deliver(image: np.ndarray, info: FrameInfo) -> None:
+            if self._sink is None and output is not None:
+                recorder.size = image.shape[:2]
+                self._sink = open_sink(
+                    output, size=image.shape[:2], fps=fps, live=live, audio_from=audio
+                )
+            if self._sink is not None:
+                t0 = time.perf_counter()
+                self._sink.write(image, info.pts)
+                recorder.written((time.perf_counter() - t0) * 1000.0)
+                if getattr(self._sink, "closed", False):
+                    self._pipeline_request_stop()
+            if callback is not None:
+                callback(image, info)
+
+        return deliver
+
+    def _close_outputs(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _adapt_callback(on_frame: OnFrame | None) -> Callable[[np.ndarray, FrameInfo], None] | None:
+    """Call `on_frame(image)` or `on_frame(image, info)`, whichever it accepts."""
+    if on_frame is None:
+        return None
+    try:
+        params = inspect.signature(on_frame).parameters.values()
+    except (TypeError, ValueError):
+        return lambda image, info: on_frame(image)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    takes_varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if takes_varargs or len(positional) >= 2:
+        return lambda image, info: on_frame(image, info)
+    return lambda image, info: on_frame(image)

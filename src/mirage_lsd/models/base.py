@@ -1,0 +1,63 @@
+"""The one interface between the engine and every model.
+
+The engine knows nothing of a model's internals. It asks a model for three
+things: turn a prompt into conditioning, turn (frame, conditioning, per-stream
+state) into an output frame and the next state, and make a fresh state (reset).
+Frames cross the interface as (H, W, 3) uint8 RGB numpy arrays, with H and W
+multiples of `size_multiple`; tensors, dtypes and devices stay inside the model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Conditioning = Any
+State = Any
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model tells the engine and the user about itself."""
+
+    name: str
+    description: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_steps: int = 1
+    looks: tuple[str, ...] = ()
+
+
+class StreamModel(ABC):
+    """A causal frame-to-frame model: one frame in, one frame out."""
+
+    #: Frame sides the model takes must divide by this; the engine pads and crops.
+    size_multiple: int = 1
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """Name, device, dtype and capabilities."""
+
+    @abstractmethod
+    def encode_prompt(self, text: str | None) -> Conditioning:
+        """Prompt text (None: no prompt) to conditioning. May be slow; never per frame."""
+
+    def mix_prompts(self, a: Conditioning, b: Conditioning, weight: float) -> Conditioning:
+        """Blend two conditionings (weight 0 gives a, 1 gives b). Default: linear."""
+        if a is None or b is None:
+            return b if weight >= 0.5 else a
+        return a + (b - a) * weight
+
+    @abstractmethod
+    def init_state(self, height: int, width: int) -> State:
+        """A fresh per-stream state for frames of this size (reset)."""
+
+    @abstractmethod
+    def step(
+        self, image: np.ndarray, cond: Conditioning, state: State, steps: int
+    ) -> tuple[np.ndarray, State]:
+        """Transform one frame. Returns the output frame (same shape) and the new state."""

@@ -1,0 +1,61 @@
+"""Model names users can ask for, and how each is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.base import StreamModel
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the engine passes to every model loader."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_steps: int = 1
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    load: Callable[[LoadOptions], StreamModel]
+
+
+def _load_identity(opts: LoadOptions) -> StreamModel:
+    from mirage_lsd.models.identity import IdentityModel
+
+    return IdentityModel(device=opts.device)
+
+
+_REGISTRY: dict[str, ModelEntry] = {
+    "identity": ModelEntry(
+        "identity", "passes frames through unchanged (measures the engine)", _load_identity
+    ),
+}
+
+DEFAULT_MODEL = "identity"
+
+
+def available_models() -> list[ModelEntry]:
+    """Registered models, default first."""
+    return sorted(_REGISTRY.values(), key=lambda e: (e.name != DEFAULT_MODEL, e.name))
+
+
+def register_model(entry: ModelEntry) -> None:
+    """Add a model name (plugins and tests)."""
+    _REGISTRY[entry.name] = entry
+
+
+def load_model(name: str, opts: LoadOptions) -> StreamModel:
+    """Load a registered model by name; unknown names are a one-line user error."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        names = ", ".join(e.name for e in available_models())
+        raise UserError(
+            f"unknown model '{name}': choose one of {names} (list them with `mirage-lsd models`)"
+        )
+    return entry.load(opts)

@@ -1,0 +1,224 @@
+"""The `mirage-lsd` command, run as a user runs it: a real process on real clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+CLI = [sys.executable, "-m", "mirage_lsd.cli.app"]
+
+
+def mirage(*args: str | bytes, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, timeout=timeout, env=env or os.environ.copy()
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], *words: str) -> None:
+    stderr = result.stderr.decode(errors="replace").strip()
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:"), stderr
+    for word in words:
+        assert word.lower() in stderr.lower(), stderr
+
+
+def video_info(path: Path) -> tuple[int, tuple[int, int], bool]:
+    """(decoded video frames, (height, width), has audio) of a media file."""
+    with av.open(str(path)) as container:
+        has_audio = bool(container.streams.audio)
+        frames = [f for f in container.decode(video=0)]
+    return len(frames), (frames[0].height, frames[0].width), has_audio
+
+
+def make_clip_with_audio(src: Path, dst: Path, seconds: float = 2.0) -> int:
+    """Re-encode the first `seconds` of `src` with a 440 Hz tone; returns its frame count."""
+    rate = 44100
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuv420p"
+        aus = out.add_stream("aac", rate=rate)
+        aus.layout = "mono"
+        n = 0
+        for frame in inp.decode(video=0):
+            if n >= seconds * 30:
+                break
+            vf = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            vf.pts = n
+            out.mux(vs.encode(vf))
+            n += 1
+        out.mux(vs.encode())
+        t = np.arange(int(seconds * rate)) / rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for i in range(0, len(tone), 1024):
+            af = av.AudioFrame.from_ndarray(tone[None, i : i + 1024], format="flt", layout="mono")
+            af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
+            out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return n
+
+
+def make_clip_with_a_corrupt_frame(src: Path, dst: Path) -> None:
+    """MJPEG in Matroska with one packet of garbage in the middle."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vs = out.add_stream("mjpeg", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuvj420p"
+        for n, frame in enumerate(inp.decode(video=0)):
+            if n == 20:
+                break
+            vf = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            vf.pts = n
+            for packet in vs.encode(vf.reformat(format="yuvj420p")):
+                if n == 10:
+                    packet = _garbage_like(packet)
+                out.mux(packet)
+
+
+def _garbage_like(packet: av.Packet) -> av.Packet:
+    bad = av.Packet(b"\xff\xd8" + bytes(range(256)) * 4)
+    bad.pts, bad.dts, bad.time_base, bad.stream = packet.pts, packet.dts, packet.time_base, packet.stream
+    return bad
+
+
+def test_file_to_file_preserves_frames_and_carries_audio(media: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "tone.mp4"
+    n = make_clip_with_audio(media / "walk.mkv", clip)
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    result = mirage("run", str(clip), "--output", str(out), "--model", "identity",
+                    "--report", str(report), "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    frames, size, has_audio = video_info(out)
+    assert frames == n and size == (480, 640) and has_audio
+    data = json.loads(report.read_text())
+    assert data["frames_written"] == n and data["dropped"] == 0
+    assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_other_containers_and_sizes(media: Path, tmp_path: Path, suffix: str) -> None:
+    out = tmp_path / f"out{suffix}"
+    result = mirage("run", str(media / "classroom.gif"), "-o", str(out), "--size", "320x240", "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    frames, size, _ = video_info(out)
+    assert frames == 45 and size == (240, 320)
+
+
+def test_image_folder_output(media: Path, tmp_path: Path) -> None:
+    result = mirage("run", str(media / "please.mkv"), "-o", str(tmp_path / "frames"), "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 73
+
+
+def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "corrupt.mkv"
+    make_clip_with_a_corrupt_frame(media / "walk.mkv", clip)
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    result = mirage("run", str(clip), "-o", str(out), "--report", str(report), "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(report.read_text())
+    assert data["corrupt_frames"] >= 1
+    assert video_info(out)[0] == data["frames_written"] == 20 - data["corrupt_frames"]
+    assert "corrupt" in result.stderr.decode()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bad_inputs(media: Path, tmp_path: Path) -> dict[str, tuple[list[str | bytes], tuple[str, ...]]]:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4096))
+    clip = str(media / "walk.mkv")
+    out = str(tmp_path / "o.mp4")
+    return {
+        "missing file": (["run", "nope.mp4", "-o", out], ("not found",)),
+        "unreadable file": (["run", str(garbage), "-o", out], ("garbage.mp4",)),
+        "camera absent": (["run", "7", "-o", out], ("camera 7",)),
+        "unsupported url": (["run", "ftp://example.com/a.mp4", "-o", out], ("ftp",)),
+        "unreachable url": (["run", f"rtsp://127.0.0.1:{_closed_port()}/x", "-o", out], ("127.0.0.1",)),
+        "virtualcam absent": (["run", clip, "-o", "virtualcam"], ("virtual camera",)),
+        "no display": (["run", clip, "-o", "window"], ("display",)),
+        "unknown model": (["run", clip, "-o", out, "--model", "nope"], ("unknown model", "identity")),
+        "malformed size": (["run", clip, "-o", out, "--size", "12x"], ("size",)),
+        "empty prompt": (["run", clip, "-o", out, "--prompt", "  "], ("empty",)),
+        "long prompt": (["run", clip, "-o", out, "--prompt", "x" * 1001], ("1000",)),
+        "undecodable prompt": (["run", clip, "-o", out, "--prompt", b"caf\xe9 \xff"], ("utf-8",)),
+        "bad output suffix": (["run", clip, "-o", str(tmp_path / "o.xyz")], (".mp4",)),
+        "missing option": (["run", clip], ("--output",)),
+        "bench bad size": (["bench", clip, "--size", "axb"], ("size",)),
+    }
+
+
+CASES = [
+    "missing file", "unreadable file", "camera absent", "unsupported url", "unreachable url",
+    "virtualcam absent", "no display", "unknown model", "malformed size", "empty prompt",
+    "long prompt", "undecodable prompt", "bad output suffix", "missing option", "bench bad size",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_one_line_and_exit_code_2(media: Path, tmp_path: Path, case: str) -> None:
+    args, words = bad_inputs(media, tmp_path)[case]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = mirage(*args, env=env, timeout=60)
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "o.mp4").exists() or case == "unknown model"
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = mirage("run", "nope.mp4", "-o", str(tmp_path / "o.mp4"), "--debug")
+    assert result.returncode != 0
+    assert b"Traceback" in result.stderr
+
+
+def test_sigint_finalizes_a_playable_output(media: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "partial.mp4", tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [*CLI, "run", str(media / "bottle-detection.mp4"), "-o", str(out), "--size", "1280x720",
+         "--report", str(report), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    time.sleep(4.0)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    data = json.loads(report.read_text())
+    frames, size, _ = video_info(out)
+    assert 0 < frames < 1189
+    assert frames == data["frames_written"]
+    assert size == (720, 1280)
+
+
+def test_bench_json(media: Path) -> None:
+    result = mirage("bench", str(media / "walk.mkv"), "--model", "identity", "--size", "320x240",
+                    "--frames", "120", "--warmup", "5", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    data = json.loads(result.stdout)
+    assert data["frames"] == 120 and data["dropped"] == 0  # looped past the clip's 89 frames
+    assert data["model"] == "identity" and data["size"] == "320x240" and data["steps"] == 1
+    assert data["device"] == "cpu" and data["fps"] > 0 and data["ttff_ms"] > 0
+    assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
+    assert data["latency_ms"]["p50"] <= data["latency_ms"]["p99"]
+    assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
+
+
+def test_models_lists_identity() -> None:
+    result = mirage("models")
+    assert result.returncode == 0
+    assert b"identity" in result.stdout

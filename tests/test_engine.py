@@ -1,0 +1,213 @@
+"""StreamEngine semantics on real clips: offline completeness, live freshness, prompts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from mirage_lsd import StreamEngine, UserError
+from mirage_lsd.models.base import ModelInfo, StreamModel
+from mirage_lsd.sources import open_source
+
+
+class SlowModel(StreamModel):
+    """Inverts colours after sleeping `delay` seconds: a deliberately slow model."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="slow", description="sleeps, then inverts")
+
+    def encode_prompt(self, text: str | None) -> object:
+        return text
+
+    def init_state(self, height: int, width: int) -> object:
+        return None
+
+    def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay)
+        return 255 - image, state
+
+
+class RecordingModel(StreamModel):
+    """Records the conditioning of every frame; can hold a frame until released."""
+
+    size_multiple = 8
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.hold_at: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.states: list[int] = []
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="recording", description="records conditioning")
+
+    def encode_prompt(self, text: str | None) -> np.ndarray:
+        return np.array([float(len(text or ""))])
+
+    def init_state(self, height: int, width: int) -> int:
+        return 0
+
+    def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+        if self.hold_at is not None and len(self.seen) == self.hold_at:
+            self.holding.set()
+            self.release.wait(5)
+        self.seen.append(float(cond[0]))
+        self.shapes.append(image.shape)
+        self.states.append(state)
+        return image, state + 1
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_offline_file_to_file_keeps_every_frame(media: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    engine = StreamEngine("identity", device="cpu")
+    engine.start(media / "walk.mkv", output=out)
+    stats = engine.wait()
+    assert stats.mode == "offline"
+    assert stats.frames_in == stats.frames_out == stats.frames_written == 89
+    assert stats.dropped == 0
+    assert decoded_frames(out) == 89
+
+
+def test_live_mode_with_a_slow_model_drops_and_keeps_latency_bounded(media: Path) -> None:
+    latencies: list[float] = []
+    engine = StreamEngine(SlowModel(delay=0.1), device="cpu", resolution=(90, 160))
+    engine.start(
+        media / "bottle-detection.mp4",
+        on_frame=lambda image, info: latencies.append(info.latency_ms),
+        mode="live",
+    )
+    time.sleep(3.0)
+    stats = engine.stop()
+    assert stats.mode == "live"
+    # 30 fps in, ~10 fps out: about two of three frames are dropped and counted
+    assert stats.dropped_input > stats.frames_out
+    assert stats.frames_in == stats.frames_out + stats.dropped_input
+    assert len(latencies) >= 15
+    # latency never builds up: a frame waits at most one model step before inference
+    assert max(latencies) < 350.0
+    assert np.mean(latencies[-5:]) < np.mean(latencies[:5]) + 50.0
+
+
+def test_set_prompt_while_running_reaches_the_model_at_the_next_frame(media: Path) -> None:
+    model = RecordingModel()
+    model.hold_at = 5
+    engine = StreamEngine(model, device="cpu", prompt="ab")
+    engine.start(media / "walk.mkv", mode="offline", max_frames=12)
+    assert model.holding.wait(5)
+    engine.set_prompt("pencil sketch")  # while frame 5 is inside the model
+    model.release.set()
+    engine.wait()
+    assert model.seen[:6] == [2.0] * 6
+    assert model.seen[6:] == [13.0] * 6
+
+
+def test_prompt_transition_blends_without_jumps(media: Path) -> None:
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu", prompt="abcd")
+    engine.set_prompt("abcdefgh", transition_frames=4)
+    for frame in engine.stream(media / "walk.mkv", max_frames=6):
+        assert frame.shape == (480, 640, 3)
+    assert model.seen == [5.0, 6.0, 7.0, 8.0, 8.0, 8.0]
+
+
+def test_any_output_size_is_exact_even_when_the_model_needs_padding(media: Path) -> None:
+    model = RecordingModel()  # needs multiples of 8
+    engine = StreamEngine(model, device="cpu", resolution=(241, 321), fit="letterbox")
+    frames = list(engine.stream(media / "walk.mkv", max_frames=3))
+    assert [f.shape for f in frames] == [(241, 321, 3)] * 3
+    assert model.shapes[0] == (248, 328, 3)
+    assert model.states == [0, 1, 2]  # state carried from frame to frame
+
+
+def test_process_is_synchronous_and_keeps_state() -> None:
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu", resolution=(64, 96))
+    frame = np.full((120, 160, 3), 77, np.uint8)
+    out = [engine.process(frame) for _ in range(3)]
+    assert all(o.shape == (64, 96, 3) and o.dtype == np.uint8 for o in out)
+    assert model.states == [0, 1, 2]
+    engine.reset()
+    engine.process(frame)
+    assert model.states[-1] == 0
+    with pytest.raises(UserError):
+        engine.process(np.zeros((10, 10), np.uint8))
+
+
+def test_model_failure_reaches_the_caller(media: Path) -> None:
+    class Broken(SlowModel):
+        def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+            raise ValueError("model exploded")
+
+    engine = StreamEngine(Broken(0), device="cpu")
+    engine.start(media / "walk.mkv")
+    with pytest.raises(ValueError, match="exploded"):
+        engine.wait(timeout=10)
+    assert not engine.running
+
+
+def test_context_manager_stops_the_stream(media: Path) -> None:
+    with StreamEngine("identity", device="cpu") as engine:
+        engine.start(media / "bottle-detection.mp4", mode="live")
+        time.sleep(0.3)
+        assert engine.running
+    assert not engine.running
+
+
+def test_fp16_on_cpu_warns_and_uses_float32() -> None:
+    with pytest.warns(RuntimeWarning, match="fp16"):
+        engine = StreamEngine("identity", device="cpu", fp16=True)
+    assert engine.dtype == "float32"
+
+
+def test_bad_engine_arguments_are_user_errors() -> None:
+    with pytest.raises(UserError, match="unknown model"):
+        StreamEngine("no-such-model", device="cpu")
+    with pytest.raises(UserError, match="max_steps"):
+        StreamEngine("identity", device="cpu", max_steps=0)
+    with pytest.raises(UserError, match="unknown device"):
+        StreamEngine("identity", device="tpu")
+    engine = StreamEngine("identity", device="cpu")
+    with pytest.raises(UserError, match="empty"):
+        engine.set_prompt("   ")
+    with pytest.raises(UserError, match="1000"):
+        engine.set_prompt("x" * 1001)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_memory_stays_flat_over_a_long_stream() -> None:
+    rng = np.random.default_rng(0)
+    pool = [rng.integers(0, 256, (72, 128, 3), dtype=np.uint8) for _ in range(8)]
+
+    def frames(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield pool[i % len(pool)]
+
+    engine = StreamEngine("identity", device="cpu")
+    for _ in engine.stream(open_source(frames(1000))):
+        pass
+    before = _rss_bytes()
+    count = sum(1 for _ in engine.stream(open_source(frames(20000))))
+    growth = _rss_bytes() - before
+    assert count == 20000
+    assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 20000 frames"

@@ -1,0 +1,40 @@
+"""Telemetry: percentiles from a bounded histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mirage_lsd.engine.stats import Histogram, StatsRecorder
+
+
+def test_histogram_percentiles_match_numpy_within_two_percent() -> None:
+    values = np.random.default_rng(1).lognormal(mean=2.0, sigma=0.8, size=20000)
+    hist = Histogram()
+    for v in values:
+        hist.add(float(v))
+    for p in (50, 90, 95, 99):
+        expected = float(np.percentile(values, p))
+        assert abs(hist.percentile(p) - expected) / expected < 0.02  # type: ignore[operator]
+
+
+def test_histogram_memory_is_fixed() -> None:
+    hist = Histogram()
+    size = hist.counts.nbytes
+    for i in range(100000):
+        hist.add(i * 0.37)
+    assert hist.counts.nbytes == size
+    assert hist.count == 100000
+
+
+def test_snapshot_counts_drops_and_ttff() -> None:
+    rec = StatsRecorder("identity", "cpu", 1, "live")
+    rec.started()
+    for dropped in (False, True, True, False):
+        rec.captured(1.0, dropped)
+    rec.output_ready(5.0, {"preprocess": 1.0, "model": 3.0, "postprocess": 1.0}, now=rec.start_time + 0.02)  # type: ignore[operator]
+    stats = rec.snapshot(running=False)
+    assert stats.frames_in == 4 and stats.dropped == 2 and stats.drop_ratio == 0.5
+    assert abs(stats.ttff_ms - 20.0) < 0.01  # type: ignore[operator]
+    data = stats.to_dict()
+    assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
+    assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
