@@ -27,8 +27,20 @@ def main() -> None:
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeats):
-        cmd = [sys.executable, "-m", "mirage_lsd.cli.app", "bench", args.input, "--model",
-               "identity", "--size", args.size, "--frames", str(args.frames), "--json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mirage_lsd.cli.app",
+            "bench",
+            args.input,
+            "--model",
+            "identity",
+            "--size",
+            args.size,
+            "--frames",
+            str(args.frames),
+            "--json",
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out))
 
@@ -46,8 +58,12 @@ def main() -> None:
         "overhead_p50_ms": med(lambda r: r["latency_ms"]["p50"]),
         "overhead_p95_ms": med(lambda r: r["latency_ms"]["p95"]),
         "overhead_p99_ms": med(lambda r: r["latency_ms"]["p99"]),
-        "stages_median_ms": {k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]},
-        "stages_p95_ms": {k: med(lambda r, k=k: r["stages_p95_ms"][k]) for k in runs[0]["stages_p95_ms"]},
+        "stages_median_ms": {
+            k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]
+        },
+        "stages_p95_ms": {
+            k: med(lambda r, k=k: r["stages_p95_ms"][k]) for k in runs[0]["stages_p95_ms"]
+        },
     }
     print(json.dumps(summary, indent=2))
 

@@ -89,7 +89,12 @@ def make_clip_with_a_corrupt_frame(src: Path, dst: Path) -> None:
 
 def _garbage_like(packet: av.Packet) -> av.Packet:
     bad = av.Packet(b"\xff\xd8" + bytes(range(256)) * 4)
-    bad.pts, bad.dts, bad.time_base, bad.stream = packet.pts, packet.dts, packet.time_base, packet.stream
+    bad.pts, bad.dts, bad.time_base, bad.stream = (
+        packet.pts,
+        packet.dts,
+        packet.time_base,
+        packet.stream,
+    )
     return bad
 
 
@@ -97,8 +102,17 @@ def test_file_to_file_preserves_frames_and_carries_audio(media: Path, tmp_path: 
     clip = tmp_path / "tone.mp4"
     n = make_clip_with_audio(media / "walk.mkv", clip)
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
-    result = mirage("run", str(clip), "--output", str(out), "--model", "identity",
-                    "--report", str(report), "--quiet")
+    result = mirage(
+        "run",
+        str(clip),
+        "--output",
+        str(out),
+        "--model",
+        "identity",
+        "--report",
+        str(report),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr.decode()
     frames, size, has_audio = video_info(out)
     assert frames == n and size == (480, 640) and has_audio
@@ -150,10 +164,16 @@ def bad_inputs(media: Path, tmp_path: Path) -> dict[str, tuple[list[str | bytes]
         "unreadable file": (["run", str(garbage), "-o", out], ("garbage.mp4",)),
         "camera absent": (["run", "7", "-o", out], ("camera 7",)),
         "unsupported url": (["run", "ftp://example.com/a.mp4", "-o", out], ("ftp",)),
-        "unreachable url": (["run", f"rtsp://127.0.0.1:{_closed_port()}/x", "-o", out], ("127.0.0.1",)),
+        "unreachable url": (
+            ["run", f"rtsp://127.0.0.1:{_closed_port()}/x", "-o", out],
+            ("127.0.0.1",),
+        ),
         "virtualcam absent": (["run", clip, "-o", "virtualcam"], ("virtual camera",)),
         "no display": (["run", clip, "-o", "window"], ("display",)),
-        "unknown model": (["run", clip, "-o", out, "--model", "nope"], ("unknown model", "identity")),
+        "unknown model": (
+            ["run", clip, "-o", out, "--model", "nope"],
+            ("unknown model", "identity"),
+        ),
         "malformed size": (["run", clip, "-o", out, "--size", "12x"], ("size",)),
         "empty prompt": (["run", clip, "-o", out, "--prompt", "  "], ("empty",)),
         "long prompt": (["run", clip, "-o", out, "--prompt", "x" * 1001], ("1000",)),
@@ -165,9 +185,21 @@ def bad_inputs(media: Path, tmp_path: Path) -> dict[str, tuple[list[str | bytes]
 
 
 CASES = [
-    "missing file", "unreadable file", "camera absent", "unsupported url", "unreachable url",
-    "virtualcam absent", "no display", "unknown model", "malformed size", "empty prompt",
-    "long prompt", "undecodable prompt", "bad output suffix", "missing option", "bench bad size",
+    "missing file",
+    "unreadable file",
+    "camera absent",
+    "unsupported url",
+    "unreachable url",
+    "virtualcam absent",
+    "no display",
+    "unknown model",
+    "malformed size",
+    "empty prompt",
+    "long prompt",
+    "undecodable prompt",
+    "bad output suffix",
+    "missing option",
+    "bench bad size",
 ]
 
 
@@ -189,9 +221,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_sigint_finalizes_a_playable_output(media: Path, tmp_path: Path) -> None:
     out, report = tmp_path / "partial.mp4", tmp_path / "r.json"
     proc = subprocess.Popen(
-        [*CLI, "run", str(media / "bottle-detection.mp4"), "-o", str(out), "--size", "1280x720",
-         "--report", str(report), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *CLI,
+            "run",
+            str(media / "bottle-detection.mp4"),
+            "-o",
+            str(out),
+            "--size",
+            "1280x720",
+            "--report",
+            str(report),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     time.sleep(4.0)
     assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -206,8 +249,19 @@ def test_sigint_finalizes_a_playable_output(media: Path, tmp_path: Path) -> None
 
 
 def test_bench_json(media: Path) -> None:
-    result = mirage("bench", str(media / "walk.mkv"), "--model", "identity", "--size", "320x240",
-                    "--frames", "120", "--warmup", "5", "--json")
+    result = mirage(
+        "bench",
+        str(media / "walk.mkv"),
+        "--model",
+        "identity",
+        "--size",
+        "320x240",
+        "--frames",
+        "120",
+        "--warmup",
+        "5",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr.decode()
     data = json.loads(result.stdout)
     assert data["frames"] == 120 and data["dropped"] == 0  # looped past the clip's 89 frames

@@ -16,7 +16,9 @@ def test_parse_size_is_width_by_height() -> None:
     assert parse_size(" 640X480 ") == (480, 640)
 
 
-@pytest.mark.parametrize("bad", ["", "1280", "1280x", "x720", "12.5x720", "-1x5", "0x0", "99999x10"])
+@pytest.mark.parametrize(
+    "bad", ["", "1280", "1280x", "x720", "12.5x720", "-1x5", "0x0", "99999x10"]
+)
 def test_parse_size_rejects_malformed(bad: str) -> None:
     with pytest.raises(UserError) as err:
         parse_size(bad)
@@ -38,7 +40,9 @@ sides = st.integers(min_value=16, max_value=400)
 
 @settings(max_examples=60, deadline=None)
 @given(sides, sides, sides, sides, st.sampled_from(["crop", "letterbox"]))
-def test_fit_gives_exactly_the_requested_size(sh: int, sw: int, oh: int, ow: int, mode: str) -> None:
+def test_fit_gives_exactly_the_requested_size(
+    sh: int, sw: int, oh: int, ow: int, mode: str
+) -> None:
     image = np.random.default_rng(0).integers(0, 256, (sh, sw, 3), dtype=np.uint8)
     out = apply_fit(image, plan_fit((sh, sw), (oh, ow), mode))  # type: ignore[arg-type]
     assert out.shape == (oh, ow, 3) and out.dtype == np.uint8

@@ -31,7 +31,9 @@ def test_snapshot_counts_drops_and_ttff() -> None:
     rec.started()
     for dropped in (False, True, True, False):
         rec.captured(1.0, dropped)
-    rec.output_ready(5.0, {"preprocess": 1.0, "model": 3.0, "postprocess": 1.0}, now=rec.start_time + 0.02)  # type: ignore[operator]
+    rec.output_ready(
+        5.0, {"preprocess": 1.0, "model": 3.0, "postprocess": 1.0}, now=rec.start_time + 0.02
+    )  # type: ignore[operator]
     stats = rec.snapshot(running=False)
     assert stats.frames_in == 4 and stats.dropped == 2 and stats.drop_ratio == 0.5
     assert abs(stats.ttff_ms - 20.0) < 0.01  # type: ignore[operator]

@@ -10,10 +10,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from mirage_lsd.cli.errors import fail, guarded
 from mirage_lsd.cli.progress import make_progress, status_text
@@ -256,18 +256,20 @@ def models() -> None:
 
 
 def main() -> None:
-    """Entry point: click's usage errors become one line and exit code 2."""
+    """Entry point: usage errors become one line and exit code 2."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        hint = f" (see `mirage-lsd {exc.ctx.info_name} --help`)" if exc.ctx else ""
-        fail(exc.format_message().replace("\n", " ") + hint, 2)
-    except click.exceptions.Abort:
+        code = app(standalone_mode=False)
+    except TyperException as exc:  # typer's usage errors (bad or missing options)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `mirage-lsd {ctx.info_name} --help`)" if ctx is not None else ""
+        fail(exc.format_message().replace("\n", " ") + hint, getattr(exc, "exit_code", 2))
+    except typer.Abort:
         fail("aborted", 130)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

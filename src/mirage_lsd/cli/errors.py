@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-import click
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -30,7 +30,7 @@ def guarded(debug: bool, body: Callable[[], T]) -> T:
         if debug:
             raise
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
-    except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+    except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:
         if debug:

@@ -90,7 +90,7 @@ class Pipeline:
     def request_stop(self) -> None:
         """Stop taking new frames; frames already processed are still written."""
         self._stop.set()
-        self._inputs.close(discard=True)
+        self.stats.discarded(len(self._inputs.close(discard=True)))
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for all threads (except the caller's own); True when all ended."""

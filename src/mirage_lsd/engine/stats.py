@@ -134,6 +134,11 @@ class StatsRecorder:
             self.frames_written += 1
             self.stages["encode"].add(encode_ms)
 
+    def discarded(self, count: int) -> None:
+        """Captured frames thrown away on stop: counted as input drops."""
+        with self._lock:
+            self.dropped_input += count
+
     def output_dropped(self) -> None:
         with self._lock:
             self.dropped_output += 1

@@ -1,0 +1,73 @@
+"""Pieces shared by the PyAV sinks: frame checks and encoder set-up."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.container import OutputContainer
+from av.video.stream import VideoStream
+
+log = logging.getLogger(__name__)
+
+
+def check_frame(image: np.ndarray, size: tuple[int, int]) -> None:
+    """Reject frames that are not (H, W, 3) uint8 of the size the sink was opened with."""
+    if image.shape != (*size, 3) or image.dtype != np.uint8:
+        raise ValueError(
+            f"sink expects {size[0]}x{size[1]}x3 uint8 frames, got {image.shape} {image.dtype}"
+        )
+
+
+def frame_rate(fps: float) -> Fraction:
+    """`fps` as a rational PyAV accepts (29.97 -> 30000/1001)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def pixel_format(size: tuple[int, int]) -> str:
+    """yuv420p where it fits; 4:2:0 needs even sides, so odd sizes get yuv444p."""
+    if size[0] % 2 or size[1] % 2:
+        log.warning(
+            "%dx%d has an odd side: encoding yuv444p, which some players cannot show",
+            size[1],
+            size[0],
+        )
+        return "yuv444p"
+    return "yuv420p"
+
+
+def add_video_stream(
+    container: OutputContainer,
+    codec: str,
+    size: tuple[int, int],
+    rate: Fraction,
+    pix_fmt: str,
+    options: dict[str, str],
+) -> VideoStream:
+    """Add a video encoder whose time base is one frame (1/rate)."""
+    stream = container.add_stream(codec, rate=rate, options=options)
+    stream.height, stream.width = size
+    stream.pix_fmt = pix_fmt
+    stream.codec_context.time_base = 1 / rate
+    return stream
+
+
+def encode(
+    container: OutputContainer, stream: VideoStream, image: np.ndarray | None, pts: int
+) -> None:
+    """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes."""
+    frame = None
+    if image is not None:
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = stream.codec_context.time_base
+    container.mux(stream.encode(frame))
+
+
+def reason(exc: Exception) -> str:
+    """The short cause of an FFmpeg/OS error, without the path or URL it repeats."""
+    return getattr(exc, "strerror", None) or str(exc)

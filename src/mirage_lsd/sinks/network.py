@@ -1,0 +1,110 @@
+"""Push frames as a live H.264 stream to an RTMP, SRT or RTSP server.
+
+Unlike a file, a live stream is stamped with the frames' own times (or the wall
+clock when they have none): a viewer plays it in real time, so a model running
+slower than `fps` must show up as a lower frame rate, not as slow motion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks._video import add_video_stream, check_frame, encode, frame_rate, reason
+from mirage_lsd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+# URL scheme -> (muxer, muxer options). RTSP over TCP: UDP loses packets on busy links.
+_FORMATS = {
+    "rtmp": ("flv", {}),
+    "srt": ("mpegts", {}),
+    "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": "5000000"}),
+}
+_X264 = {"preset": "ultrafast", "tune": "zerolatency"}
+_TIME_BASE = Fraction(1, 1000)  # FLV counts milliseconds
+_KEYFRAME_SECONDS = 2.0  # how long a viewer who joins late waits for a picture
+
+
+class StreamPushSink(Sink):
+    """Live push of yuv420p H.264 (ultrafast, zerolatency) to `url`."""
+
+    def __init__(self, url: str, size: tuple[int, int], fps: float) -> None:
+        # 1. pick the muxer from the scheme
+        self.url = url
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in _FORMATS:
+            raise UserError(f"cannot push to {url}: use an rtmp://, srt:// or rtsp:// URL")
+        muxer, options = _FORMATS[scheme]
+        self.size = size
+        self.frames_written = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._t0: float | None = None
+        self._last_pts = -1
+        # 4:2:0 needs even sides and streaming players expect 4:2:0: pad odd sizes by a pixel.
+        self._pad = (size[0] % 2, size[1] % 2)
+        coded = (size[0] + self._pad[0], size[1] + self._pad[1])
+
+        # 2. connect: FFmpeg opens the connection when it writes the header
+        rate = frame_rate(fps)
+        try:
+            self._container = av.open(url, "w", format=muxer, container_options=options)
+            self._video = add_video_stream(
+                self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
+            )
+            self._video.codec_context.gop_size = max(1, round(_KEYFRAME_SECONDS * rate))
+            self._video.codec_context.time_base = _TIME_BASE
+            self._container.start_encoding()
+        except av.error.ProtocolNotFoundError as exc:
+            raise UserError(
+                f"cannot push to {url}: this FFmpeg build has no {scheme} support; "
+                "use rtmp:// or rtsp://"
+            ) from exc
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise UserError(f"cannot push to {url}: {reason(exc)}") from exc
+        log.info("pushing %dx%d H.264 to %s", coded[1], coded[0], url)
+
+    def write(self, image: np.ndarray, pts: float | None) -> None:
+        """Encode and send the frame, stamped with `pts` (or the time it arrived)."""
+        check_frame(image, self.size)
+        if any(self._pad):
+            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                encode(self._container, self._video, image, self._next_pts(pts))
+            except (av.FFmpegError, OSError) as exc:
+                raise UserError(f"stream to {self.url} broke off: {reason(exc)}") from exc
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush and end the stream; a server that already hung up is only logged."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for step in (
+                lambda: encode(self._container, self._video, None, 0),
+                self._container.close,
+            ):
+                try:
+                    step()
+                except (av.FFmpegError, OSError) as exc:
+                    log.warning("closing the stream to %s: %s", self.url, reason(exc))
+        log.info("pushed %d frames to %s", self.frames_written, self.url)
+
+    def _next_pts(self, pts: float | None) -> int:
+        """Milliseconds since the first frame, strictly increasing as the muxer requires."""
+        now = time.monotonic() if pts is None else pts
+        if self._t0 is None:
+            self._t0 = now
+        self._last_pts = max(self._last_pts + 1, round((now - self._t0) / _TIME_BASE))
+        return self._last_pts

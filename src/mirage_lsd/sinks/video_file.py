@@ -1,0 +1,127 @@
+"""Encode frames to an .mp4, .mkv or .webm file with PyAV, optionally with the source's audio.
+
+Frames are stamped from a counter at a constant frame rate: players and editors
+handle constant-rate files best, and a late frame must not leave a gap. The order
+of writes is kept; input timestamps are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from os import PathLike
+from pathlib import Path
+
+import av
+import numpy as np
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks import VIDEO_SUFFIXES
+from mirage_lsd.sinks._audio import AudioCarry
+from mirage_lsd.sinks._video import (
+    add_video_stream,
+    check_frame,
+    encode,
+    frame_rate,
+    pixel_format,
+    reason,
+)
+from mirage_lsd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_X264_OFFLINE = {"preset": "veryfast", "crf": "20"}
+_X264_LIVE = {"preset": "ultrafast", "tune": "zerolatency", "crf": "20"}
+# Constant quality (crf with no target bit rate) at libvpx's fastest settings.
+_VP9 = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}
+
+
+class VideoFileSink(Sink):
+    """H.264 (.mp4, .mkv) or VP9 (.webm) file; `close()` may come from another thread."""
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        size: tuple[int, int],
+        fps: float,
+        live: bool = False,
+        audio_from: Path | None = None,
+    ) -> None:
+        # 1. check the path
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in VIDEO_SUFFIXES:
+            raise UserError(
+                f"cannot write video to {self.path}: unknown extension {suffix or '(none)'}; "
+                f"use one of {' '.join(VIDEO_SUFFIXES)}"
+            )
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise UserError(f"cannot write {self.path}: folder {parent} does not exist")
+        self.size = size
+        self.frames_written = 0
+        self._rate = frame_rate(fps)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned_closed = False
+
+        # 2. open the container and its streams
+        try:
+            self._container = av.open(str(self.path), "w")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+        if suffix == ".webm":
+            codec, options = "libvpx-vp9", _VP9
+        else:
+            codec, options = "libx264", _X264_LIVE if live else _X264_OFFLINE
+        self._video = add_video_stream(
+            self._container, codec, size, self._rate, pixel_format(size), dict(options)
+        )
+        self._audio = None if audio_from is None else AudioCarry.open(audio_from, self._container)
+
+        # 3. write the header now, so an unwritable path fails here and not mid-stream
+        try:
+            self._container.start_encoding()
+        except (av.FFmpegError, OSError) as exc:
+            self._abort()
+            raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+        log.info("writing %s (%s, %dx%d at %s fps)", self.path, codec, size[1], size[0], fps)
+
+    def write(self, image: np.ndarray, pts: float | None) -> None:
+        """Encode the next frame; `pts` is ignored (constant frame rate)."""
+        check_frame(image, self.size)
+        with self._lock:
+            if self._closed:
+                if not self._warned_closed:
+                    log.warning("%s is closed: dropping frames written after close()", self.path)
+                    self._warned_closed = True
+                return
+            encode(self._container, self._video, image, self.frames_written)
+            self.frames_written += 1
+            if self._audio is not None:
+                self._audio.mux_until(self.duration)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video written so far."""
+        return float(self.frames_written / self._rate)
+
+    def close(self) -> None:
+        """Flush the encoder, end the audio with the video, write the trailer. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                encode(self._container, self._video, None, 0)
+                if self._audio is not None:
+                    self._audio.close(self.duration)
+            finally:
+                self._container.close()
+        log.info("wrote %d frames (%.2f s) to %s", self.frames_written, self.duration, self.path)
+
+    def _abort(self) -> None:
+        """Release what __init__ opened when it fails half way."""
+        if self._audio is not None:
+            self._audio.release()
+        self._container.close()

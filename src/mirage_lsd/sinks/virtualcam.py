@@ -1,0 +1,43 @@
+"""Send frames to a virtual camera, so video-call and streaming apps can pick them up."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks._video import check_frame
+from mirage_lsd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+
+class VirtualCameraSink(Sink):
+    """pyvirtualcam camera (OBS on Windows/macOS, v4l2loopback on Linux), RGB frames."""
+
+    def __init__(self, size: tuple[int, int], fps: float) -> None:
+        import pyvirtualcam
+
+        self.size = size
+        self.frames_written = 0
+        try:
+            self._camera = pyvirtualcam.Camera(
+                width=size[1], height=size[0], fps=fps, fmt=pyvirtualcam.PixelFormat.RGB
+            )
+        except RuntimeError as exc:
+            log.debug("pyvirtualcam: %s", exc)
+            raise UserError(
+                "no virtual camera found: install OBS Studio (its virtual camera) or, on Linux, "
+                "v4l2loopback (`sudo modprobe v4l2loopback`), or write to a file: --output out.mp4"
+            ) from exc
+        log.info("sending to virtual camera %s", self._camera.device)
+
+    def write(self, image: np.ndarray, pts: float | None) -> None:
+        """Hand the frame to the camera; the engine, not the camera, sets the pace."""
+        check_frame(image, self.size)
+        self._camera.send(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        self._camera.close()

@@ -1,0 +1,73 @@
+"""Show frames in a pygame window; closing the window asks the engine to stop.
+
+pygame is imported when a window is opened, not with this package: it is slow to
+load and prints a banner unless PYGAME_HIDE_SUPPORT_PROMPT is set first. Like most
+GUI toolkits, it wants to be driven from one thread (on macOS, the main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks._video import check_frame
+from mirage_lsd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+_FALLBACK = "Write to a file instead: --output out.mp4"
+
+
+class WindowSink(Sink):
+    """A window of the frame size; `closed` turns True once the user closes it."""
+
+    def __init__(self, size: tuple[int, int], title: str = "mirage-lsd") -> None:
+        _check_display()
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        import pygame
+
+        self._pygame = pygame
+        self.size = size
+        self.frames_written = 0
+        self.closed = False
+        try:
+            pygame.display.init()
+            self._screen = pygame.display.set_mode((size[1], size[0]))
+        except pygame.error as exc:
+            pygame.display.quit()
+            raise UserError(f"cannot open a window: {exc}. {_FALLBACK}") from exc
+        pygame.display.set_caption(title)
+        log.info("showing frames in a %dx%d window", size[1], size[0])
+
+    def write(self, image: np.ndarray, pts: float | None) -> None:
+        """Draw the frame, then handle window events (a close request sets `closed`)."""
+        check_frame(image, self.size)
+        if self.closed:
+            return
+        pygame = self._pygame
+        surface = pygame.image.frombuffer(
+            np.ascontiguousarray(image), self._screen.get_size(), "RGB"
+        )
+        self._screen.blit(surface, (0, 0))
+        pygame.display.flip()
+        self.frames_written += 1
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT:
+                log.info("window closed by the user")
+                self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._pygame.display.quit()
+
+
+def _check_display() -> None:
+    """On Linux, fail fast with a clear message when there is no display to open."""
+    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
+        return  # an explicit SDL driver (e.g. "dummy") needs no display
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError(f"cannot open a window: no display found (DISPLAY is not set). {_FALLBACK}")

@@ -1,0 +1,57 @@
+"""Timing shared by sources: one monotonic pts across restarts, and camera-like pacing."""
+
+from __future__ import annotations
+
+import time
+
+
+class Timeline:
+    """Maps stream times onto one clock that never goes back.
+
+    A looping file or a reconnected network stream starts again at its own zero;
+    the frames it yields next continue one frame step after the last one.
+    """
+
+    def __init__(self, step_s: float) -> None:
+        self._step = step_s
+        self._offset = 0.0
+        self._last: float | None = None
+        self._restarted = False
+
+    def restart(self) -> None:
+        """The stream starts over: its next time is shifted to follow the last one."""
+        self._restarted = True
+
+    def __call__(self, t: float | None) -> float:
+        """The output pts of a frame at stream time `t` (None: one step after the last)."""
+        if t is None:
+            out = 0.0 if self._last is None else self._last + self._step
+        else:
+            if self._restarted and self._last is not None:
+                self._offset = self._last + self._step - t
+                self._restarted = False
+            out = t + self._offset
+        self._last = out
+        return out
+
+
+class Pacer:
+    """Hands frames out no faster than their timestamps, like a camera.
+
+    When the consumer falls behind by more than `slack_s`, the schedule restarts
+    from now instead of bursting through the backlog: a camera does not catch up.
+    """
+
+    def __init__(self, slack_s: float) -> None:
+        self._slack = slack_s
+        self._origin: float | None = None  # monotonic time of stream time 0
+
+    def wait_until(self, t: float) -> None:
+        """Block until stream time `t` is due."""
+        now = time.monotonic()
+        if self._origin is None or now - (self._origin + t) > self._slack:
+            self._origin = now - t
+            return
+        delay = self._origin + t - now
+        if delay > 0:
+            time.sleep(delay)

@@ -1,0 +1,105 @@
+"""Video files decoded with PyAV: offline by default, or paced to stand in for a camera."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+from av.container import InputContainer
+from av.video.stream import VideoStream
+
+from mirage_lsd.errors import EndOfStream, UserError
+from mirage_lsd.frame import Frame
+from mirage_lsd.sources._av import decode_frames, describe, frame_rate, to_rgb
+from mirage_lsd.sources._clock import Pacer, Timeline
+from mirage_lsd.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 30.0  # frame step for pts and pacing when the file gives no rate
+
+
+class VideoFileSource(Source):
+    """Frames of the first video stream of a media file.
+
+    `realtime=True` hands frames out at the pace of their timestamps, so a file
+    can stand in for a live camera (and the source reports `live`). `loop=True`
+    starts over at the end, with indices and pts that keep increasing (benchmarks).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], realtime: bool = False, loop: bool = False):
+        super().__init__()
+        self.path = Path(path)
+        self.live = realtime
+        self.loop = loop
+        self._container, self._stream = self._open()
+        self.fps = frame_rate(self._stream)
+        self.size = (self._stream.height, self._stream.width)
+        self.frame_count = self._stream.frames or None
+        self.audio_path = self.path if self._container.streams.audio else None
+        step = 1.0 / (self.fps or DEFAULT_FPS)
+        self._timeline = Timeline(step)
+        self._pacer = Pacer(slack_s=step) if realtime else None
+        self._frames = self._decode()
+        self._index = 0
+        self._pass_frames = 0  # frames of the current pass, so an empty file cannot loop forever
+        self._closed = False
+
+    def _open(self) -> tuple[InputContainer, VideoStream]:
+        if not self.path.exists():
+            raise UserError(f"input file not found: {self.path}")
+        try:
+            container = av.open(str(self.path), metadata_errors="replace")
+        except (av.FFmpegError, OSError) as exc:
+            raise UserError(
+                f"cannot read video '{self.path}': {describe(exc)}. Is it a video file?"
+            ) from exc
+        if not container.streams.video:
+            container.close()
+            reason = "no video stream"
+            raise UserError(f"cannot read video '{self.path}': {reason}. Is it a video file?")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return container, stream
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        return decode_frames(self._container, self._stream, self.counters, str(self.path))
+
+    def _next_frame(self) -> av.VideoFrame:
+        """The next decoded frame, starting over at the end when looping."""
+        while True:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                pass
+            except (av.FFmpegError, OSError) as exc:
+                self.counters.corrupt_frames += 1
+                log.warning("%s: reading stopped early (%s)", self.path, describe(exc))
+            else:
+                self._pass_frames += 1
+                return frame
+            if self._closed or not self.loop or self._pass_frames == 0:
+                self._frames = iter(())
+                raise EndOfStream
+            self._container.close()
+            self._container, self._stream = self._open()
+            self._frames = self._decode()
+            self._timeline.restart()
+            self._pass_frames = 0
+
+    def recv(self) -> Frame:
+        frame = self._next_frame()
+        image, pts = to_rgb(frame), self._timeline(frame.time)
+        if self._pacer is not None:
+            self._pacer.wait_until(pts)
+        out = Frame(image, self._index, pts)
+        self._index += 1
+        return out
+
+    def close(self) -> None:
+        self._closed = True
+        self._frames = iter(())
+        self._container.close()

@@ -1,0 +1,351 @@
+"""Output sinks on real frames: files are decoded back with PyAV, streams are received."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks import (
+    ImageFolderSink,
+    NullSink,
+    Sink,
+    StreamPushSink,
+    VideoFileSink,
+    WindowSink,
+    open_sink,
+)
+
+FPS = 30
+N = 30  # frames written in the round trips
+TONE_HZ = 440
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    """Every video frame of `path` as (H, W, 3) uint8 RGB."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def decode_audio(path: Path) -> tuple[np.ndarray, int, float]:
+    """(mono samples, sample rate, end time in seconds) of the first audio stream."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    last = frames[-1]
+    end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    samples = np.concatenate([f.to_ndarray().reshape(f.samples, -1).mean(axis=1) for f in frames])
+    return samples, frames[0].sample_rate, end
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def write_all(sink: Sink, frames: list[np.ndarray]) -> None:
+    for i, frame in enumerate(frames):
+        sink.write(frame, i / FPS)
+
+
+@pytest.fixture(scope="module")
+def walk(media: Path) -> list[np.ndarray]:
+    """All 89 frames of walk.mkv (640x480)."""
+    return decode(media / "walk.mkv")
+
+
+@pytest.fixture(scope="module")
+def clip_with_audio(walk: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """walk.mkv's video with a 440 Hz AAC tone of the same length, as a source with audio."""
+    path = tmp_path_factory.mktemp("clip") / "walk_tone.mp4"
+    rate = 44100
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
+        video.height, video.width = walk[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("aac", rate=rate, layout="mono")
+        for i, image in enumerate(walk):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        t = np.arange(rate * len(walk) // FPS) / rate
+        tone = (0.3 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)[None]
+        for start in range(0, tone.shape[1], 1024):
+            chunk = np.ascontiguousarray(tone[:, start : start + 1024])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(audio.encode(frame))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+    return path
+
+
+# -- video files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mp4", "h264"), (".mkv", "h264"), (".webm", "vp9")]
+)
+def test_video_file_round_trip(
+    walk: list[np.ndarray], tmp_path: Path, suffix: str, codec: str
+) -> None:
+    path = tmp_path / f"out{suffix}"
+    sink = open_sink(path, size=(480, 640), fps=FPS)
+    assert isinstance(sink, VideoFileSink)
+    write_all(sink, walk[:N])
+    sink.close()
+    sink.close()  # idempotent
+
+    out = decode(path)
+    assert sink.frames_written == len(out) == N
+    assert out[0].shape == (480, 640, 3)
+    assert max(mean_abs_diff(a, b) for a, b in zip(out, walk[:N], strict=True)) < 4
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == codec
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert stream.average_rate == FPS
+
+
+def test_video_file_keeps_order_and_ignores_irregular_pts(
+    walk: list[np.ndarray], tmp_path: Path
+) -> None:
+    frames = walk[::8][:10]  # far enough apart to tell which is which
+    path = tmp_path / "live.mp4"
+    with VideoFileSink(path, size=(480, 640), fps=FPS, live=True) as sink:
+        for image, pts in zip(frames, [0, 0.5, 0.51, 0.2, None, 3, 3, 4, 9, 9.01], strict=True):
+            sink.write(image, pts)
+    out = decode(path)
+    assert len(out) == 10
+    nearest = [int(np.argmin([mean_abs_diff(o, f) for f in frames])) for o in out]
+    assert nearest == list(range(10))
+    with av.open(str(path)) as container:
+        assert float(container.duration / av.time_base) == pytest.approx(10 / FPS, abs=0.05)
+
+
+def test_odd_size_is_encoded_yuv444p(walk: list[np.ndarray], tmp_path: Path) -> None:
+    frames = [np.ascontiguousarray(image[:241, :321]) for image in walk[:5]]
+    path = tmp_path / "odd.mp4"
+    with VideoFileSink(path, size=(241, 321), fps=FPS) as sink:
+        write_all(sink, frames)
+    out = decode(path)
+    assert len(out) == 5
+    assert out[0].shape == (241, 321, 3)
+    assert mean_abs_diff(out[0], frames[0]) < 4
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
+@pytest.mark.parametrize(("suffix", "audio_codec"), [(".mp4", "aac"), (".webm", "opus")])
+def test_audio_is_carried_over(
+    walk: list[np.ndarray], clip_with_audio: Path, tmp_path: Path, suffix: str, audio_codec: str
+) -> None:
+    path = tmp_path / f"with_audio{suffix}"
+    with VideoFileSink(path, size=(480, 640), fps=FPS, audio_from=clip_with_audio) as sink:
+        write_all(sink, walk)
+
+    assert len(decode(path)) == len(walk)
+    samples, rate, end = decode_audio(path)
+    assert end == pytest.approx(len(walk) / FPS, abs=0.1)
+    spectrum = np.abs(np.fft.rfft(samples[rate // 10 : rate // 10 + rate]))  # skip the start
+    assert np.argmax(spectrum) == pytest.approx(TONE_HZ, abs=2)  # 1 s of audio: 1 Hz bins
+    with av.open(str(path)) as container:
+        assert container.streams.audio[0].codec_context.name == audio_codec
+
+
+def test_interrupted_write_ends_audio_with_video(
+    walk: list[np.ndarray], clip_with_audio: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "interrupted.mkv"
+    sink = VideoFileSink(path, size=(480, 640), fps=FPS, audio_from=clip_with_audio)
+    write_all(sink, walk[:10])
+    closer = threading.Thread(target=sink.close, name="closer")  # as on Ctrl-C
+    closer.start()
+    closer.join()
+    sink.write(walk[10], None)  # a late frame after close() is dropped
+
+    assert len(decode(path)) == sink.frames_written == 10
+    _, _, end = decode_audio(path)
+    assert 10 / FPS - 0.05 < end <= 10 / FPS + 0.2
+
+
+def test_bad_video_paths(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        open_sink(tmp_path / "missing" / "out.mp4", size=(48, 64), fps=FPS)
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(UserError, match=r"folder\.mp4"):
+        open_sink(tmp_path / "folder.mp4", size=(48, 64), fps=FPS)
+    with pytest.raises(UserError, match=r"\.mp4 \.mkv \.webm"):
+        open_sink(tmp_path / "out.avi", size=(48, 64), fps=FPS)
+    with pytest.raises(UserError, match=r"\.mp4 \.mkv \.webm"):
+        VideoFileSink(tmp_path / "out.mov", size=(48, 64), fps=FPS)
+
+
+# -- other sinks ---------------------------------------------------------------------
+
+
+def test_png_folder_round_trip(walk: list[np.ndarray], tmp_path: Path) -> None:
+    folder = tmp_path / "frames" / "run1"
+    sink = open_sink(folder, size=(480, 640), fps=FPS)
+    assert isinstance(sink, ImageFolderSink)
+    write_all(sink, walk[:5])
+    sink.close()
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"frame_{i:06d}.png" for i in range(5)]
+    for file, image in zip(files, walk, strict=False):
+        assert np.array_equal(cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB), image)
+
+
+def test_png_folder_refuses_a_file(tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        ImageFolderSink(tmp_path / "notes", size=(48, 64))
+
+
+def test_null_sink_counts() -> None:
+    sink = open_sink("null", size=(48, 64), fps=FPS)
+    assert isinstance(sink, NullSink)
+    for _ in range(3):
+        sink.write(np.zeros((48, 64, 3), np.uint8), None)
+    assert sink.frames_written == 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY is an X11 notion")
+def test_window_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(UserError, match=r"no display found .*--output out\.mp4"):
+        open_sink("window", size=(48, 64), fps=FPS)
+
+
+def test_window_shows_frames_and_reports_close(
+    walk: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
+    sink = WindowSink(size=(480, 640))
+    write_all(sink, walk[:3])
+    assert not sink.closed
+    import pygame
+
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    sink.write(walk[3], None)
+    assert sink.closed
+    sink.close()
+    assert sink.frames_written == 4
+
+
+@pytest.mark.skipif(bool(glob.glob("/dev/video*")), reason="a video device exists here")
+def test_virtualcam_missing() -> None:
+    with pytest.raises(UserError, match="no virtual camera found"):
+        open_sink("virtualcam", size=(48, 64), fps=FPS)
+
+
+# -- network -------------------------------------------------------------------------
+
+# A one-shot RTMP server (FFmpeg's listen mode) in its own process: the pusher holds
+# the GIL while it connects, so a listener thread in this process could deadlock.
+LISTENER = """
+import sys, av
+with av.open(sys.argv[1], options={"listen": "1", "timeout": "20"}) as container:
+    decoder = container.streams.video[0].codec_context
+    frames = []
+    try:
+        for packet in container.demux(video=0):
+            frames += decoder.decode(packet)
+    except OSError:
+        pass  # the pusher hung up
+    frames += decoder.decode(None)
+print(len(frames), frames[0].height, frames[0].width)
+"""
+
+
+def test_rtmp_push_reaches_a_listener(walk: list[np.ndarray], unused_tcp_port: int) -> None:
+    url = f"rtmp://127.0.0.1:{unused_tcp_port}/live/test"
+    listener = subprocess.Popen(
+        [sys.executable, "-c", LISTENER, url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        sink = connect_when_listening(url)
+        assert isinstance(sink, StreamPushSink)
+        frames = [np.ascontiguousarray(image[:239, :319]) for image in walk[:N]]  # odd: padded
+        write_all(sink, frames)
+        sink.close()
+        sink.close()
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+    assert out.split() == [str(N), "240", "320"]
+
+
+def connect_when_listening(url: str) -> Sink:
+    """Open the push sink once the listener process accepts connections."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return open_sink(url, size=(239, 319), fps=FPS)
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["rtmp", "rtsp", "srt"])
+def test_unreachable_stream_is_a_user_error(scheme: str, unused_tcp_port: int) -> None:
+    url = f"{scheme}://127.0.0.1:{unused_tcp_port}/live/x"
+    with pytest.raises(UserError, match=f"cannot push to {url}"):
+        open_sink(url, size=(48, 64), fps=FPS)
+
+
+# -- spec parsing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["", "  ", "out.avi", "ftp://host/x", "http://host/x.mp4"])
+def test_unsupported_specs(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError):
+        open_sink(spec, size=(48, 64), fps=FPS)
+
+
+_PREFIXES = ["", "out", "a/b", "x.", "..", "/proc/", "rtmp://127.0.0.1:1/", "srt://", "ftp://"]
+_SUFFIXES = ["", ".mp4", ".MKV", ".webm", ".avi", ".png", "/", "\x00", "://"]
+# Relative junk only: a spec like "/x" would create folders outside the temp dir.
+_JUNK = st.text(st.characters(exclude_characters="/\\"), max_size=12)
+SPECS = st.one_of(
+    _JUNK,
+    st.tuples(st.sampled_from(_PREFIXES), _JUNK, st.sampled_from(_SUFFIXES)).map("".join),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spec=SPECS)
+def test_open_sink_on_junk_returns_a_sink_or_user_error(
+    spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        sink = open_sink(spec, size=(48, 64), fps=FPS)
+    except UserError:
+        return
+    sink.close()

@@ -1,0 +1,432 @@
+"""Frame sources on real media: the shared clips, files built from them, a loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fractions import Fraction
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from mirage_lsd.errors import EndOfStream, UserError
+from mirage_lsd.frame import Frame
+from mirage_lsd.sources import (
+    ArraySource,
+    ImageFolderSource,
+    NetworkSource,
+    RetryPolicy,
+    ScreenSource,
+    Source,
+    VideoFileSource,
+    open_source,
+)
+from mirage_lsd.sources.network import SCHEMES, url_scheme
+from mirage_lsd.sources.screen import parse_screen_spec
+
+FAST_RETRY = RetryPolicy(attempts=2, initial_delay_s=0.05)
+
+
+def drain(source: Source, limit: int = 10_000) -> list[Frame]:
+    """Every frame up to EndOfStream (or `limit`)."""
+    frames = []
+    with source:
+        for _ in range(limit):
+            try:
+                frames.append(source.recv())
+            except EndOfStream:
+                break
+    return frames
+
+
+def assert_one_line(exc: pytest.ExceptionInfo[UserError]) -> None:
+    assert "\n" not in str(exc.value) and str(exc.value)
+
+
+def first_frames(clip: Path, count: int) -> list[np.ndarray]:
+    with av.open(str(clip)) as container:
+        decoded = itertools.islice(container.decode(video=0), count)
+        return [frame.to_ndarray(format="rgb24") for frame in decoded]
+
+
+# -- video files ------------------------------------------------------------------------------
+
+
+def test_walk_decodes_every_frame_in_order(media: Path) -> None:
+    source = VideoFileSource(media / "walk.mkv")
+    assert (source.fps, source.size, source.live, source.audio_path) == (
+        30.0,
+        (480, 640),
+        False,
+        None,
+    )
+    frames = drain(source)
+    assert [f.index for f in frames] == list(range(89))
+    for frame in frames:
+        assert frame.image.shape == (480, 640, 3) and frame.image.dtype == np.uint8
+        assert frame.image.flags["C_CONTIGUOUS"] and frame.capture_time == 0.0
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+    assert frames[0].image.std() > 10  # real pixels, not a blank frame
+
+
+def test_gif_decodes(media: Path) -> None:
+    source = open_source(media / "classroom.gif")
+    assert source.size == (270, 480) and source.frame_count == 45
+    frames = drain(source)
+    assert len(frames) == 45 and frames[-1].image.shape == (270, 480, 3)
+
+
+@pytest.fixture(scope="module")
+def corrupt_clip(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 MJPEG frames of walk.mkv; the 11th packet is garbage that does not decode."""
+    path = tmp_path_factory.mktemp("corrupt") / "corrupt.mkv"
+    garbage = b"\xff\xd8" + np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes()
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuvj420p"
+        for i, image in enumerate(first_frames(media / "walk.mkv", 20)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            for packet in stream.encode(frame):
+                bad = av.Packet(garbage)
+                bad.pts, bad.dts, bad.time_base = packet.pts, packet.dts, packet.time_base
+                bad.stream = stream
+                out.mux(bad if i == 10 else packet)
+        out.mux(stream.encode())
+    return path
+
+
+def test_corrupt_packet_is_skipped_and_counted(corrupt_clip: Path) -> None:
+    source = VideoFileSource(corrupt_clip)
+    frames = drain(source)
+    assert len(frames) == 19 and source.counters.corrupt_frames >= 1
+    assert [f.index for f in frames] == list(range(19))
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+
+
+def test_audio_path_is_set_only_when_the_file_has_audio(tmp_path: Path) -> None:
+    path = tmp_path / "with_audio.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mjpeg", rate=30)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuvj420p"
+        audio = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(video.encode(frame))
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), "s16", "mono")
+        samples.sample_rate, samples.pts = 8000, 0
+        out.mux(audio.encode(samples))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    source = VideoFileSource(path)
+    assert source.audio_path == path
+    assert len(drain(source)) == 3
+
+
+def test_missing_and_unreadable_files_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="input file not found") as missing:
+        open_source(tmp_path / "nope.mp4")
+    assert_one_line(missing)
+    garbage = tmp_path / "x.mp4"
+    garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(UserError, match="Is it a video file") as bad:
+        open_source(garbage)
+    assert_one_line(bad)
+    audio_only = tmp_path / "tone.wav"
+    with av.open(str(audio_only), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000, layout="mono")
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), "s16", "mono")
+        samples.sample_rate, samples.pts = 8000, 0
+        out.mux(stream.encode(samples))
+        out.mux(stream.encode())
+    with pytest.raises(UserError, match="no video stream"):
+        open_source(audio_only)
+
+
+def test_realtime_paces_to_the_timestamps(media: Path) -> None:
+    source = open_source(media / "walk.mkv", realtime=True)
+    assert source.live
+    start = time.monotonic()
+    frames = [source.recv() for _ in range(10)]
+    elapsed = time.monotonic() - start
+    source.close()
+    assert elapsed >= 0.27, f"10 frames at 30 fps came in {elapsed:.3f} s"
+    assert frames[-1].index == 9
+
+
+def test_loop_restarts_with_increasing_index_and_pts(media: Path) -> None:
+    source = open_source(media / "classroom.gif", loop=True)
+    frames = [source.recv() for _ in range(100)]  # the clip has 45
+    source.close()
+    assert [f.index for f in frames] == list(range(100))
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+    np.testing.assert_array_equal(frames[0].image, frames[45].image)
+    with pytest.raises(EndOfStream):
+        source.recv()  # closed: no more looping
+
+
+# -- image folders ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """frame1, frame2, frame10 (gray 10, 20, 100) and an unreadable frame3.png."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for number in (10, 2, 1):
+        cv2.imwrite(str(folder / f"frame{number}.png"), np.full((24, 32, 3), number * 10, np.uint8))
+    (folder / "frame3.png").write_bytes(b"not a png")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+def test_image_folder_in_natural_order_skipping_unreadable(image_folder: Path) -> None:
+    source = open_source(image_folder)
+    assert isinstance(source, ImageFolderSource) and source.size == (24, 32)
+    assert not source.live and source.fps is None
+    frames = drain(source)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [10, 20, 100]
+    assert [f.index for f in frames] == [0, 1, 2]
+    assert frames[0].image.shape == (24, 32, 3) and frames[0].image.dtype == np.uint8
+    assert source.counters.corrupt_frames == 1
+
+
+def test_image_glob_and_single_image(image_folder: Path) -> None:
+    frames = drain(open_source(str(image_folder / "frame1*.png")))
+    assert [int(f.image[0, 0, 0]) for f in frames] == [10, 100]
+    single = drain(open_source(image_folder / "frame2.png"))
+    assert len(single) == 1 and int(single[0].image[0, 0, 0]) == 20
+
+
+def test_image_colors_are_rgb(tmp_path: Path) -> None:
+    bgr = np.zeros((8, 8, 3), np.uint8)
+    bgr[..., 2] = 255  # red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    (frame,) = drain(open_source(tmp_path / "red.png"))
+    assert tuple(frame.image[0, 0]) == (255, 0, 0)
+
+
+def test_no_images_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no images found") as empty:
+        open_source(tmp_path)
+    assert_one_line(empty)
+    with pytest.raises(UserError, match="no images found"):
+        open_source(str(tmp_path / "*.png"))
+
+
+# -- arrays -----------------------------------------------------------------------------------
+
+
+def test_array_source_from_a_generator() -> None:
+    def frames() -> Iterator[np.ndarray]:
+        buffer = np.zeros((6, 8, 3), np.uint8)
+        for value in range(5):
+            buffer[:] = value  # the generator reuses its buffer
+            yield buffer
+
+    source = open_source(frames())
+    assert isinstance(source, ArraySource) and source.size == (6, 8)
+    got = drain(source)
+    assert [int(f.image[0, 0, 0]) for f in got] == [0, 1, 2, 3, 4]
+    assert [f.pts for f in got] == pytest.approx([0, 1 / 30, 2 / 30, 3 / 30, 4 / 30])
+
+
+def test_array_source_rejects_bad_frames() -> None:
+    with pytest.raises(UserError, match=r"frame 0: expected an \(H, W, 3\) uint8"):
+        ArraySource([np.zeros((4, 4, 3), np.float32)])
+    source = ArraySource([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8)])
+    source.recv()
+    with pytest.raises(UserError, match="frame 1"):
+        source.recv()
+    with pytest.raises(UserError, match="wrap a single frame"):
+        ArraySource(np.zeros((4, 4, 3), np.uint8))
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+
+def test_missing_camera_is_a_user_error() -> None:
+    for spec in (9, "9"):
+        with pytest.raises(UserError, match="camera 9 not found") as exc:
+            open_source(spec)
+        assert_one_line(exc)
+
+
+def test_screen_spec_parsing() -> None:
+    assert parse_screen_spec("screen") == (1, None)
+    assert parse_screen_spec("screen:2") == (2, None)
+    assert parse_screen_spec("screen:-10,20,300,200") == (1, (-10, 20, 300, 200))
+    for bad in ("screen:", "screen:a", "screen:1,2,3", "screens"):
+        with pytest.raises(UserError, match="bad screen input"):
+            parse_screen_spec(bad)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X display check is Linux only")
+def test_screen_without_display_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(UserError, match="screen capture needs a display") as exc:
+        open_source("screen")
+    assert_one_line(exc)
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
+def test_screen_capture_under_xvfb(monkeypatch: pytest.MonkeyPatch) -> None:
+    ready_r, ready_w = os.pipe()  # Xvfb writes its display number here once it accepts clients
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(ready_w), "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        pass_fds=(ready_w,),
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(ready_w)
+    try:
+        with os.fdopen(ready_r) as ready:
+            number = ready.readline().strip()
+        assert number, "Xvfb did not start"
+        monkeypatch.setenv("DISPLAY", f":{number}")
+        source = ScreenSource(fps=20.0)
+        assert source.size == (240, 320) and source.live
+        start = time.monotonic()
+        frames = [source.recv() for _ in range(5)]
+        source.close()
+        assert time.monotonic() - start >= 0.18  # paced to 20 fps
+        assert frames[0].image.shape == (240, 320, 3) and frames[0].image.dtype == np.uint8
+        assert [f.index for f in frames] == list(range(5))
+        region = open_source("screen:10,20,100,50")
+        assert region.recv().image.shape == (50, 100, 3)
+        region.close()
+        with pytest.raises(UserError, match="monitor 5 not found"):
+            open_source("screen:5")
+    finally:
+        xvfb.terminate()
+        xvfb.wait()
+
+
+# -- network streams --------------------------------------------------------------------------
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def http_server(directory: Path) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """A loopback HTTP server of `directory`: (base URL, server)."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
+    )
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_unsupported_scheme_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="rtsp://") as exc:
+        open_source("ftp://example.com/video.mp4")
+    assert_one_line(exc)
+
+
+def test_unreachable_stream_fails_fast() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends
+    url = f"rtsp://127.0.0.1:{port}/x"
+    start = time.monotonic()
+    with pytest.raises(UserError, match=re.escape(url)) as exc:
+        open_source(url)
+    assert time.monotonic() - start < 10
+    assert_one_line(exc)
+
+
+def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:
+    with http_server(media) as (base, server):
+        source = NetworkSource(f"{base}/walk.mkv", retry=FAST_RETRY)
+        assert source.live and source.size == (480, 640)
+        frames = [source.recv() for _ in range(5)]
+        server.shutdown()
+        server.server_close()
+        frames += drain(source)
+    assert 5 < len(frames) <= 89
+    assert frames[0].image.shape == (480, 640, 3)
+    assert source.counters.reconnect_attempts == 2 and source.counters.reconnects == 0
+    with pytest.raises(EndOfStream):
+        source.recv()
+
+
+@pytest.fixture(scope="module")
+def hls_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """index.m3u8 with three H.264 segments of the first 30 frames of walk.mkv."""
+    folder = tmp_path_factory.mktemp("hls")
+    options = {"hls_time": "0.3", "hls_playlist_type": "vod"}
+    with av.open(str(folder / "index.m3u8"), "w", format="hls", options=options) as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "5"})
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for i, image in enumerate(first_frames(media / "walk.mkv", 30)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return folder
+
+
+def test_hls_playlist_reconnects_with_monotonic_pts(hls_folder: Path) -> None:
+    with http_server(hls_folder) as (base, _):
+        source = open_source(f"{base}/index.m3u8", retry=FAST_RETRY)
+        frames = [source.recv() for _ in range(40)]  # the playlist has 30: one reconnection
+        source.close()
+    assert frames[0].image.shape == (480, 640, 3)
+    assert source.counters.reconnects == 1
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+    assert [f.index for f in frames] == list(range(40))
+
+
+# -- open_source on anything ------------------------------------------------------------------
+
+_PREFIXES = ["", "screen", "screen:", "ftp://", "rtsp://127.0.0.1:1/", "/", "./", "*", "[", "~"]
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(prefix=st.sampled_from(_PREFIXES), rest=st.text(max_size=24))
+def test_open_source_on_junk_is_a_source_or_a_user_error(
+    prefix: str, rest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = prefix + rest
+    assume(not re.fullmatch(r"[0-9]+", spec))  # a real camera could open on a dev machine
+    scheme = url_scheme(spec)
+    assume(scheme not in SCHEMES or spec.startswith("rtsp://127.0.0.1:1/"))  # no DNS lookups
+    monkeypatch.chdir(tmp_path)  # relative junk resolves in an empty folder
+    try:
+        source = open_source(spec)
+    except UserError:
+        return
+    source.close()
+
+
+def test_open_source_rejects_other_types() -> None:
+    for spec in (True, b"walk.mkv", 3.5):
+        with pytest.raises(UserError, match="unsupported input"):
+            open_source(spec)  # type: ignore[arg-type]
