@@ -218,7 +218,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert b"Traceback" in result.stderr
 
 
-def test_sigint_finalizes_a_playable_output(media: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finalizes_a_playable_output(media: Path, tmp_path: Path, sig: int) -> None:
     out, report = tmp_path / "partial.mp4", tmp_path / "r.json"
     proc = subprocess.Popen(
         [
@@ -238,9 +239,9 @@ def test_sigint_finalizes_a_playable_output(media: Path, tmp_path: Path) -> None
     )
     time.sleep(4.0)
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr.decode()
+    assert proc.returncode == 128 + sig, stderr.decode()
     data = json.loads(report.read_text())
     frames, size, _ = video_info(out)
     assert 0 < frames < 1189

@@ -139,6 +139,8 @@ def run(
             fit=fit,
             prompt=text,  # type: ignore[arg-type]
         )
+        if text is not None and engine.model.info.name == "identity":
+            console.print("note: the identity model ignores the prompt (see `mirage-lsd models`)")
         # 3. stream until the input ends or Ctrl-C
         with _StopOnSignal(engine) as stopper:
             engine.start(source, output=output, mode="live" if live else "offline")
