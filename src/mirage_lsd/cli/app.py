@@ -23,7 +23,7 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.models.registry import DEFAULT_MODEL, available_models
-from mirage_lsd.sources import open_source
+from mirage_lsd.sources import RetryPolicy, open_source
 
 app = typer.Typer(
     name="mirage-lsd",
@@ -115,6 +115,15 @@ def run(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write final stats as JSON.")
     ] = None,
+    reconnect: Annotated[
+        int, typer.Option("--reconnect", help="Reconnect attempts when a live source drops.", min=0)
+    ] = 5,
+    reconnect_delay: Annotated[
+        float,
+        typer.Option(
+            "--reconnect-delay", help="First wait before reconnecting, s (doubles).", min=0
+        ),
+    ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -129,7 +138,8 @@ def run(
             raise UserError(f"unknown mode '{mode}': use live or offline")
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
-        source = open_source(input, realtime=realtime)
+        retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
+        source = open_source(input, realtime=realtime, retry=retry)
         live = source.live if mode is None else mode == "live"
         engine = StreamEngine(
             model,
