@@ -211,3 +211,10 @@ def test_memory_stays_flat_over_a_long_stream() -> None:
     growth = _rss_bytes() - before
     assert count == 20000
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 20000 frames"
+
+
+def test_stream_of_a_short_source_ends() -> None:
+    engine = StreamEngine("identity", device="cpu", resolution=(32, 48))
+    for _ in range(20):  # a one-frame source may finish before the caller starts reading
+        frames = list(engine.stream([np.zeros((64, 64, 3), np.uint8)]))
+        assert [f.shape for f in frames] == [(32, 48, 3)]

@@ -137,6 +137,18 @@ class StreamEngine:
         frame in order) or "bench" (every frame, captured when the model is free);
         by default live for cameras, screens and URLs, offline for files.
         """
+        return self._launch(input_source, on_frame, output, mode, max_frames, loop, None)
+
+    def _launch(
+        self,
+        input_source: InputSpec,
+        on_frame: OnFrame | None,
+        output: str | PathLike[str] | Sink | None,
+        mode: Mode | None,
+        max_frames: int | None,
+        loop: bool,
+        on_finish: Callable[[], None] | None,
+    ) -> StreamEngine:
         if self.running:
             raise RuntimeError("the engine is already running: stop() it first")
         if mode not in (None, "live", "offline", "bench"):
@@ -168,7 +180,7 @@ class StreamEngine:
             self._recorder,
             run_mode,
             max_frames=max_frames,
-            on_finish=self._close_outputs,
+            on_finish=self._chain(self._close_outputs, on_finish),
         )
         self._pipeline.start()
         return self
@@ -202,9 +214,7 @@ class StreamEngine:
             except Closed:
                 self._pipeline_request_stop()
 
-        self.start(source, on_frame=collect, mode=mode, max_frames=max_frames)
-        assert self._pipeline is not None
-        self._pipeline.on_finish = self._chain(self._pipeline.on_finish, frames.close)
+        self._launch(source, collect, None, mode, max_frames, False, frames.close)
         try:
             while True:
                 try:
