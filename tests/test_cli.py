@@ -277,3 +277,14 @@ def test_models_lists_identity() -> None:
     result = mirage("models")
     assert result.returncode == 0
     assert b"identity" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "word"),
+    [("steps: 10\nmodel:\n  widht: 8\n", "widht"), ("steps: ten\n", "steps")],
+)
+def test_train_config_errors_name_the_field(tmp_path: Path, yaml_text: str, word: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    result = mirage("train", "--config", str(config), "--device", "cpu")
+    assert_one_line_error(result, word)

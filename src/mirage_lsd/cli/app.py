@@ -256,6 +256,32 @@ def _print_bench(result: dict[str, Any]) -> None:
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).")],
+    device: DeviceOpt = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Checkpoints and weights (default: config's).")
+    ] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train the built-in model: progress bar, periodic checkpoints, resume, fixed seed."""
+    _setup_logging(debug)
+
+    def body() -> None:
+        from mirage_lsd.device import resolve_device
+        from mirage_lsd.training.train import train as run_training
+
+        result = run_training(config, device=resolve_device(device), resume=resume, out_dir=out_dir)
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+        console.print(f"trained {result.step} steps; weights: {result.weights}; {metrics}")
+
+    guarded(debug, body)
+
+
+@app.command()
 def models() -> None:
     """List the models you can pass to --model."""
     table = Table(title="models")

@@ -1,0 +1,136 @@
+"""The built-in model's configuration: one frozen dataclass, saved next to the weights.
+
+Every size the network uses is derived here once (`grid_downscale`, `size_multiple`,
+channel counts), so no other file repeats a number. `config_from_dict` is shared with
+the training config: unknown keys and wrong types are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mirage_lsd.errors import UserError
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError):
+    """A config file or dict with an unknown field, a missing field or a wrong type."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of `mirage-lsd-v1`. The defaults are the bundled model."""
+
+    # resolution pyramid: frame -> image (denoised) -> grid (level 0) -> mid (level 1)
+    image_downscale: int = 4  # the denoiser's image is frame / 4 (e.g. 320x180 at 720p)
+    patch: int = 2  # pixel-unshuffle of that image: level-0 grid is frame / 8
+    width: int = 32  # channels at level 0
+    mid_width: int = 64  # channels at level 1 (grid / 2)
+    enc_blocks: int = 1
+    mid_blocks: int = 2  # each mid block is a conv block + a temporal attention layer
+    dec_blocks: int = 1
+    kernel: int = 5  # depthwise kernel of the conv blocks
+    mlp_ratio: int = 2
+    emb_dim: int = 128  # conditioning vector (prompt, noise level, step size, history noise)
+    # temporal attention: queries pooled from level 1, keys/values pooled further
+    attn_dim: int = 32
+    attn_heads: int = 2
+    attn_pool: int = 2
+    kv_pool: int = 2
+    cache_frames: int = 2  # past frames whose keys/values are kept (memory is bounded)
+    # prompt: sentence-embedding size and how free text resolves to looks
+    prompt_dim: int = 384
+    prompt_top_k: int = 2
+    prompt_temperature: float = 0.03
+    # sampling: steps 1..max_steps; step sizes are powers of two down to 2**-shortcut_levels
+    max_steps: int = 4
+    shortcut_levels: int = 6
+    history_sigma: float = 0.0  # noise level the history is told it has at run time
+
+    def __post_init__(self) -> None:
+        positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")
+        for name in (*positive, "emb_dim", "attn_dim", "attn_heads", "attn_pool", "kv_pool"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.attn_dim % self.attn_heads:
+            raise ConfigError("model.attn_dim must be a multiple of model.attn_heads")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"model.kernel must be odd, got {self.kernel}")
+        if not 1 <= self.max_steps <= 2**self.shortcut_levels:
+            raise ConfigError("model.max_steps must be between 1 and 2**model.shortcut_levels")
+        if self.cache_frames < 0:
+            raise ConfigError("model.cache_frames must be >= 0")
+
+    @property
+    def grid_downscale(self) -> int:
+        """Frame pixels per level-0 grid cell."""
+        return self.image_downscale * self.patch
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sides must divide by this (level 1 is grid / 2)."""
+        return self.grid_downscale * 2
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of one RGB image after pixel-unshuffle onto the grid."""
+        return 3 * self.patch * self.patch
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model") -> ModelConfig:
+        return config_from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_from_dict(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a plain dict; errors name the field as `where.field`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    path = (lambda name: f"{where}.{name}") if where else (lambda name: name)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config field '{path(unknown[0])}': known fields are {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {name: _check_type(hints[name], value, path(name)) for name, value in data.items()}
+    return cls(**values)
+
+
+def _check_type(hint: Any, value: Any, where: str) -> Any:
+    """`value` converted to `hint` (dataclasses recursively), or a ConfigError naming `where`."""
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, where)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config field '{where}' must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_check_type(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint)
+    if ok is None:
+        raise TypeError(f"config field '{where}' has an unsupported type {hint}")
+    if not ok:
+        raise ConfigError(
+            f"config field '{where}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return float(value) if hint is float else value

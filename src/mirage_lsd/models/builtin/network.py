@@ -1,0 +1,245 @@
+"""mirage-lsd-v1: a small causal denoiser for live video, in one file.
+
+Shapes for a 1280x720 frame with the default config (B = batch):
+
+    frame     (B, 3, 720, 1280)  the input, full resolution (used only by the upsampler)
+    image     (B, 3, 180, 320)   frame / image_downscale: what is denoised
+    grid      (B, C0, 90, 160)   image pixel-unshuffled by `patch`: level 0
+    mid       (B, C1, 45, 80)    level 1, where temporal attention reads the cache
+    tokens    (B, 23*40, A)      attention queries; keys/values are pooled once more
+
+The network sees, for the current frame only: the noisy target x_t, the input image,
+the history (previous output warped to this frame by optical flow, with a validity
+mask), the prompt embedding, the noise level t, the step size d and the history's noise
+level. Past frames reach it only through the KV cache, so output t never depends on a
+future frame. It predicts x0 as a residual on the input image, plus a per-pixel detail
+gain that `guided_upsample` uses to bring the result back to full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mirage_lsd.models.builtin.cache import KV, FrameKV, KVCache
+from mirage_lsd.models.builtin.config import ModelConfig
+
+LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
+MAX_FREQUENCY = 1000.0  # highest frequency of the sinusoidal embeddings of scalars in [0, 1]
+
+
+def scalar_embedding(x: Tensor, dim: int) -> Tensor:
+    """(B,) values in about [0, 1] -> (B, dim) sinusoids at geometric frequencies."""
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(MAX_FREQUENCY), half, device=x.device))
+    args = x.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+def position_encoding(height: int, width: int, dim: int, device: torch.device) -> Tensor:
+    """(height * width, dim) sinusoids of cell centers in [0, 1]: the same at any size."""
+    ys = (torch.arange(height, device=device) + 0.5) / height
+    xs = (torch.arange(width, device=device) + 0.5) / width
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    enc_y = scalar_embedding(yy.flatten(), dim // 2)  # (N, dim / 2)
+    enc_x = scalar_embedding(xx.flatten(), dim - dim // 2)  # (N, dim / 2)
+    return torch.cat([enc_y, enc_x], dim=1)
+
+
+def luma(image: Tensor) -> Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W)."""
+    weights = torch.tensor(LUMA, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True)
+
+
+class RMSNorm2d(nn.Module):
+    """Normalizes each pixel over channels: independent of image size, cheap on CPU."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, dim, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps) * self.weight
+
+
+class CondEmbedding(nn.Module):
+    """Prompt embedding + noise level t + step size d + history noise -> one vector."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prompt = nn.Linear(cfg.prompt_dim, cfg.emb_dim)
+        self.scalars = nn.Linear(3 * cfg.emb_dim, cfg.emb_dim)
+        self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.SiLU())
+
+    def step_code(self, d: Tensor) -> Tensor:
+        """Step size d in (0, 1] -> [0, 1]: 0 for one step, 1 for the smallest step (or d=0)."""
+        levels = self.cfg.shortcut_levels
+        return (-torch.log2(d.clamp_min(2.0**-levels))) / levels
+
+    def forward(self, prompt: Tensor, t: Tensor, d: Tensor, history_sigma: Tensor) -> Tensor:
+        e = self.cfg.emb_dim
+        scalars = torch.cat(
+            [
+                scalar_embedding(t, e),
+                scalar_embedding(self.step_code(d), e),
+                scalar_embedding(history_sigma, e),
+            ],
+            dim=1,
+        )  # (B, 3E)
+        return self.mlp(self.prompt(prompt) + self.scalars(scalars))  # (B, E)
+
+
+class ConvBlock(nn.Module):
+    """Depthwise conv -> norm -> FiLM by the conditioning -> pointwise MLP, residual."""
+
+    def __init__(self, dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, cfg.kernel, padding=cfg.kernel // 2, groups=dim)
+        self.norm = RMSNorm2d(dim)
+        self.film = nn.Linear(cfg.emb_dim, 2 * dim)
+        self.fc1 = nn.Conv2d(dim, dim * cfg.mlp_ratio, 1)
+        self.fc2 = nn.Conv2d(dim * cfg.mlp_ratio, dim, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) x2
+        h = self.norm(self.dw(x)) * (1 + scale) + shift  # (B, C, H, W)
+        return x + self.fc2(F.silu(self.fc1(h)))  # (B, C, H, W)
+
+
+class TemporalAttention(nn.Module):
+    """Current frame attends, at low resolution, to its own and the cached frames' keys."""
+
+    def __init__(self, dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.heads = cfg.attn_heads
+        self.head_dim = cfg.attn_dim // cfg.attn_heads
+        self.norm = RMSNorm2d(dim)
+        self.q = nn.Linear(dim, cfg.attn_dim)
+        self.kv = nn.Linear(dim, 2 * cfg.attn_dim)
+        # which frame a key comes from: 0 the current one, 1 the previous one, ...
+        self.age = nn.Parameter(torch.zeros(cfg.cache_frames + 1, self.heads, 1, self.head_dim))
+        self.proj = nn.Linear(cfg.attn_dim, dim)
+
+    def forward(self, x: Tensor, past: tuple[KV, ...]) -> tuple[Tensor, KV]:
+        b, c, height, width = x.shape
+        heads, hd = self.heads, self.head_dim
+        # 1. pool: queries from the mid level, keys/values pooled once more
+        q_map = F.avg_pool2d(self.norm(x), self.cfg.attn_pool, ceil_mode=True)  # (B, C, Hq, Wq)
+        kv_map = F.avg_pool2d(q_map, self.cfg.kv_pool, ceil_mode=True)  # (B, C, Hk, Wk)
+        hq, wq = q_map.shape[-2:]
+        hk, wk = kv_map.shape[-2:]
+        q_tok = q_map.flatten(2).transpose(1, 2) + position_encoding(hq, wq, c, x.device)
+        kv_tok = kv_map.flatten(2).transpose(1, 2) + position_encoding(hk, wk, c, x.device)
+        # 2. project; this frame's keys/values are returned for the cache
+        q = self.q(q_tok).view(b, hq * wq, heads, hd).transpose(1, 2)  # (B, h, Nq, hd)
+        k, v = self.kv(kv_tok).view(b, hk * wk, 2, heads, hd).permute(2, 0, 3, 1, 4)
+        new = KV(k, v)  # (B, h, Nk, hd) each
+        # 3. attend over [oldest cached, ..., previous, current], keys tagged with their age
+        frames = (*past, new)
+        ages = range(len(frames) - 1, -1, -1)
+        keys = torch.cat([kv.k + self.age[age] for kv, age in zip(frames, ages, strict=True)], 2)
+        values = torch.cat([kv.v for kv in frames], dim=2)  # (B, h, F * Nk, hd)
+        out = F.scaled_dot_product_attention(q, keys, values)  # (B, h, Nq, hd)
+        # 4. back to the mid level
+        out = self.proj(out.transpose(1, 2).reshape(b, hq * wq, heads * hd))  # (B, Nq, C)
+        out = out.transpose(1, 2).reshape(b, c, hq, wq)
+        out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
+        return x + out, new  # (B, C, H, W)
+
+
+class NetOutput(NamedTuple):
+    x0: Tensor  # (B, 3, h, w) predicted clean output image, [-1, 1]
+    gain: Tensor  # (B, 3, h, w) how much of the input's fine detail each channel keeps
+    kv: FrameKV  # this frame's keys/values, one per temporal layer
+
+
+class LSDNet(nn.Module):
+    """The denoiser. One call denoises one frame of a batch of streams."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c0, c1, ci = cfg.width, cfg.mid_width, cfg.image_channels
+        self.embed = CondEmbedding(cfg)
+        self.stem = nn.Conv2d(3 * ci + 1, c0, 1)  # x_t, image, history, history mask
+        self.enc = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.enc_blocks))
+        self.down = nn.Conv2d(c0, c1, 2, stride=2)
+        self.mid = nn.ModuleList(ConvBlock(c1, cfg) for _ in range(cfg.mid_blocks))
+        self.temporal = nn.ModuleList(TemporalAttention(c1, cfg) for _ in range(cfg.mid_blocks))
+        self.up = nn.Sequential(nn.Conv2d(c1, 4 * c0, 1), nn.PixelShuffle(2))
+        self.dec = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.dec_blocks))
+        self.head_norm = RMSNorm2d(c0)
+        self.head = nn.Conv2d(c0, 2 * ci, 1)  # x0 residual and detail gain, unshuffled
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Zero the last layer of every residual branch: at start the net is the identity."""
+        zero = [self.head, *(b.fc2 for b in (*self.enc, *self.mid, *self.dec))]
+        zero += [
+            *(a.proj for a in self.temporal),
+            *(b.film for b in (*self.enc, *self.mid, *self.dec)),
+        ]
+        for layer in zero:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(
+        self,
+        x_t: Tensor,  # (B, 3, h, w) noisy target
+        image: Tensor,  # (B, 3, h, w) input frame, low resolution, [-1, 1]
+        history: Tensor,  # (B, 3, h, w) previous output warped to this frame
+        history_mask: Tensor,  # (B, 1, h, w) 1 where the history is valid
+        prompt: Tensor,  # (B, prompt_dim)
+        t: Tensor,  # (B,) noise level of x_t
+        d: Tensor,  # (B,) step size asked for
+        history_sigma: Tensor,  # (B,) noise level of the history
+        cache: KVCache,  # past frames' keys/values
+    ) -> NetOutput:
+        p = self.cfg.patch
+        emb = self.embed(prompt, t, d, history_sigma)  # (B, E)
+        x = torch.cat(
+            [
+                F.pixel_unshuffle(x_t, p),
+                F.pixel_unshuffle(image, p),
+                F.pixel_unshuffle(history, p),
+                F.avg_pool2d(history_mask, p),
+            ],
+            dim=1,
+        )  # (B, 3 * 3p^2 + 1, gh, gw)
+        h0 = self.stem(x)  # (B, C0, gh, gw)
+        for block in self.enc:
+            h0 = block(h0, emb)
+        h1 = self.down(h0)  # (B, C1, gh/2, gw/2)
+        kvs = []
+        for i, (block, attention) in enumerate(zip(self.mid, self.temporal, strict=True)):
+            h1 = block(h1, emb)
+            h1, kv = attention(h1, cache.layer(i))
+            kvs.append(kv)
+        h = h0 + self.up(h1)  # (B, C0, gh, gw)
+        for block in self.dec:
+            h = block(h, emb)
+        out = F.pixel_shuffle(self.head(self.head_norm(h)), p)  # (B, 6, h, w)
+        residual, gain = out.chunk(2, dim=1)  # (B, 3, h, w) each
+        return NetOutput(x0=image + residual, gain=1.0 + gain, kv=tuple(kvs))
+
+
+def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> Tensor:
+    """Full-resolution output: the low-res result plus the input's own fine detail.
+
+    x0, gain, image: (B, 3, h, w); frame: (B, 3, H, W) the full-res input; all in [-1, 1].
+    The detail is the full-res luma minus the upsampled low-res luma; `gain` (learned,
+    per channel and place) says how much of it each output channel keeps: 1 keeps it,
+    0 gives a soft image (pixel art, paint), negative inverts it (thermal, blueprint).
+    """
+    size = frame.shape[-2:]
+    up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    detail = luma(frame) - up(luma(image))  # (B, 1, H, W)
+    return up(x0) + up(gain) * detail  # (B, 3, H, W)

@@ -1,0 +1,1 @@
+"""Training the built-in model: data, config and the training loop."""

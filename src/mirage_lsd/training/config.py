@@ -1,0 +1,75 @@
+"""The training configuration: frozen dataclasses read from YAML; unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mirage_lsd.models.builtin.config import ConfigError, ModelConfig, config_from_dict
+from mirage_lsd.training.data import DataConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-3
+    min_lr: float = 1e-4  # cosine decay ends here
+    warmup: int = 100  # steps of linear warmup
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """How each frame of a sequence is noised, conditioned and scored."""
+
+    # the batch of each frame splits three ways by step size (the rest is flow matching)
+    shortcut_fraction: float = 0.25  # self-consistency: one step of 2d = two steps of d
+    direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
+    full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
+    # history augmentation (diffusion forcing: the history has its own noise level)
+    p_own_history: float = 0.3  # history from the model's own previous output
+    p_drop_history: float = 0.1  # no history at all (a cut, a reset)
+    history_blur: float = 1.5  # largest Gaussian blur, low-res pixels
+    history_color_shift: float = 0.1  # largest gain/offset change per channel
+    history_misalign: float = 1.0  # largest flow error, flow pixels
+    history_max_sigma: float = 0.3  # largest history noise level
+    p_clean_history: float = 0.5  # share of frames whose history is not noised
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 8
+    threads: int = 2  # torch and OpenCV threads
+    eval_every: int = 500
+    eval_sequences: int = 16  # one per look
+    checkpoint_every: int = 250
+    out_dir: str = "runs/builtin"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    """Read a YAML training config; every problem is a ConfigError naming file and field."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    try:
+        return config_from_dict(TrainConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,310 @@
+"""Training sequences: real images and clips, moved by a synthetic camera, and their looks.
+
+A sequence is `seq_len` frames of `crop` x `crop` pixels, the same look rendered on each
+(the target), and the optical flow between consecutive input frames, computed exactly as
+the model computes it at run time. Every sequence is a pure function of (seed, index),
+so a run and its resumption see the same data.
+
+Sources and the train / eval split (eval material is never trained on):
+
+    train  stills  scikit-image: astronaut, camera, coffee, rocket, hubble_deep_field,
+                   immunohistochemistry, coins, moon, page, text, retina, colorwheel,
+                   brick, grass, gravel, clock, cell, stereo_motorcycle;
+                   scikit-learn: china.jpg
+           clips   every video or image file in `media_dir` (walk.mkv, book.mkv,
+                   bottle-detection.mp4) except the eval clips
+    eval   stills  scikit-image: chelsea (also known as `cat`, so that one is in neither
+                   train list); scikit-learn: flower.jpg
+           clips   please.mkv, classroom.gif
+
+Stills move by a synthetic camera (pan, zoom, rotation); clips are real motion, with a
+moving crop on top. Targets are the looks library's renders (or a blend of two looks,
+or the input itself for "no prompt").
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.looks import LOOKS
+from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
+from mirage_lsd.models.builtin.prompt_embedding import LookBank, blend_anchors
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mkv", ".mp4", ".webm", ".mov", ".avi", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    media_dir: str = "../shared/media"  # relative to the working directory
+    eval_clips: tuple[str, ...] = ("please.mkv", "classroom.gif")
+    train_images: tuple[str, ...] = (
+        "skimage:astronaut", "skimage:camera", "skimage:coffee", "skimage:rocket",
+        "skimage:hubble_deep_field", "skimage:immunohistochemistry", "skimage:coins",
+        "skimage:moon", "skimage:page", "skimage:text", "skimage:retina",
+        "skimage:colorwheel", "skimage:brick", "skimage:grass", "skimage:gravel",
+        "skimage:clock", "skimage:cell", "skimage:stereo_motorcycle", "sklearn:china.jpg",
+    )  # fmt: skip
+    eval_images: tuple[str, ...] = ("skimage:chelsea", "sklearn:flower.jpg")
+    looks: tuple[str, ...] = ()  # looks to train on; empty: all of them
+    crop: int = 256  # side of a training frame (full resolution)
+    seq_len: int = 4
+    source_scale: float = 1.5  # sources are resized so their short side is crop * this
+    clip_max_frames: int = 300  # frames decoded per clip, from its start
+    clip_max_stride: int = 3  # clips are read every 1..this frames
+    p_still: float = 0.5  # share of sequences made from still images
+    min_view: float = 0.5  # smallest camera window, as a share of the source's short side
+    max_shift: float = 8.0  # camera pan, crop pixels per frame
+    max_zoom: float = 0.04  # camera zoom, log scale per frame
+    max_rotation: float = 2.0  # camera roll, degrees per frame
+    p_identity: float = 0.05  # share of sequences with no prompt: the target is the input
+    p_blend: float = 0.15  # share of sequences whose target blends two looks
+
+
+@dataclass(frozen=True)
+class Source:
+    """A still (one frame) or a clip (several), RGB uint8, resized for training."""
+
+    name: str
+    frames: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One training or eval sequence, numpy, full resolution."""
+
+    frames: np.ndarray  # (T, S, S, 3) uint8 input
+    targets: np.ndarray  # (T, S, S, 3) uint8 the look rendered on each input frame
+    weights: dict[str, float]  # look -> blend weight; empty for no prompt
+    source: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of sequences as tensors in [-1, 1], ready for the network."""
+
+    frames: Tensor  # (B, T, 3, S, S) full-resolution input
+    images: Tensor  # (B, T, 3, s, s) low-resolution input (s = S / image_downscale)
+    targets: Tensor  # (B, T, 3, S, S) full-resolution target
+    targets_lo: Tensor  # (B, T, 3, s, s) low-resolution target: what is denoised
+    flows: Tensor  # (B, T, 2, g, g) flow from frame t into frame t-1 (zero at t=0)
+    prompts: Tensor  # (B, prompt_dim)
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _still(name: str) -> np.ndarray:
+    """A scikit-image or scikit-learn sample image as (H, W, 3) uint8."""
+    library, _, item = name.partition(":")
+    if library == "skimage":
+        from skimage import data
+
+        image = getattr(data, item)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo pairs
+    elif library == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        image = load_sample_image(item)
+    else:
+        raise UserError(f"unknown image source '{name}': use skimage:NAME or sklearn:NAME")
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif image.dtype != np.uint8:
+        image = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _read_media(path: Path, max_frames: int) -> list[np.ndarray]:
+    """The first `max_frames` RGB frames of a video or image file; [] if unreadable."""
+    import av
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == max_frames:
+                    break
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        log.warning("skipping %s: %s", path, exc)
+    return frames
+
+
+def _fit(image: np.ndarray, short_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = short_side / min(h, w)
+    size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
+    inter = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=inter)
+
+
+def load_sources(cfg: DataConfig, split: str) -> list[Source]:
+    """The stills and clips of `split` ("train" or "eval"), resized for `cfg.crop`."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be train or eval, got {split}")
+    short = round(cfg.crop * cfg.source_scale)
+    sources = []
+    for name in cfg.train_images if split == "train" else cfg.eval_images:
+        sources.append(Source(name, (_fit(_still(name), short),)))
+    folder = Path(cfg.media_dir)
+    if not folder.is_dir():
+        raise UserError(f"data folder {folder} does not exist (data.media_dir)")
+    suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+    chosen = [p for p in files if (p.name in cfg.eval_clips) == (split == "eval")]
+    clips = []
+    for path in chosen:
+        frames = _read_media(path, cfg.clip_max_frames)
+        if frames:
+            clips.append(Source(path.name, tuple(_fit(f, short) for f in frames)))
+    if not clips:
+        raise UserError(
+            f"data folder {folder} has no readable video or image for the {split} split"
+            + (f" (looked for {', '.join(cfg.eval_clips)})" if split == "eval" else "")
+        )
+    return sources + clips
+
+
+# ---------------------------------------------------------------- sequences
+
+
+def _camera(rng: np.random.Generator, shape: tuple[int, ...], cfg: DataConfig) -> list[np.ndarray]:
+    """(T,) 2x3 affine maps from crop pixels to source pixels: a smoothly moving camera."""
+    h, w = shape[:2]
+    s, strength = cfg.crop, rng.uniform(0.0, 1.0)  # some sequences barely move
+    side = rng.uniform(cfg.min_view, 1.0) * min(h, w)  # camera window in source pixels
+    center = np.array([rng.uniform(side / 2, w - side / 2), rng.uniform(side / 2, h - side / 2)])
+    velocity = rng.uniform(-1, 1, 2) * strength * cfg.max_shift * side / s
+    zoom = rng.uniform(-1, 1) * strength * cfg.max_zoom
+    roll = math.radians(rng.uniform(-1, 1) * strength * cfg.max_rotation)
+    maps = []
+    for i in range(cfg.seq_len):
+        scale = side * math.exp(zoom * i) / s
+        c, sn = scale * math.cos(roll * i), scale * math.sin(roll * i)
+        linear = np.array([[c, -sn], [sn, c]])
+        offset = center + velocity * i - linear @ np.array([s / 2, s / 2])
+        maps.append(np.hstack([linear, offset[:, None]]))
+    return maps
+
+
+def _render(frames: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """The looks of `frames` (T, S, S, 3), blended by `weights`; the input if none."""
+    if not weights:
+        return frames.copy()
+    out = np.zeros(frames.shape, np.float32)
+    for name, weight in weights.items():
+        out += weight * np.stack([LOOKS[name].render(f) for f in frames]).astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_sequence(
+    rng: np.random.Generator, sources: list[Source], cfg: DataConfig, look: str | None = None
+) -> Sequence:
+    """One sequence drawn with `rng`; `look` fixes the look (eval), else it is drawn too."""
+    # 1. a source: a still or a clip
+    stills = [s for s in sources if len(s.frames) == 1]
+    clips = [s for s in sources if len(s.frames) > 1]
+    pool = stills if (rng.random() < cfg.p_still and stills) or not clips else clips
+    source = pool[rng.integers(len(pool))]
+    # 2. which source frames: the one still, or a run of a clip
+    n = len(source.frames)
+    stride = int(rng.integers(1, cfg.clip_max_stride + 1)) if n > 1 else 0
+    start = int(rng.integers(max(1, n - stride * (cfg.seq_len - 1))))
+    picks = [min(start + i * stride, n - 1) for i in range(cfg.seq_len)]
+    # 3. the camera moves over them
+    maps = _camera(rng, source.frames[0].shape, cfg)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    frames = np.stack(
+        [
+            cv2.warpAffine(source.frames[i], m, (cfg.crop, cfg.crop), flags=flags,
+                           borderMode=cv2.BORDER_REFLECT_101)
+            for i, m in zip(picks, maps, strict=True)
+        ]
+    )  # fmt: skip
+    if rng.random() < 0.5:
+        frames = np.ascontiguousarray(frames[:, :, ::-1])
+    # 4. the look: one, a blend of two, or none
+    names = cfg.looks or tuple(LOOKS)
+    if look is not None:
+        weights = {look: 1.0}
+    elif rng.random() < cfg.p_identity:
+        weights = {}
+    elif rng.random() < cfg.p_blend and len(names) > 1:
+        a, b = rng.choice(len(names), size=2, replace=False)
+        w = float(rng.uniform(0.0, 1.0))
+        weights = {names[a]: 1.0 - w, names[b]: w}
+    else:
+        weights = {names[rng.integers(len(names))]: 1.0}
+    return Sequence(frames, _render(frames, weights), weights, source.name)
+
+
+def _tensor(images: np.ndarray) -> Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(images).movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def collate(
+    sequences: list[Sequence], bank: LookBank, image_downscale: int, grid_downscale: int
+) -> Batch:
+    """Tensors for a list of sequences; low-res images and flow as the model makes them."""
+    crop = sequences[0].frames.shape[1]
+    lo, grid = crop // image_downscale, crop // grid_downscale
+    resize = lambda x: cv2.resize(x, (lo, lo), interpolation=cv2.INTER_AREA)  # noqa: E731
+    flow = FlowEstimator()
+    images, targets_lo, flows = [], [], []
+    for seq in sequences:
+        small = np.stack([resize(f) for f in seq.frames])
+        grays = [flow_gray(f, grid, grid) for f in small]
+        zero = np.zeros((grid, grid, 2), np.float32)
+        flows.append(np.stack([zero] + [flow(c, p) for p, c in itertools.pairwise(grays)]))
+        images.append(small)
+        targets_lo.append(np.stack([resize(f) for f in seq.targets]))
+    return Batch(
+        frames=_tensor(np.stack([s.frames for s in sequences])),
+        images=_tensor(np.stack(images)),
+        targets=_tensor(np.stack([s.targets for s in sequences])),
+        targets_lo=_tensor(np.stack(targets_lo)),
+        flows=torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3),
+        prompts=torch.stack([blend_anchors(s.weights, bank) for s in sequences]),
+    )
+
+
+class SequenceData:
+    """Deterministic batches of one split: batch i is the same in every run."""
+
+    def __init__(self, cfg: DataConfig, split: str, seed: int) -> None:
+        unknown = [name for name in cfg.looks if name not in LOOKS]
+        if unknown:
+            raise UserError(f"unknown look '{unknown[0]}' in data.looks")
+        self.cfg = cfg
+        self.seed = seed
+        self.split_id = 0 if split == "train" else 1
+        self.sources = load_sources(cfg, split)
+
+    def sequences(self, index: int, count: int, looks: bool = False) -> list[Sequence]:
+        """`count` sequences for batch `index`; with `looks`, sequence i gets look i."""
+        rng = np.random.default_rng([self.seed, self.split_id, index])
+        names = self.cfg.looks or tuple(LOOKS)
+        return [
+            make_sequence(rng, self.sources, self.cfg, names[i % len(names)] if looks else None)
+            for i in range(count)
+        ]

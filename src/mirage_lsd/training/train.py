@@ -1,0 +1,376 @@
+"""Train `mirage-lsd-v1`: `mirage-lsd train --config configs/builtin.yaml [--resume]`.
+
+The whole recipe, top to bottom:
+
+1. config, seed and threads
+2. data: deterministic sequences (batch i is the same in every run and after resume)
+3. model and optimizer, or the checkpoint to resume from
+4. the loop; each frame of a sequence is denoised in order, as at run time:
+   - history augmentation: the previous frame's target or the model's own previous
+     output, blurred, color-shifted, misaligned, then warped by the input's flow
+   - diffusion forcing: every frame draws its own noise level, and so does its history
+   - step sizes: flow matching (d=0), self-consistency (one step of 2d = two of d,
+     the shortcut-model objective), and direct targets at the run-time step sizes
+   - the low-res x0 is scored, and so is the guided-upsampled full-res output
+5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
+   max steps
+6. checkpoint (atomic) every `checkpoint_every` steps
+7. export the weights as safetensors
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch import Tensor
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.builtin.cache import KVCache
+from mirage_lsd.models.builtin.config import ModelConfig
+from mirage_lsd.models.builtin.flow import warp
+from mirage_lsd.models.builtin.model import NAME, BuiltinModel, catalog_bank, save_weights
+from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
+from mirage_lsd.models.builtin.prompt_embedding import LookBank
+from mirage_lsd.models.builtin.sampler import Denoised, Denoiser, add_noise, shortcut_target
+from mirage_lsd.training.config import (
+    ObjectiveConfig,
+    OptimConfig,
+    TrainConfig,
+    load_train_config,
+)
+from mirage_lsd.training.data import Batch, Sequence, SequenceData, collate
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+FLOW_MATCHING, SHORTCUT, DIRECT = 0, 1, 2  # how a sample's step size and target are chosen
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: Path  # the exported safetensors file
+    step: int  # steps done in total
+    losses: list[float]  # one per step, this run and the runs it resumed
+    metrics: dict[str, float]  # the last eval
+
+
+# ---------------------------------------------------------------- one frame's inputs
+
+
+class Noise:
+    """This step's random numbers, drawn on the CPU from (seed, step): runs are repeatable."""
+
+    def __init__(self, seed: int, step: int, device: torch.device) -> None:
+        state = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+        self.gen = torch.Generator().manual_seed(state)
+        self.device = device
+
+    def uniform(self, *shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
+        return (torch.rand(*shape, generator=self.gen) * (high - low) + low).to(self.device)
+
+    def normal(self, *shape: int) -> Tensor:
+        return torch.randn(*shape, generator=self.gen).to(self.device)
+
+    def integers(self, low: Tensor, high: Tensor) -> Tensor:
+        """Per element, an integer in [low, high]."""
+        u = torch.rand(low.shape, generator=self.gen).to(self.device)
+        return (low + (u * (high - low + 1)).floor()).clamp(max=high)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
+    """Blur each sample of x (B, C, H, W) by its own sigma (B,), separably."""
+    b, c, h, w = x.shape
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)  # (K,)
+    kernel = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, K)
+    y = x.reshape(1, b * c, h, w)
+    y = F.conv2d(
+        F.pad(y, (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None], groups=b * c
+    )
+    y = F.conv2d(
+        F.pad(y, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=b * c
+    )
+    return y.reshape(b, c, h, w)
+
+
+def make_history(
+    batch: Batch, frame: int, own: Tensor | None, obj: ObjectiveConfig, noise: Noise
+) -> tuple[Tensor, Tensor, Tensor]:
+    """History for `frame`: the previous output, corrupted, warped and noised.
+
+    Returns history (B, 3, h, w), validity mask (B, 1, h, w), history noise level (B,).
+    """
+    target = batch.targets_lo[:, frame]
+    b = target.shape[0]
+    if frame == 0:  # a stream's first frame has no history
+        return (
+            torch.zeros_like(target),
+            torch.zeros_like(target[:, :1]),
+            torch.zeros(b, device=target.device),
+        )
+    # 1. source: the previous target, or the model's own previous output
+    previous = batch.targets_lo[:, frame - 1]
+    if own is not None:
+        use_own = (noise.uniform(b) < obj.p_own_history).view(b, 1, 1, 1)
+        previous = torch.where(use_own, own, previous)
+    # 2. corrupt: blur, color shift, misalignment
+    radius = math.ceil(3 * obj.history_blur)
+    previous = gaussian_blur(previous, noise.uniform(b, high=obj.history_blur), radius)
+    gain = noise.uniform(b, 3, 1, 1, low=-1, high=1) * obj.history_color_shift
+    offset = noise.uniform(b, 3, 1, 1, low=-1, high=1) * obj.history_color_shift
+    previous = previous * (1 + gain) + offset
+    flow = batch.flows[:, frame] + noise.uniform(b, 2, 1, 1, low=-1, high=1) * obj.history_misalign
+    # 3. warp to this frame, as at run time
+    history, mask = warp(previous, flow)
+    # 4. diffusion forcing on the history: its own noise level, which the network is told
+    sigma = noise.uniform(b, high=obj.history_max_sigma)
+    sigma = torch.where(noise.uniform(b) < obj.p_clean_history, torch.zeros_like(sigma), sigma)
+    history = add_noise(history, noise.normal(*history.shape), sigma)
+    # 5. sometimes none at all (a cut): the mask says so
+    keep = (noise.uniform(b) >= obj.p_drop_history).float().view(b, 1, 1, 1)
+    return history * keep, mask * keep, sigma
+
+
+def sample_steps(
+    b: int, cfg: ModelConfig, obj: ObjectiveConfig, noise: Noise
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample: noise level t (B,), step size d (B,), and kind (B,) (see FLOW_MATCHING)."""
+    u = noise.uniform(b)
+    kind = torch.full((b,), FLOW_MATCHING, device=u.device)
+    kind[u < obj.shortcut_fraction + obj.direct_fraction] = DIRECT
+    kind[u < obj.shortcut_fraction] = SHORTCUT
+    one = torch.ones(b, device=u.device)
+    # flow matching: any t in (0, 1], d = 0
+    t = 1.0 - noise.uniform(b)
+    d = torch.zeros(b, device=u.device)
+    # direct: the grid of an n-step run, n in 1..max_steps
+    n = noise.integers(one, one * cfg.max_steps)
+    k = noise.integers(one, n)
+    t = torch.where(kind == DIRECT, k / n, t)
+    d = torch.where(kind == DIRECT, 1 / n, d)
+    # shortcut: small step 2**-level, big step twice that, t on the small-step grid >= 2 small
+    level = noise.integers(one, one * cfg.shortcut_levels)
+    small = 2.0**-level
+    j = noise.integers(2 * one, 2.0**level)
+    t = torch.where(kind == SHORTCUT, j * small, t)
+    d = torch.where(kind == SHORTCUT, 2 * small, d)
+    return t, d, kind
+
+
+def frame_denoiser(
+    net: LSDNet, image: Tensor, history: Tensor, mask: Tensor, prompts: Tensor, sigma: Tensor,
+    cache: KVCache,
+) -> Denoiser:  # fmt: skip
+    """The network as a sampler's denoiser, for one frame's fixed inputs."""
+
+    def denoiser(x: Tensor, t: Tensor, d: Tensor) -> Denoised:
+        return Denoised(net(x, image, history, mask, prompts, t, d, sigma, cache).x0)
+
+    return denoiser
+
+
+def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise) -> Tensor:
+    """Mean loss over the frames of a batch of sequences, streamed in order."""
+    b, frames = batch.frames.shape[:2]
+    cache = KVCache(net.cfg.cache_frames)
+    own: Tensor | None = None
+    losses = []
+    for f in range(frames):
+        image, target = batch.images[:, f], batch.targets_lo[:, f]
+        history, mask, sigma = make_history(batch, f, own, obj, noise)
+        t, d, kind = sample_steps(b, net.cfg, obj, noise)
+        x_t = add_noise(target, noise.normal(*target.shape), t)
+        # shortcut samples: the target is where two half steps of the model itself land
+        x0_target = target
+        idx = (kind == SHORTCUT).nonzero().squeeze(1)
+        if len(idx):
+            sub = frame_denoiser(
+                net, image[idx], history[idx], mask[idx], batch.prompts[idx], sigma[idx],
+                cache.select(idx),
+            )  # fmt: skip
+            half_steps = shortcut_target(sub, x_t[idx], t[idx], d[idx] / 2)
+            x0_target = target.index_copy(0, idx, half_steps)
+        out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache)
+        full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
+        loss = F.mse_loss(out.x0, x0_target) + obj.full_res_weight * F.l1_loss(
+            full, batch.targets[:, f]
+        )
+        losses.append(loss)
+        cache = cache.push(out.kv)  # gradients flow through the cache within a sequence
+        own = out.x0.detach()
+    return torch.stack(losses).mean()
+
+
+# ---------------------------------------------------------------- eval
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+@torch.no_grad()
+def evaluate(
+    net: LSDNet, bank: LookBank, sequences: list[Sequence], device: str
+) -> dict[str, float]:
+    """Stream held-out sequences through the real model; mean PSNR at 1 and max steps."""
+    model = BuiltinModel(copy.deepcopy(net), bank, device)
+    metrics = {}
+    for steps in sorted({1, net.cfg.max_steps}):
+        scores = []
+        for seq in sequences:
+            state = model.init_state(*seq.frames.shape[1:3])
+            cond = model.look_prompt(*seq.weights) if seq.weights else model.encode_prompt(None)
+            for frame, target in zip(seq.frames, seq.targets, strict=True):
+                output, state = model.step(frame, cond, state, steps)
+                scores.append(psnr(output, target))
+        metrics[f"psnr_{steps}step"] = float(np.mean(scores))
+    metrics["psnr_input"] = float(np.mean([psnr(s.frames, s.targets) for s in sequences]))
+    return metrics
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    path: Path,
+    net: LSDNet,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    losses: list[float],
+) -> None:
+    tmp = path.with_suffix(".tmp")
+    state = {
+        "step": step,
+        "net": net.state_dict(),
+        "optim": opt.state_dict(),
+        "config": cfg.to_dict(),
+        "losses": losses,
+    }
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, net: LSDNet, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    if not path.is_file():
+        raise UserError(f"nothing to resume: no checkpoint {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is corrupted: {exc}") from None
+    if state["config"]["model"] != net.cfg.to_dict():
+        raise UserError(f"checkpoint {path} was made with a different model config")
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["optim"])
+    return int(state["step"]), list(state["losses"])
+
+
+def lr_at(step: int, optim: OptimConfig, total: int) -> float:
+    """Linear warmup, then cosine decay to min_lr."""
+    if step < optim.warmup:
+        return optim.lr * (step + 1) / optim.warmup
+    progress = (step - optim.warmup) / max(1, total - optim.warmup)
+    return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(
+    config: Path,
+    device: str = "cpu",
+    resume: bool = False,
+    out_dir: Path | None = None,
+    show_progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train from `config`; `stop_at` ends early (with a checkpoint) at that step."""
+    # 1. config, seed and threads
+    cfg = load_train_config(config)
+    out = Path(out_dir or cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    # 2. data
+    bank = catalog_bank()
+    train_data = SequenceData(cfg.data, "train", cfg.seed)
+    eval_sequences = SequenceData(cfg.data, "eval", cfg.seed).sequences(
+        0, cfg.eval_sequences, looks=True
+    )
+    ds, gds = cfg.model.image_downscale, cfg.model.grid_downscale
+    # 3. model and optimizer
+    net = LSDNet(cfg.model).to(device)
+    opt = torch.optim.AdamW(
+        net.parameters(),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        weight_decay=cfg.optim.weight_decay,
+    )
+    start, losses = load_checkpoint(out / CHECKPOINT, net, opt) if resume else (0, [])
+    log.info(
+        "training %s: %d parameters, steps %d..%d",
+        NAME,
+        sum(p.numel() for p in net.parameters()),
+        start,
+        cfg.steps,
+    )
+    metrics: dict[str, float] = {}
+    columns = (
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress:
+        task = progress.add_task("train", total=cfg.steps, completed=start, status="")
+        # 4. the loop
+        for step in range(start, min(cfg.steps, stop_at or cfg.steps)):
+            net.train()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
+            batch = collate(train_data.sequences(step, cfg.batch_size), bank, ds, gds).to(device)
+            loss = sequence_loss(
+                net, batch, cfg.objective, Noise(cfg.seed, step, torch.device(device))
+            )
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            done = step + 1
+            # 5. eval
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                metrics = evaluate(net.eval(), bank, eval_sequences, device)
+                log.info("step %d: %s", done, metrics)
+            # 6. checkpoint
+            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
+                save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses)
+            status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
+                f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
+            )
+            progress.update(task, completed=done, status=status)
+    # 7. export
+    weights = out / f"{NAME}.safetensors"
+    save_weights(weights, net.eval(), bank)
+    return TrainResult(weights, len(losses), losses, metrics)

@@ -1,0 +1,283 @@
+"""The built-in model `mirage-lsd-v1`: causality, bounded state, sampler, training, errors.
+
+Everything runs on tiny configs on the CPU with one thread; the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
+from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
+from mirage_lsd.models.builtin.model import (
+    BuiltinModel,
+    WeightsError,
+    catalog_bank,
+    load_weights,
+    save_weights,
+    upsample_to_frame,
+)
+from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
+from mirage_lsd.models.builtin.sampler import (
+    Denoised,
+    add_noise,
+    sample,
+    shortcut_target,
+    timesteps,
+)
+from mirage_lsd.training.config import load_train_config
+from mirage_lsd.training.data import DataConfig, load_sources
+from mirage_lsd.training.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_YAML = ROOT / "configs" / "tiny.yaml"
+SIZE = 64  # frame side: a multiple of the tiny model's size_multiple
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg() -> ModelConfig:
+    return load_train_config(TINY_YAML).model
+
+
+@pytest.fixture(scope="module")
+def model(tiny_cfg: ModelConfig) -> BuiltinModel:
+    """A tiny model with every weight random (no zero-initialized branch), fixed seed."""
+    torch.manual_seed(0)
+    net = LSDNet(tiny_cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    return BuiltinModel(net, catalog_bank())
+
+
+def frames(count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def stream(model: BuiltinModel, inputs: list[np.ndarray], steps: int = 1) -> list[np.ndarray]:
+    cond = model.look_prompt("thermal")
+    state = model.init_state(SIZE, SIZE)
+    outputs = []
+    for image in inputs:
+        out, state = model.step(image, cond, state, steps)
+        outputs.append(out)
+    return outputs
+
+
+# ---------------------------------------------------------------- causality and state
+
+
+def test_changing_a_future_frame_never_changes_an_earlier_output(model: BuiltinModel) -> None:
+    a = frames(5, seed=1)
+    b = a[:3] + frames(2, seed=2)  # frames 3 and 4 differ
+    out_a, out_b = stream(model, a), stream(model, b)
+    for t in range(3):
+        np.testing.assert_array_equal(out_a[t], out_b[t])
+    assert not np.array_equal(out_a[3], out_b[3])
+
+
+def test_history_reaches_later_frames(model: BuiltinModel) -> None:
+    """Past frames matter (through the cache and the warped previous output)."""
+    a = frames(3, seed=1)
+    b = frames(1, seed=3) + a[1:]  # only frame 0 differs
+    assert not np.array_equal(stream(model, a)[2], stream(model, b)[2])
+
+
+def test_state_stays_bounded_over_many_frames(model: BuiltinModel) -> None:
+    cond = model.encode_prompt(None)
+    state = model.init_state(SIZE, SIZE)
+    sizes = []
+    for image in frames(3, seed=4) * 10:
+        _, state = model.step(image, cond, state, 1)
+        sizes.append(state.nbytes)
+    assert len(state.cache) == model.cfg.cache_frames
+    assert state.frame_index == 30
+    assert len(set(sizes[model.cfg.cache_frames :])) == 1  # constant once the cache is full
+
+
+def test_state_is_not_mutated(model: BuiltinModel) -> None:
+    """A state can be replayed: step returns a new one and leaves the old one as it was."""
+    image = frames(1, seed=5)[0]
+    cond = model.look_prompt("winter")
+    state = model.init_state(SIZE, SIZE)
+    out1, _ = model.step(image, cond, state, 1)
+    out2, _ = model.step(image, cond, state, 1)
+    np.testing.assert_array_equal(out1, out2)
+
+
+# ---------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_model_runs_1_to_4_steps(model: BuiltinModel, steps: int) -> None:
+    outputs = stream(model, frames(2, seed=6), steps)
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_model_rejects_more_steps_than_it_was_trained_for(model: BuiltinModel) -> None:
+    with pytest.raises(UserError, match="steps"):
+        stream(model, frames(1, seed=6), model.cfg.max_steps + 1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_sampler_with_an_exact_denoiser_returns_x0(steps: int) -> None:
+    """Closed-form stand-in: a denoiser that knows x0 lands exactly on it in any steps."""
+    x0 = torch.linspace(-1, 1, 48).view(1, 3, 4, 4)
+    seen = []
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor, d: torch.Tensor) -> Denoised:
+        seen.append((float(t[0]), float(d[0])))
+        return Denoised(x0)
+
+    out = sample(denoiser, torch.randn(1, 3, 4, 4), steps)
+    torch.testing.assert_close(out.x0, x0)
+    assert [t for t, _ in seen] == pytest.approx(timesteps(steps)[:-1])
+    assert all(d == pytest.approx(1 / steps) for _, d in seen)
+
+
+def test_shortcut_target_of_a_straight_path_is_its_x0() -> None:
+    """On a straight noise path the model's own two half steps agree with one full step."""
+    x0, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t, d = torch.tensor([1.0, 0.5]), torch.tensor([0.5, 0.125])
+    exact = lambda x, t_, d_: Denoised(x0)  # noqa: E731
+    torch.testing.assert_close(shortcut_target(exact, add_noise(x0, eps, t), t, d), x0)
+
+
+def test_flow_and_warp_follow_a_known_shift() -> None:
+    """Content moving right by 2 pixels: flow is about -2 and warping undoes the motion."""
+    rng = np.random.default_rng(0)
+    texture = cv2_blur(rng.integers(0, 256, (48, 52), dtype=np.uint8))
+    previous, current = texture[:, 2:50].copy(), texture[:, 0:48].copy()
+    flow = FlowEstimator()(current, previous)
+    assert np.median(flow[..., 0]) == pytest.approx(-2.0, abs=0.5)
+    assert np.median(np.abs(flow[..., 1])) < 0.5
+    prev_t = torch.from_numpy(previous).float()[None, None]
+    warped, mask = warp(prev_t, flow_to_tensor(flow))
+    inner = (slice(8, -8), slice(8, -8))
+    err = np.abs(warped[0, 0].numpy()[inner] - current[inner].astype(np.float32))
+    assert err.mean() < 6.0 and mask[0, 0].numpy()[inner].min() == 1.0
+
+
+def test_fast_upsampler_matches_the_trained_one() -> None:
+    """The OpenCV run-time path and the differentiable training path agree to 1 level."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    small = cv2.resize(frame, (16, 12), interpolation=cv2.INTER_AREA)
+    x0, gain = torch.rand(1, 3, 12, 16) * 2 - 1, torch.randn(1, 3, 12, 16) * 0.5 + 1
+    tensor = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
+    reference = guided_upsample(x0, gain, tensor(frame), tensor(small))
+    reference = ((reference[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()
+    fast = upsample_to_frame(x0, gain, frame, small)
+    assert np.abs(fast.astype(np.float32) - reference).max() <= 1.0
+
+
+def cv2_blur(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), 1.5)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def test_free_text_lands_on_the_nearest_look(model: BuiltinModel) -> None:
+    cond = model.encode_prompt("a drawing made with a graphite pencil")
+    assert cond.match.best == "pencil_sketch"
+    assert 0.4 < cond.match.similarity <= 1.0
+    assert sum(cond.match.weights.values()) == pytest.approx(1.0)
+    none = model.encode_prompt(None)
+    assert none.match is None and float(none.embedding.abs().sum()) == 0.0
+    mixed = model.mix_prompts(model.look_prompt("winter"), model.look_prompt("sunset"), 0.25)
+    assert mixed.match.weights == pytest.approx({"winter": 0.75, "sunset": 0.25})
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
+    cfg = load_train_config(TINY_YAML)
+    full = train(TINY_YAML, out_dir=tmp_path / "full", show_progress=False)
+    head = full.losses[:10]
+    tail = full.losses[-10:]
+    assert np.mean(tail) < 0.8 * np.mean(head)
+    assert full.step == cfg.steps and set(full.metrics) >= {"psnr_1step", "psnr_input"}
+    # stop half way, resume: the same losses as the uninterrupted run
+    half = cfg.steps // 2
+    train(TINY_YAML, out_dir=tmp_path / "split", show_progress=False, stop_at=half)
+    resumed = train(TINY_YAML, out_dir=tmp_path / "split", show_progress=False, resume=True)
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
+    # the exported weights load and run
+    model = BuiltinModel.from_file(full.weights)
+    out = stream(model, frames(2, seed=7))
+    assert out[0].shape == (SIZE, SIZE, 3)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.widht"):
+        ModelConfig.from_dict({"widht": 16})
+    with pytest.raises(ConfigError, match=r"model\.width.*int"):
+        ModelConfig.from_dict({"width": "wide"})
+    with pytest.raises(ConfigError, match=r"model\.kernel"):
+        ModelConfig.from_dict({"kernel": 4})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 10\ndata:\n  crop: large\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*data\.crop"):
+        load_train_config(bad)
+    bad.write_text("stpes: 10\n")
+    with pytest.raises(ConfigError, match=r"stpes"):
+        load_train_config(bad)
+    bad.write_text("data:\n  eval_clips: please.mkv\n")
+    with pytest.raises(ConfigError, match=r"data\.eval_clips"):
+        load_train_config(bad)
+
+
+def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -> None:
+    good = tmp_path / "good.safetensors"
+    save_weights(good, LSDNet(tiny_cfg), catalog_bank())
+    load_weights(good)
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(WeightsError, match=r"missing\.safetensors.*not found"):
+        load_weights(missing)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not a weight file" * 10)
+    with pytest.raises(WeightsError, match=r"garbage\.safetensors.*corrupted"):
+        load_weights(garbage)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(WeightsError, match=r"truncated\.safetensors"):
+        load_weights(truncated)
+    other = dataclasses.replace(tiny_cfg, width=tiny_cfg.width * 2)
+    mismatched = tmp_path / "mismatched.safetensors"
+    save_weights(mismatched, LSDNet(other), catalog_bank())
+    raw = mismatched.read_bytes()  # claim the old width, same header length
+    wide, narrow = rb"width\": 16", rb"width\":  8"
+    assert wide in raw and tiny_cfg.width == 8
+    mismatched.write_bytes(raw.replace(wide, narrow))
+    with pytest.raises(WeightsError, match=r"mismatched\.safetensors.*shape"):
+        load_weights(mismatched)
+
+
+def test_data_folder_without_media_says_so(tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    cfg = DataConfig(media_dir=str(tmp_path), train_images=(), crop=64)
+    with pytest.raises(UserError, match="no readable video or image"):
+        load_sources(cfg, "train")
