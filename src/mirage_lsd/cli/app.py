@@ -281,6 +281,41 @@ def train(
     guarded(debug, body)
 
 
+@app.command("eval")
+def eval_command(
+    input: Annotated[str, typer.Argument(help="Video file or any input.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The look to evaluate.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    size: SizeOpt = "512x512",
+    steps: StepsOpt = 1,
+    frames: Annotated[int, typer.Option("--frames", help="Frames to evaluate.", min=2)] = 100,
+    device: DeviceOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score a model against the procedural look: style PSNR/SSIM, flicker, drift."""
+    _setup_logging(debug)
+
+    def body() -> None:
+        from mirage_lsd.evaluation.evaluate import evaluate
+
+        resolution = parse_size(size) if size else None
+        text = validate_prompt(prompt)
+        engine = StreamEngine(model, device=device, max_steps=steps, resolution=resolution)
+        result = evaluate(engine, input, text, frames).to_dict()
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+            return
+        table = Table(title=f"eval: {result['model']} on '{text}' -> {result['look']}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in result.items():
+            table.add_row(key, str(value))
+        Console().print(table)
+
+    guarded(debug, body)
+
+
 @app.command()
 def models() -> None:
     """List the models you can pass to --model."""

@@ -1,0 +1,1 @@
+"""Measuring a model on a stream: fidelity to a look, flicker and drift."""

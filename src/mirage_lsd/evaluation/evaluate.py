@@ -1,0 +1,109 @@
+"""`mirage-lsd eval`: run a model on a clip and score it against the procedural look.
+
+The prompt is resolved to a look the way the built-in model resolves it; every
+input frame is rendered with that look's filter, and the model's output is
+compared with it (style), with the previous output warped by optical flow
+(flicker), and over time (drift).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mirage_lsd.engine.stream_engine import InputSpec, StreamEngine
+from mirage_lsd.errors import EndOfStream, UserError
+from mirage_lsd.evaluation.metrics import FlowWarper, psnr, ssim
+from mirage_lsd.geometry import apply_fit, plan_fit
+from mirage_lsd.looks.catalog import get_look
+from mirage_lsd.sources import open_source
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    look: str
+    match_similarity: float
+    frames: int
+    style_psnr: float
+    style_ssim: float
+    identity_psnr: float
+    warp_error: float
+    warp_error_target: float
+    warp_error_input: float
+    drift_db: float
+    model: str
+    size: str
+    steps: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def resolve_look(prompt: str) -> tuple[str, float]:
+    """The look a prompt lands on (best match) and the match's cosine similarity."""
+    from mirage_lsd.models.builtin.model import catalog_bank
+    from mirage_lsd.models.builtin.prompt_embedding import default_encoder, match_prompt
+
+    match = match_prompt(prompt, default_encoder()([prompt])[0], catalog_bank(), 1, 1.0)
+    return match.best, match.similarity
+
+
+def evaluate(
+    engine: StreamEngine, source: InputSpec, prompt: str, frames: int, ssim_every: int = 1
+) -> EvalResult:
+    """Stream `frames` frames of `source` through `engine` with `prompt` and score them."""
+    # 1. the look the prompt lands on, and the stream
+    look_name, similarity = resolve_look(prompt)
+    look = get_look(look_name)
+    engine.set_prompt(prompt)
+    engine.reset()
+    stream = open_source(source)
+    warper = FlowWarper()
+    style, structure, ident, flick, flick_target, flick_input = [], [], [], [], [], []
+    prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    try:
+        for i in range(frames):
+            try:
+                frame = stream.recv().image
+            except EndOfStream:
+                break
+            # 2. the model's output and the look's rendering of the same fitted frame
+            out = engine.process(frame)
+            size = out.shape[:2]
+            fitted = apply_fit(frame, plan_fit(frame.shape[:2], size, engine.fit))
+            target = look.render(fitted)
+            style.append(psnr(out, target))
+            ident.append(psnr(fitted, target))
+            if i % ssim_every == 0:
+                structure.append(ssim(out, target))
+            # 3. flicker: each of output, target and input against its warped predecessor
+            if prev is not None:
+                maps, valid = warper.prepare(prev[0], fitted)
+                flick_input.append(warper.warp_error(prev[0], fitted, maps, valid))
+                flick_target.append(warper.warp_error(prev[1], target, maps, valid))
+                flick.append(warper.warp_error(prev[2], out, maps, valid))
+            prev = (fitted, target, out)
+    finally:
+        stream.close()
+    if len(style) < 2:
+        raise UserError("eval needs at least 2 frames of input")
+    # 4. drift: the last tenth of the stream against the first
+    tenth = max(1, len(style) // 10)
+    assert prev is not None
+    h, w = prev[2].shape[:2]
+    return EvalResult(
+        look=look_name,
+        match_similarity=similarity,
+        frames=len(style),
+        style_psnr=float(np.mean(style)),
+        style_ssim=float(np.mean(structure)),
+        identity_psnr=float(np.mean(ident)),
+        warp_error=float(np.mean(flick)),
+        warp_error_target=float(np.mean(flick_target)),
+        warp_error_input=float(np.mean(flick_input)),
+        drift_db=float(np.mean(style[-tenth:]) - np.mean(style[:tenth])),
+        model=engine.model.info.name,
+        size=f"{w}x{h}",
+        steps=engine.max_steps,
+    )
