@@ -290,7 +290,17 @@ def test_screen_without_display_is_a_user_error(monkeypatch: pytest.MonkeyPatch)
 def test_screen_capture_under_xvfb(monkeypatch: pytest.MonkeyPatch) -> None:
     ready_r, ready_w = os.pipe()  # Xvfb writes its display number here once it accepts clients
     xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(ready_w), "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+        [
+            "Xvfb",
+            "-displayfd",
+            str(ready_w),
+            "-noreset",
+            "-screen",
+            "0",
+            "320x240x24",
+            "-nolisten",
+            "tcp",
+        ],
         pass_fds=(ready_w,),
         stderr=subprocess.DEVNULL,
     )

@@ -72,6 +72,12 @@ class PromptSchedule:
             self._source, self._target = self._current, cond
             self._total, self._done = transition_frames, 0
 
+    @property
+    def current(self) -> Any:
+        """The conditioning of the last frame (or the initial one)."""
+        with self._lock:
+            return self._current
+
     def next(self) -> Any:
         """The conditioning for the next frame."""
         with self._lock:

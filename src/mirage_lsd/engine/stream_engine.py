@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from os import PathLike
 from typing import Any
 
@@ -232,7 +233,8 @@ class StreamEngine:
     def stats(self) -> Stats:
         """Telemetry of the current or last stream (or of `process()` calls)."""
         stats = self._recorder.snapshot(self.running)
-        return stats
+        prompt = {"text": self._prompts.text, **self.model.describe_prompt(self._prompts.current)}
+        return replace(stats, extra={**stats.extra, "prompt": prompt})
 
     def render(self, image: np.ndarray, info: FrameInfo | None = None) -> None:
         """Show a frame in a window (use as `on_frame=engine.render`). Closing it stops."""

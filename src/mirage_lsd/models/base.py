@@ -52,6 +52,10 @@ class StreamModel(ABC):
             return b if weight >= 0.5 else a
         return a + (b - a) * weight
 
+    def describe_prompt(self, cond: Conditioning) -> dict[str, Any]:
+        """What a conditioning resolved to, for stats (e.g. matched looks and similarity)."""
+        return {}
+
     @abstractmethod
     def init_state(self, height: int, width: int) -> State:
         """A fresh per-stream state for frames of this size (reset)."""

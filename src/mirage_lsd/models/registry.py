@@ -31,9 +31,20 @@ def _load_identity(opts: LoadOptions) -> StreamModel:
     return IdentityModel(device=opts.device)
 
 
+def _load_builtin(opts: LoadOptions) -> StreamModel:
+    from mirage_lsd.models.builtin.model import BuiltinModel
+
+    return BuiltinModel.from_file(device=opts.device)
+
+
 _REGISTRY: dict[str, ModelEntry] = {
     "identity": ModelEntry(
         "identity", "passes frames through unchanged (measures the engine)", _load_identity
+    ),
+    "mirage-lsd-v1": ModelEntry(
+        "mirage-lsd-v1",
+        "built-in causal live-stream diffusion model, 1-4 steps, prompts pick looks",
+        _load_builtin,
     ),
 }
 

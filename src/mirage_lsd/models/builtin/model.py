@@ -230,6 +230,12 @@ class BuiltinModel(StreamModel):
         )
         return PromptCond(embedding, match)
 
+    def describe_prompt(self, cond: Conditioning) -> dict[str, object]:
+        if cond.match is None:
+            return {}
+        looks = {name: round(w, 3) for name, w in cond.match.weights.items()}
+        return {"looks": looks, "similarity": round(cond.match.similarity, 3)}
+
     # -- streaming
 
     def init_state(self, height: int, width: int) -> State:
