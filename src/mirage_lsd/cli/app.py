@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 
 from mirage_lsd.cli.errors import fail, guarded
 from mirage_lsd.cli.progress import make_progress, status_text
+from mirage_lsd.cli.serve import serve
 from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import Stats
 from mirage_lsd.engine.stream_engine import StreamEngine
@@ -326,6 +327,9 @@ def models() -> None:
         name = entry.name + (" (default)" if entry.name == DEFAULT_MODEL else "")
         table.add_row(name, entry.description)
     Console().print(table)
+
+
+app.command()(serve)
 
 
 def main() -> None:

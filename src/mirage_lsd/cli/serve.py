@@ -1,0 +1,99 @@
+"""`mirage-lsd serve`: the studio web app (page, REST, WebRTC, WHIP/WHEP) under uvicorn.
+
+Registered in cli/app.py with `app.command()(serve)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mirage_lsd.cli.errors import guarded
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.registry import DEFAULT_MODEL
+
+console = Console(stderr=True, highlight=False)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; beyond loopback a token is required.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = DEFAULT_MODEL,
+    max_sessions: Annotated[
+        int, typer.Option("--max-sessions", help="Streams at once; more get 503 busy.")
+    ] = 4,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MIRAGE_LSD_TOKEN",
+            help="Bearer token for every API call (generated on non-local addresses).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="Most denoising steps a session may ask for.")
+    ] = 4,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """Serve the studio: browser page, REST API (/docs), WebRTC, WHIP and WHEP."""
+
+    def body() -> None:
+        import uvicorn
+
+        from mirage_lsd.server.app import create_app
+        from mirage_lsd.server.settings import ServerSettings
+
+        logging.basicConfig(
+            level=logging.DEBUG if debug else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        # 1. settings (a token appears here when bound beyond loopback), 2. the app
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            model=model,
+            device=device,
+            max_sessions=max_sessions,
+            max_steps=max_steps,
+            token=token,
+        ).resolved()
+        app = create_app(settings)
+        # 3. bind now, so a taken port is one clear line
+        sock = _bind(host, port)
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+            host, f"[{host}]" if ":" in host else host
+        )
+        query = f"?token={settings.token}" if settings.token else ""
+        console.print(
+            f"studio: http://{shown}:{sock.getsockname()[1]}/{query} (listening on {host})"
+        )
+        if settings.token and token is None:
+            console.print(f"token (send as 'Authorization: Bearer TOKEN'): {settings.token}")
+        # 4. serve until Ctrl-C
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="debug" if debug else "warning", lifespan="on")
+        )
+        server.run(sockets=[sock])
+
+    guarded(debug, body)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): try another --port"
+        ) from None
+    return sock

@@ -1,0 +1,126 @@
+"""Access control: bearer token, origin and host checks, body size limit, rate limits."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import HTTPException, Request
+
+from mirage_lsd.server.settings import ServerSettings, is_loopback
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def require_token(settings: ServerSettings) -> Callable[[Request], None]:
+    """A FastAPI dependency: 401 unless `Authorization: Bearer TOKEN` matches (when set)."""
+
+    def check(request: Request) -> None:
+        if settings.token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.strip().encode(), settings.token.encode()
+        ):
+            raise HTTPException(
+                401,
+                "missing or wrong token: send 'Authorization: Bearer TOKEN' "
+                "(the token is printed when the server starts)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+class GuardMiddleware:
+    """Pure ASGI middleware: host check, origin check and a request body size limit.
+
+    - Host: on a loopback bind only loopback host names are served (stops DNS rebinding).
+    - Origin: a browser request must come from this server's own origin (or an extra one).
+    - Body: more than `max_body_bytes` is refused with 413, counted as it streams in.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        problem = self._check(host, headers.get("origin"))
+        if problem is not None:
+            await _refuse(send, 403, problem)
+            return
+        limit = self.settings.max_body_bytes
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _refuse(send, 413, f"request body over {limit} bytes")
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"request body over {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _check(self, host: str, origin: str | None) -> str | None:
+        hostname = urlsplit(f"//{host}").hostname or ""
+        if self.settings.local_only and not is_loopback(hostname):
+            return f"host '{hostname}' not served: this server only answers on loopback"
+        if origin is None:
+            return None  # not a browser (curl, aiortc clients): the token decides
+        allowed = {f"http://{host}", f"https://{host}", *self.settings.extra_origins}
+        if origin not in allowed:
+            return f"origin '{origin}' not allowed"
+        return None
+
+
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class TokenBucket:
+    """`rate` events per second with bursts of `burst`; `allow()` says whether one may pass."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self._clock = rate, float(burst), clock
+        self._tokens, self._last = float(burst), clock()
+        self.refused = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        self.refused += 1
+        return False

@@ -1,0 +1,295 @@
+"""Sessions: one peer connection in, one `StreamEngine` (own stream state), viewers out.
+
+A session owns its peer connection, its engine, its model thread, the pump task
+and any WHEP viewers; `close()` releases all of them and is safe to call twice.
+The manager enforces `max_sessions` and closes a session when its peer goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from pydantic import ValidationError
+
+from mirage_lsd.engine.stats import StatsRecorder
+from mirage_lsd.engine.stream_engine import StreamEngine
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.base import StreamModel
+from mirage_lsd.server.security import TokenBucket
+from mirage_lsd.server.settings import LiveParams, ServerSettings, SessionOptions
+from mirage_lsd.server.tracks import NewestFrameSlot, TransformTrack, drain, pump
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["webrtc", "whip"]
+
+
+class BusyError(Exception):
+    """All session slots are taken."""
+
+
+class NotFoundError(Exception):
+    """No session (or viewer) with that id."""
+
+
+class RateLimitedError(Exception):
+    """Too many control messages for this session."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    kind: Kind
+    prompt: str | None
+    steps: int
+    age_s: float
+    connection: str
+    viewers: int
+    error: str | None
+
+
+class Session:
+    """One live stream: its input peer, engine, transform track and WHEP viewers."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        kind: Kind,
+        model: StreamModel,
+        options: SessionOptions,
+        settings: ServerSettings,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.kind = kind
+        self.steps = options.steps
+        self.created = time.monotonic()
+        self._manager = manager
+        self._settings = settings
+        self.engine = StreamEngine(model, max_steps=options.steps)
+        self.recorder = StatsRecorder(model.info.name, model.info.device, options.steps, "live")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-model-{self.id}")
+        # Prompt encoding may be slow (a text encoder): its own thread, in order, so the
+        # event loop stays free and frames keep flowing with the old prompt meanwhile.
+        self.prompt_executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-prompt-{self.id}")
+        self.control = TokenBucket(settings.control_rate_per_s, settings.control_burst)
+        self.pc = RTCPeerConnection()
+        self.viewers: dict[str, RTCPeerConnection] = {}
+        self.relay = MediaRelay()
+        self.slot = NewestFrameSlot(self.recorder)
+        self.output = TransformTrack(self.slot, self.engine, self.executor, self.recorder)
+        self._pump: asyncio.Task[None] | None = None
+        self._drains: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._watch(self.pc)
+
+    # -- signalling ------------------------------------------------------------
+    async def answer(self, sdp: str, send_back: bool) -> RTCSessionDescription:
+        """Accept the peer's offer; `send_back` returns the transformed video on it."""
+        pc = self.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind != "video" or self._pump is not None:
+                self._drains.append(asyncio.create_task(drain(track), name=f"drain-{self.id}"))
+                return
+            self.recorder.started()
+            self._pump = asyncio.create_task(pump(track, self.slot), name=f"pump-{self.id}")
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            @channel.on("message")
+            async def on_message(message: object) -> None:
+                reply = await self.handle_control(message)
+                if channel.readyState == "open":
+                    channel.send(json.dumps(reply))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        if send_back:
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.sender.replaceTrack(
+                        self.relay.subscribe(self.output, buffered=False)
+                    )
+                    transceiver.direction = "sendrecv"
+                    break
+            else:
+                pc.addTrack(self.relay.subscribe(self.output, buffered=False))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return pc.localDescription
+
+    async def add_viewer(self, sdp: str) -> tuple[str, RTCSessionDescription]:
+        """WHEP: a receive-only peer that watches this session's output."""
+        viewer_id = uuid.uuid4().hex[:12]
+        pc = RTCPeerConnection()
+        self.viewers[viewer_id] = pc
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed") and viewer_id in self.viewers:
+                await self.remove_viewer(viewer_id)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            pc.addTrack(self.relay.subscribe(self.output, buffered=False))
+            for transceiver in pc.getTransceivers():
+                transceiver.direction = "sendonly"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await self.remove_viewer(viewer_id)
+            raise
+        return viewer_id, pc.localDescription
+
+    async def remove_viewer(self, viewer_id: str) -> None:
+        pc = self.viewers.pop(viewer_id, None)
+        if pc is None:
+            raise NotFoundError(viewer_id)
+        await pc.close()
+
+    # -- control ---------------------------------------------------------------
+    async def set_params(self, params: LiveParams, limited: bool = True) -> None:
+        """Apply a prompt change (rate limited per session); encodes it in the prompt thread."""
+        if limited and not self.control.allow():
+            raise RateLimitedError
+        if len(params.prompt) > self._settings.max_prompt_chars:
+            raise UserError(
+                f"prompt is {len(params.prompt)} characters: "
+                f"keep it under {self._settings.max_prompt_chars}"
+            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self.prompt_executor, self.engine.set_prompt, params.prompt, params.transition_frames
+        )
+
+    async def handle_control(self, message: object) -> dict[str, Any]:
+        """One data channel message -> one reply: `{"type": "params", ...}` or `{"type": "stats"}`.
+
+        Every message counts against the session's control rate limit.
+        """
+        try:
+            data = json.loads(message) if isinstance(message, str) else None
+            if not isinstance(data, dict):
+                raise ValueError("send a JSON object")
+            kind = data.pop("type", None)
+            if kind == "stats":
+                if not self.control.allow():
+                    raise RateLimitedError
+                return {"type": "stats", "stats": self.stats()}
+            if kind == "params":
+                await self.set_params(LiveParams.model_validate(data))
+                return {"type": "ack", "prompt": self.engine.prompt}
+            raise ValueError("type must be 'params' or 'stats'")
+        except RateLimitedError:
+            return {"type": "error", "error": "rate limited: slow down"}
+        except ValidationError as exc:
+            return {"type": "error", "error": exc.errors()[0]["msg"]}
+        except (UserError, ValueError) as exc:
+            return {"type": "error", "error": str(exc)}
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.recorder.snapshot(not self._closed)
+        error = None if self.output.error is None else str(self.output.error)
+        extra = {"viewers": len(self.viewers), "kind": self.kind, "error": error}
+        return replace(stats, extra=extra).to_dict()
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            self.id,
+            self.kind,
+            self.engine.prompt,
+            self.steps,
+            round(time.monotonic() - self.created, 3),
+            self.pc.connectionState,
+            len(self.viewers),
+            None if self.output.error is None else str(self.output.error),
+        )
+
+    # -- lifetime --------------------------------------------------------------
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.debug("session %s: connection %s", self.id, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                await self._manager.discard(self.id)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.recorder.finished()
+        self.slot.end()
+        self.output.stop()
+        for task in (self._pump, *self._drains):
+            if task is not None:
+                task.cancel()
+        for viewer_id in list(self.viewers):
+            await self.remove_viewer(viewer_id)
+        await self.pc.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.prompt_executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SessionManager:
+    """All sessions of the server, at most `settings.max_sessions` at a time."""
+
+    def __init__(self, settings: ServerSettings, model: StreamModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.sessions: dict[str, Session] = {}
+        self._pending = 0  # slots reserved by sessions still negotiating
+
+    async def open(self, kind: Kind, options: SessionOptions, sdp: str) -> tuple[Session, Any]:
+        """A new session answering `sdp`; BusyError when all slots are taken."""
+        # 1. reserve a slot before any await, so concurrent offers cannot overshoot
+        if len(self.sessions) + self._pending >= self.settings.max_sessions:
+            raise BusyError
+        if options.steps > self.settings.max_steps:
+            raise UserError(f"steps must be at most {self.settings.max_steps} on this server")
+        self._pending += 1
+        try:
+            # 2. engine and peer, 3. answer (gathers ICE candidates)
+            session = Session(self, kind, self.model, options, self.settings)
+            try:
+                if options.prompt:
+                    params = LiveParams(
+                        prompt=options.prompt, transition_frames=options.transition_frames
+                    )
+                    await session.set_params(params, limited=False)
+                answer = await session.answer(sdp, send_back=kind == "webrtc")
+            except BaseException:
+                await session.close()
+                raise
+            self.sessions[session.id] = session
+            return session, answer
+        finally:
+            self._pending -= 1
+
+    def get(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(session_id)
+        return session
+
+    async def close(self, session_id: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            raise NotFoundError(session_id)
+        await session.close()
+
+    async def discard(self, session_id: str) -> None:
+        """Close a session if it is still open (the peer went away)."""
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            await session.close()
+
+    async def close_all(self) -> None:
+        for session_id in list(self.sessions):
+            await self.close(session_id)

@@ -1,0 +1,91 @@
+"""Server settings and the one schema of live parameters shared by page, data channel and REST."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass, field, replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mirage_lsd.engine.prompt import MAX_PROMPT_CHARS
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.registry import DEFAULT_MODEL
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses only this machine can reach."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How `mirage-lsd serve` runs. Build with `ServerSettings(...).resolved()`.
+
+    token: required as `Authorization: Bearer TOKEN` when set; `resolved()` generates
+    one when the server binds a non-loopback address and none was given.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    max_sessions: int = 4
+    max_steps: int = 4
+    token: str | None = None
+    max_prompt_chars: int = 500
+    max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
+    control_rate_per_s: float = 10.0  # control messages per session: sustained rate
+    control_burst: int = 20  # ... and burst
+    extra_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    def resolved(self) -> ServerSettings:
+        """Checked settings, with a generated token when bound beyond loopback."""
+        if not 1 <= self.max_sessions <= 64:
+            raise UserError(f"--max-sessions must be from 1 to 64, got {self.max_sessions}")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port must be from 0 to 65535, got {self.port}")
+        if self.token is not None and len(self.token) < 16:
+            raise UserError("--token must be at least 16 characters: use a long random string")
+        if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
+            raise UserError(f"max_prompt_chars must be from 1 to {MAX_PROMPT_CHARS}")
+        if self.token is None and not is_loopback(self.host):
+            return replace(self, token=secrets.token_urlsafe(24))
+        return self
+
+    @property
+    def local_only(self) -> bool:
+        return is_loopback(self.host)
+
+
+class LiveParams(BaseModel):
+    """A change of the live parameters: sent by the page, the data channel and REST."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to look like")
+    transition_frames: int = Field(0, ge=0, le=300, description="Blend over this many frames")
+
+
+class SessionOptions(BaseModel):
+    """Per-session choices fixed at start (steps decide the model's per-frame work)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    transition_frames: int = Field(0, ge=0, le=300)
+    steps: int = Field(1, ge=1, le=50)
+
+
+class OfferRequest(SessionOptions):
+    """The page's signalling: its SDP offer plus the session's options."""
+
+    sdp: str = Field(max_length=60_000)
+    type: str = Field("offer", pattern="^offer$")

@@ -1,0 +1,446 @@
+"""The studio server over real uvicorn on loopback, with aiortc as the client peer.
+
+A tiny real model renders catalog looks chosen by the prompt, so every check is
+"the pixels that came back are the look applied to the pixels that were sent".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+aiortc = pytest.importorskip("aiortc", reason="pip install 'mirage-lsd[serve]'")
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+import av  # noqa: E402
+import cv2  # noqa: E402
+from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+
+from mirage_lsd.looks.catalog import _CATALOG, render_look  # noqa: E402
+from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel  # noqa: E402
+from mirage_lsd.server.app import create_app  # noqa: E402
+from mirage_lsd.server.sessions import SessionManager  # noqa: E402
+from mirage_lsd.server.settings import ServerSettings  # noqa: E402
+
+LOOKS = ("night_vision", "sunset", "underwater")
+
+
+class LookModel(StreamModel):
+    """Prompt -> catalog look (by name or description) -> `render_look`; no look: identity."""
+
+    def __init__(self) -> None:
+        self._info = ModelInfo("test-looks", "renders catalog looks", looks=LOOKS)
+        self._phrases = {
+            phrase.lower(): look.name
+            for look in _CATALOG
+            if look.name in LOOKS
+            for phrase in (look.name.replace("_", " "), *look.descriptions)
+        }
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def encode_prompt(self, text: str | None) -> Conditioning:
+        return None if text is None else self._phrases.get(text.strip().lower())
+
+    def mix_prompts(self, a: Conditioning, b: Conditioning, weight: float) -> Conditioning:
+        return b if weight >= 0.5 else a
+
+    def init_state(self, height: int, width: int) -> State:
+        return None
+
+    def step(
+        self, image: np.ndarray, cond: Conditioning, state: State, steps: int
+    ) -> tuple[np.ndarray, State]:
+        return (image if cond is None else render_look(cond, image)), state
+
+
+@pytest.fixture(scope="module")
+def still(media: Path) -> np.ndarray:
+    """One 320x240 RGB frame of walk.mkv, the picture the client camera sends."""
+    with av.open(str(media / "walk.mkv")) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return np.ascontiguousarray(cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA))
+
+
+@dataclass
+class Running:
+    url: str
+    app: object
+
+    @property
+    def manager(self) -> SessionManager:
+        return self.app.state.manager  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def token(self) -> str | None:
+        return self.app.state.settings.token  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def running_server(settings: ServerSettings, model: StreamModel | None = None) -> Iterator[Running]:
+    """A real uvicorn server on a free port of `settings.host`, reached via 127.0.0.1."""
+    app = create_app(settings, model or LookModel())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Running]:
+    with running_server(ServerSettings(max_sessions=2, control_burst=5)) as running:
+        yield running
+
+
+class StillTrack(VideoStreamTrack):
+    """A camera that films one still picture at 30 fps."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        super().__init__()
+        self.image = image
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame.from_ndarray(self.image, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+class Receiver:
+    """Keeps the newest frame of a remote track."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.latest: np.ndarray | None = None
+        self.got_frame = asyncio.Event()
+
+    def attach(self, track: aiortc.MediaStreamTrack) -> None:
+        async def run() -> None:
+            with contextlib.suppress(aiortc.mediastreams.MediaStreamError):
+                while True:
+                    frame = await track.recv()
+                    self.latest = frame.to_ndarray(format="rgb24")
+                    self.frames += 1
+                    self.got_frame.set()
+
+        self.task = asyncio.ensure_future(run())
+
+    async def frame_after(self, count: int, timeout: float = 20.0) -> np.ndarray:
+        """The newest frame once more than `count` frames arrived."""
+        deadline = time.monotonic() + timeout
+        while self.frames <= count:
+            assert time.monotonic() < deadline, f"no video: {self.frames} frames arrived"
+            await asyncio.sleep(0.05)
+        assert self.latest is not None
+        return self.latest
+
+
+def matches(out: np.ndarray, expected: np.ndarray) -> float:
+    """Mean absolute difference after resizing to the expected size (codec loss ~ a few levels)."""
+    if out.shape != expected.shape:
+        out = cv2.resize(out, expected.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return float(np.abs(out.astype(np.float32) - expected.astype(np.float32)).mean())
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def ice_complete(pc: RTCPeerConnection) -> str:
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription.sdp
+
+
+# -- WebRTC session with control over the data channel ---------------------------------------
+def test_session_transforms_and_follows_prompt(server: Running, still: np.ndarray) -> None:
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        channel = pc.createDataChannel("control")
+        replies: asyncio.Queue[dict] = asyncio.Queue()
+        channel.on("message", lambda m: replies.put_nowait(json.loads(m)))
+        receiver = Receiver()
+        pc.on("track", receiver.attach)
+        sdp = await ice_complete(pc)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            body = {"sdp": sdp, "type": "offer", "prompt": "night vision", "steps": 1}
+            r = await http.post("/api/sessions", json=body)
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            sid = answer["session_id"]
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+            # 1. frames come back as the night-vision look of the still
+            out = await receiver.frame_after(3)
+            night = render_look("night_vision", still)
+            assert matches(out, night) < 12 < matches(out, still)
+
+            # 2. the data channel changes the prompt; the output follows
+            await wait_until(lambda: channel.readyState == "open")
+            channel.send(json.dumps({"type": "params", "prompt": "sunset", "transition_frames": 0}))
+            assert (await asyncio.wait_for(replies.get(), 5)) == {"type": "ack", "prompt": "sunset"}
+            sunset = render_look("sunset", still)
+            seen = receiver.frames
+            await wait_until(
+                lambda: matches(receiver.latest, sunset) < 12 and receiver.frames > seen
+            )
+
+            # 3. so does REST, and stats and the listing tell the story
+            r = await http.post(f"/api/sessions/{sid}/prompt", json={"prompt": "underwater"})
+            assert r.status_code == 200 and r.json()["prompt"] == "underwater"
+            underwater = render_look("underwater", still)
+            await wait_until(lambda: matches(receiver.latest, underwater) < 12)
+            channel.send(json.dumps({"type": "stats"}))
+            stats = (await asyncio.wait_for(replies.get(), 5))["stats"]
+            assert stats["frames_out"] >= 3 and stats["ttff_ms"] > 0
+            assert stats["latency_ms"]["p50"] > 0 and 0 <= stats["drop_ratio"] < 1
+            r = await http.get(f"/api/sessions/{sid}/stats")
+            assert r.json()["frames_in"] >= stats["frames_in"]
+            listing = (await http.get("/api/sessions")).json()
+            assert [s["id"] for s in listing] == [sid] and listing[0]["prompt"] == "underwater"
+
+            # 4. bad control messages get one clear error each
+            channel.send("not json")
+            assert (await asyncio.wait_for(replies.get(), 5))["type"] == "error"
+
+            # 5. DELETE ends it
+            assert (await http.delete(f"/api/sessions/{sid}")).status_code == 204
+            assert (await http.get("/api/sessions")).json() == []
+            assert (await http.get(f"/api/sessions/{sid}/stats")).status_code == 404
+        await pc.close()
+
+    asyncio.run(run())
+
+
+def test_closed_peer_frees_its_session(server: Running, still: np.ndarray) -> None:
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        receiver = Receiver()
+        pc.on("track", receiver.attach)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            await pc.setRemoteDescription(RTCSessionDescription(r.json()["sdp"], "answer"))
+            await receiver.frame_after(1)
+            assert len(server.manager.sessions) == 1
+            sid = r.json()["session_id"]
+            assert any(t.name.startswith(f"mirage-model-{sid}") for t in threading.enumerate())
+            await pc.close()  # like a closed tab: DTLS close, no DELETE
+            await wait_until(lambda: not server.manager.sessions, timeout=15)
+            # its model and prompt threads end too
+            await wait_until(lambda: all(sid not in t.name for t in threading.enumerate()))
+
+    asyncio.run(run())
+
+
+# -- WHIP in, WHEP out --------------------------------------------------------------------------
+def test_whip_publish_is_transformed_and_watchable_over_whep(
+    server: Running, still: np.ndarray
+) -> None:
+    async def run() -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")  # like OBS: drained
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("video", direction="recvonly")
+        receiver = Receiver()
+        viewer.on("track", receiver.attach)
+        sdp_headers = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post(
+                "/whip?prompt=night%20vision",
+                content=await ice_complete(publisher),
+                headers=sdp_headers,
+            )
+            assert r.status_code == 201, r.text
+            assert r.headers["content-type"].startswith("application/sdp")
+            location = r.headers["location"]
+            sid = location.rsplit("/", 1)[1]
+            assert location == f"/whip/{sid}"
+            await publisher.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+
+            r = await http.post(
+                f"/whep/{sid}", content=await ice_complete(viewer), headers=sdp_headers
+            )
+            assert r.status_code == 201, r.text
+            viewer_location = r.headers["location"]
+            await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            out = await receiver.frame_after(3)
+            assert matches(out, render_look("night_vision", still)) < 12
+
+            assert (await http.patch(location)).status_code == 405
+            assert (await http.delete(viewer_location)).status_code == 200
+            assert (await http.delete(location)).status_code == 200
+            assert (await http.get("/api/sessions")).json() == []
+            r = await http.post(f"/whep/{sid}", content="v=0", headers=sdp_headers)
+            assert r.status_code == 404
+        await publisher.close()
+        await viewer.close()
+
+    asyncio.run(run())
+
+
+# -- limits --------------------------------------------------------------------------------------
+def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
+    async def run() -> None:
+        peers = [RTCPeerConnection() for _ in range(3)]
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            codes = []
+            for pc in peers:
+                pc.addTrack(StillTrack(still))
+                r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+                codes.append(r.status_code)
+            assert codes == [200, 200, 503]
+            assert "busy" in r.json()["detail"] and "try later" in r.json()["detail"]
+            assert r.headers["retry-after"]
+            for s in (await http.get("/api/sessions")).json():
+                await http.delete(f"/api/sessions/{s['id']}")
+        for pc in peers:
+            await pc.close()
+
+    asyncio.run(run())
+
+
+def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        # body size, content type, origin, host (DNS rebinding), unknown session
+        sdp, text = {"Content-Type": "application/sdp"}, {"Content-Type": "text/plain"}
+        assert http.post("/whip", content="x" * 100_000, headers=sdp).status_code == 413
+        assert http.post("/whip", content="v=0", headers=text).status_code == 415
+        chunked = iter([b"x" * 40_000] * 3)  # no Content-Length: counted as it streams in
+        assert http.post("/whip", content=chunked, headers=sdp).status_code == 413
+        evil = {"Origin": "http://evil.example"}
+        assert http.get("/api/sessions", headers=evil).status_code == 403
+        assert http.get("/api/sessions", headers={"Origin": server.url}).status_code == 200
+        assert http.get("/api/sessions", headers={"Host": "evil.example"}).status_code == 403
+        assert http.post("/api/sessions/nope/prompt", json={"prompt": "x"}).status_code == 404
+        assert http.post("/api/sessions", json={"sdp": "v=0", "steps": 99}).status_code == 422
+
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            sid = r.json()["session_id"]
+            url = f"/api/sessions/{sid}/prompt"
+            assert (await http.post(url, json={"prompt": "x" * 501})).status_code == 422
+            assert (await http.post(url, json={"prompt": "   "})).status_code == 422
+            sunset = {"prompt": "sunset"}
+            codes = [(await http.post(url, json=sunset)).status_code for _ in range(12)]
+            assert 429 in codes and codes[0] == 200  # burst of 5, then 10 per second
+            await http.delete(f"/api/sessions/{sid}")
+        await pc.close()
+
+    asyncio.run(run())
+
+
+def test_token_required_beyond_loopback() -> None:
+    settings = ServerSettings(host="0.0.0.0")
+    with running_server(settings) as running, httpx.Client(base_url=running.url) as http:
+        token = running.token
+        assert token and len(token) >= 16  # generated, since none was given
+        assert http.get("/api/sessions").status_code == 401
+        wrong = {"Authorization": "Bearer " + "x" * len(token)}
+        assert http.get("/api/sessions", headers=wrong).status_code == 401
+        sdp = {"Content-Type": "application/sdp"}
+        assert http.post("/whip", content="v=0", headers=sdp).status_code == 401
+        assert http.post("/whep/any", content="v=0", headers=sdp).status_code == 401
+        assert http.post("/api/sessions", json={"sdp": "v=0"}).status_code == 401
+        good = {"Authorization": f"Bearer {token}"}
+        assert http.get("/api/sessions", headers=good).json() == []
+        assert http.get("/api/config", headers=good).json()["looks"][0]["name"] == LOOKS[0]
+        assert http.get("/").status_code == 200  # the page itself carries no secret
+
+
+def test_openapi_docs_list_the_api(server: Running) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/docs").status_code == 200
+        paths = http.get("/openapi.json").json()["paths"]
+    api = {"/api/sessions", "/api/sessions/{session_id}/prompt", "/api/sessions/{session_id}"}
+    assert api | {"/whip", "/whep/{session_id}"} <= set(paths)
+
+
+# -- a slow model: newest frame wins, stale frames are counted, the loop stays free -------------
+class SlowModel(LookModel):
+    """The look model at 8 frames per second at most: it sleeps 120 ms a frame."""
+
+    def step(
+        self, image: np.ndarray, cond: Conditioning, state: State, steps: int
+    ) -> tuple[np.ndarray, State]:
+        time.sleep(0.12)
+        return super().step(image, cond, state, steps)
+
+
+def test_slow_model_drops_stale_frames_without_blocking(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        receiver = Receiver()
+        pc.on("track", receiver.attach)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            sid = r.json()["session_id"]
+            await pc.setRemoteDescription(RTCSessionDescription(r.json()["sdp"], "answer"))
+            await receiver.frame_after(8)
+            t0 = time.monotonic()
+            stats = (await http.get(f"/api/sessions/{sid}/stats")).json()
+            assert time.monotonic() - t0 < 0.1  # answered between model steps, not after
+            assert stats["dropped_input"] > 0 and stats["drop_ratio"] > 0.3
+            assert stats["frames_in"] >= stats["frames_out"] + stats["dropped_input"] - 1
+            assert stats["stages_ms"]["model"] >= 100
+        await pc.close()
+
+    with running_server(ServerSettings(), SlowModel()) as server:
+        asyncio.run(run(server))
+
+
+# -- the CLI command -------------------------------------------------------------------------------
+def test_serve_command_reports_bad_options_in_one_line() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from mirage_lsd.cli.serve import serve
+
+    app = typer.Typer()
+    app.command()(serve)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--max-sessions", "0"])
+    assert result.exit_code == 2 and "--max-sessions must be from 1 to 64" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["--port", port])
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output

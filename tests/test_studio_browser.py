@@ -1,0 +1,157 @@
+"""The studio page in headless chromium (fake camera = a y4m made from walk.mkv).
+
+Run: `pytest -m browser tests/test_studio_browser.py`. Needs Debian's chromium and
+`npm ci --prefix tests/browser` (playwright-core, driving /usr/bin/chromium).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc", reason="pip install 'mirage-lsd[serve]'")
+
+import av
+import cv2
+from test_server import running_server
+
+from mirage_lsd.looks.catalog import render_look
+from mirage_lsd.server.settings import ServerSettings
+
+pytestmark = pytest.mark.browser
+
+BROWSER_DIR = Path(__file__).parent / "browser"
+INSTALL = "apt-get install -y chromium nodejs npm && npm ci --prefix tests/browser"
+SAMPLE = (120, 160)  # the node script samples videos at 160x120
+
+
+def _chromium() -> str:
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.skip(f"chromium not found: {INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def driver() -> list[str]:
+    chromium = _chromium()
+    node = shutil.which("node")
+    if node is None or not (BROWSER_DIR / "node_modules" / "playwright-core").exists():
+        pytest.skip(f"node or playwright-core missing: {INSTALL}")
+    return [node, str(BROWSER_DIR / "studio.mjs"), chromium]
+
+
+@pytest.fixture(scope="module")
+def fake_camera(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of walk.mkv at 320x240, 15 fps, as the y4m chromium's fake camera loops."""
+    path = tmp_path_factory.mktemp("camera") / "walk.y4m"
+    with av.open(str(media / "walk.mkv")) as src, path.open("wb") as out:
+        out.write(b"YUV4MPEG2 W320 H240 F15:1 Ip A1:1 C420jpeg\n")
+        for i, frame in enumerate(src.decode(video=0)):
+            if i >= 120:
+                break
+            if i % 2 == 0:  # 30 -> 15 fps
+                planes = frame.reformat(320, 240, format="yuv420p").to_ndarray()  # (360, 320)
+                out.write(b"FRAME\n" + np.ascontiguousarray(planes).tobytes())
+    return path
+
+
+def drive(
+    driver: list[str], scenario: str, url: str, camera: Path, token: str | None = None
+) -> dict:
+    node, script, chromium = driver
+    cfg = {
+        "url": url,
+        "chromium": chromium,
+        "y4m": str(camera),
+        "scenario": scenario,
+        "token": token,
+    }
+    done = subprocess.run(
+        [node, script, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=BROWSER_DIR,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and lines, f"driver failed: {done.stderr[-2000:]}"
+    result = json.loads(lines[-1])
+    assert "error" not in result, f"{result['error']}\npage log:\n" + "\n".join(result["log"])
+    return result
+
+
+def pixels(flat: list[int]) -> np.ndarray:
+    return np.asarray(flat, dtype=np.uint8).reshape(*SAMPLE, 3)
+
+
+def look_error(sample: dict, look: str | None) -> float:
+    """How far the output's mean colour is from the look applied to the input (levels)."""
+    inp, out = pixels(sample["input"]), pixels(sample["output"])
+    expected = inp if look is None else render_look(look, inp)
+    return float(np.abs(out.reshape(-1, 3).mean(0) - expected.reshape(-1, 3).mean(0)).max())
+
+
+def colour_shift(sample: dict) -> float:
+    inp, out = pixels(sample["input"]), pixels(sample["output"])
+    return float(np.abs(out.reshape(-1, 3).mean(0) - inp.reshape(-1, 3).mean(0)).max())
+
+
+def _downloads(downloads: dict[str, str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The snapshot PNG and the decoded frames of the WebM recording, as RGB arrays."""
+    png = cv2.imdecode(
+        np.frombuffer(base64.b64decode(downloads["png"]), np.uint8), cv2.IMREAD_COLOR
+    )
+    with av.open(io.BytesIO(base64.b64decode(downloads["webm"])), format="webm") as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return cv2.cvtColor(png, cv2.COLOR_BGR2RGB), frames
+
+
+def _warm(image: np.ndarray) -> bool:
+    """The sunset look: red well over blue (the clip itself is neutral)."""
+    r, _, b = image.reshape(-1, 3).mean(0)
+    return bool(r - b > 60)
+
+
+def test_studio_page_end_to_end(driver: list[str], fake_camera: Path) -> None:
+    with running_server(ServerSettings(max_sessions=3)) as server:
+        result = drive(driver, "studio", server.url, fake_camera)
+
+    # transformed frames arrive and look like the chosen look applied to the input
+    assert look_error(result["night"], "night_vision") < 15 < colour_shift(result["night"])
+    # the prompt typed in the page changes the output
+    assert look_error(result["sunset"], "sunset") < 15 < colour_shift(result["sunset"])
+    assert look_error(result["sunset"], "night_vision") > 30
+    # snapshot and recording hold the transformed output
+    snapshot, recording = _downloads(result["downloads"])
+    assert snapshot.shape == (240, 320, 3) and _warm(snapshot)
+    assert len(recording) >= 10 and all(_warm(frame) for frame in recording[2:])
+    # two pages, two sessions, two stream states
+    assert result["a_id"] != result["b_id"]
+    assert sorted(result["sessions_two_pages"]) == sorted([result["a_id"], result["b_id"]])
+    assert look_error(result["plain"], None) < 15
+    assert look_error(result["a_meanwhile"], "sunset") < 15
+    # the live readout shows engine telemetry
+    assert result["readout"]["fps"] != "-" and result["readout"]["stats"]["ttff_ms"] > 0
+    # closing a tab or pressing stop frees the session
+    assert result["b_freed"] and result["a_freed"]
+    # WHIP from the page's RTCPeerConnection, transformed, watched over WHEP
+    assert result["whip_location"].startswith("/whip/")
+    assert result["whep_location"].startswith("/whep/")
+    assert look_error(result["underwater"], "underwater") < 15 < colour_shift(result["underwater"])
+    assert result["whip_freed"]
+
+
+def test_page_needs_the_token_beyond_loopback(driver: list[str], fake_camera: Path) -> None:
+    with running_server(ServerSettings(host="0.0.0.0")) as server:
+        result = drive(driver, "token", server.url, fake_camera, token=server.token)
+    assert result["without_token"].startswith("401")
+    assert result["with_token_presets"] == ["night_vision", "sunset", "underwater"]
