@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from mirage_lsd.cli.diffusers_flags import with_diffusers_flags
 from mirage_lsd.cli.errors import fail, guarded
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
@@ -93,6 +94,7 @@ def _follow(engine: StreamEngine, total: int | None, live: bool, show: bool) -> 
 
 
 @app.command()
+@with_diffusers_flags
 def run(
     input: Annotated[str, typer.Argument(help="Camera index, file, folder/glob, screen, URL.")],
     output: Annotated[
@@ -127,6 +129,7 @@ def run(
     ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     debug: DebugOpt = False,
+    model_options: dict[str, Any] | None = None,
 ) -> None:
     """Transform INPUT and write the result to OUTPUT."""
     _setup_logging(debug)
@@ -149,6 +152,7 @@ def run(
             resolution=resolution,
             fit=fit,
             prompt=text,  # type: ignore[arg-type]
+            model_options=model_options,
         )
         if text is not None and engine.model.info.name == "identity":
             console.print("note: the identity model ignores the prompt (see `mirage-lsd models`)")
@@ -184,6 +188,7 @@ def _write_report(path: Path, stats: Stats, **context: Any) -> None:
 
 
 @app.command()
+@with_diffusers_flags
 def bench(
     input: Annotated[str, typer.Argument(help="Video file (looped) or any input.")],
     model: ModelOpt = DEFAULT_MODEL,
@@ -196,6 +201,7 @@ def bench(
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     debug: DebugOpt = False,
+    model_options: dict[str, Any] | None = None,
 ) -> None:
     """Measure throughput, latency and per-stage times on INPUT.
 
@@ -206,7 +212,13 @@ def bench(
 
     def body() -> None:
         resolution = parse_size(size) if size else None
-        engine = StreamEngine(model, device=device, max_steps=steps, resolution=resolution)
+        engine = StreamEngine(
+            model,
+            device=device,
+            max_steps=steps,
+            resolution=resolution,
+            model_options=model_options,
+        )
         if warmup:
             engine.start(
                 open_source(input, loop=True), output="null", mode="bench", max_frames=warmup

@@ -51,6 +51,8 @@ class StreamEngine:
         resolution: output (height, width); None keeps the input size.
         fit: "crop" (fill, center crop) or "letterbox" (fit, pad) to keep aspect ratio.
         prompt: the initial prompt.
+        model_options: options of the diffusers backend when `model` is a hub id, folder
+            or .safetensors file (see `DiffusersOptions`: strength, guidance, loras, ...).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class StreamEngine:
         resolution: tuple[int, int] | None = None,
         fit: FitMode = "crop",
         prompt: str | None = None,
+        model_options: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:
             raise UserError(f"max_steps must be a whole number from 1 to 50, got {max_steps!r}")
@@ -76,7 +79,12 @@ class StreamEngine:
         if isinstance(model, StreamModel):
             self.model = model
         else:
-            opts = LoadOptions(device=self.device, dtype=self.dtype, max_steps=max_steps)
+            diffusers = None
+            if model_options:
+                from mirage_lsd.models.diffusers_backend import DiffusersOptions
+
+                diffusers = DiffusersOptions.from_kwargs(**model_options)
+            opts = LoadOptions(self.device, self.dtype, max_steps, diffusers)
             self.model = load_model(model, opts)
         text = validate_prompt(prompt) if prompt is not None else None
         self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)

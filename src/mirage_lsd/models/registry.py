@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import StreamModel
+
+if TYPE_CHECKING:
+    from mirage_lsd.models.diffusers_backend import DiffusersOptions
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class LoadOptions:
     device: str = "cpu"
     dtype: str = "float32"
     max_steps: int = 1
+    diffusers: DiffusersOptions | None = None  # only read by the diffusers backend
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,27 @@ def register_model(entry: ModelEntry) -> None:
 
 
 def load_model(name: str, opts: LoadOptions) -> StreamModel:
-    """Load a registered model by name; unknown names are a one-line user error."""
+    """Load a registered name, else a diffusers hub id, folder or .safetensors file.
+
+    Unknown names are a one-line user error.
+    """
     entry = _REGISTRY.get(name)
+    if entry is not None and opts.diffusers is not None:
+        raise UserError(
+            f"diffusers options (--strength, --lora, --guidance, ...) do not apply to '{name}':"
+            " drop them, or pick a diffusers model (org/name, folder or .safetensors)"
+        )
     if entry is None:
+        from mirage_lsd.models.diffusers_backend import (
+            load_diffusers_model,
+            looks_like_diffusers_spec,
+        )
+
+        if looks_like_diffusers_spec(name):
+            return load_diffusers_model(name, opts, opts.diffusers)
         names = ", ".join(e.name for e in available_models())
         raise UserError(
-            f"unknown model '{name}': choose one of {names} (list them with `mirage-lsd models`)"
+            f"unknown model '{name}': choose one of {names}, or give a diffusers hub id"
+            " (org/name), folder or .safetensors file (list them with `mirage-lsd models`)"
         )
     return entry.load(opts)

@@ -13,7 +13,6 @@ the metadata, so a file is self-describing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mirage_lsd.device import cpu_has_amx
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel
 from mirage_lsd.models.builtin.cache import KVCache, StreamState
@@ -58,17 +58,6 @@ class PromptCond:
 
     embedding: Tensor  # (prompt_dim,) a blend of look anchors; zeros for no prompt
     match: PromptMatch | None = None  # None: no prompt (the input passes through)
-
-
-def cpu_has_amx() -> bool:
-    """True when this CPU has AMX tiles, where bfloat16 matmuls are much faster."""
-    if "AMX" in torch.backends.cpu.get_cpu_capability().upper():
-        return True
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return "amx_bf16" in line.split()
-    return False
 
 
 def to_tensor(image: np.ndarray) -> Tensor:

@@ -1,0 +1,69 @@
+"""The diffusers backend's flags, declared once and added to `run` and `bench`.
+
+`with_diffusers_flags` appends the flags to a command's signature (typer reads the
+signature) and hands the command one `model_options` dict with the flags the user
+actually set, in the names `StreamEngine(model_options=...)` takes.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+PANEL = "Diffusers models (--model org/name, DIR or FILE.safetensors)"
+
+
+#: (parameter, option name in DiffusersOptions, annotated type, default)
+_FLAGS: list[tuple[str, str, Any, Any]] = []
+
+
+def _flag(field: str, kind: Any, default: Any, flag: str, help: str) -> None:
+    option = typer.Option(flag, help=help, rich_help_panel=PANEL)
+    _FLAGS.append((flag[2:].replace("-", "_"), field, Annotated[kind, option], default))
+
+
+_flag("loras", list[str] | None, None, "--lora", "LoRA ID_OR_PATH[:SCALE], repeatable.")
+_flag("vae", str, "auto", "--vae", "auto, tiny, full or ID_OR_PATH.")
+_flag("negative_prompt", str, "", "--negative-prompt", "What to steer away from (with guidance).")
+_flag("strength", float, 0.5, "--strength", "How far from the input, 0-1.")
+_flag("t_index_list", str | None, None, "--t-index", "Step indices on a 50-step grid: 32,45.")
+_flag("guidance", str, "none", "--guidance", "none, full, self or initialize (residual CFG).")
+_flag("guidance_scale", float, 1.2, "--guidance-scale", "CFG scale (>= 1).")
+_flag("rcfg_delta", float, 1.0, "--rcfg-delta", "Virtual negative's weight (self/initialize).")
+_flag("seed", int, 2, "--seed", "The stream's fixed noise.")
+_flag(
+    "batch_mode", str, "latency_first", "--batch-mode",
+    "latency_first (1 in, 1 out) or stream_batch (steps-1 frames of lag).",
+)  # fmt: skip
+_flag("similarity_threshold", float, 0.0, "--similar-threshold", "Skip near-duplicates, 0-1.")
+_flag("similarity_max_skip", int, 10, "--similar-max-skip", "Never skip more frames in a row.")
+_flag("latent_feedback", float, 0.0, "--latent-feedback", "Share of the last output latent.")
+_flag("bank_size", int, 0, "--bank-size", "Past frames whose attention K/V are reused.")
+_flag("bank_merge", str, "fifo", "--bank-merge", "fifo or merge.")
+_flag("flow_blend", float, 0.0, "--flow-blend", "Share of the flow-warped last output.")
+
+
+def with_diffusers_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the flags to `command`, which takes a `model_options: dict` keyword."""
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "model_options"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, _, kind, default in _FLAGS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options: dict[str, Any] = {}
+        for name, field, _, default in _FLAGS:
+            value = kwargs.pop(name, default)
+            if value != default and value != []:
+                options[field] = value
+        return command(*args, model_options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,367 @@
+"""The diffusers backend on tiny random SD / SDXL pipelines, loaded through the user path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+
+from diffusers_tiny import save_tiny_lora, save_tiny_sd, save_tiny_sdxl, save_tiny_taesd  # noqa: E402
+
+from mirage_lsd.engine.stream_engine import StreamEngine  # noqa: E402
+from mirage_lsd.errors import UserError  # noqa: E402
+from mirage_lsd.models.base import StreamModel  # noqa: E402
+from mirage_lsd.models.diffusers_backend import (  # noqa: E402
+    DiffusersOptions,
+    LoraSpec,
+    load_diffusers_model,
+    looks_like_diffusers_spec,
+)
+from mirage_lsd.models.diffusers_backend.attention import FeatureBank  # noqa: E402
+from mirage_lsd.models.diffusers_backend.sampler import (  # noqa: E402
+    Schedule,
+    add_noise,
+    index_timesteps,
+    predict_x0,
+    slerp,
+    strength_timesteps,
+    to_eps,
+)
+from mirage_lsd.models.registry import LoadOptions  # noqa: E402
+
+SIZE = 64  # frames are 64x64: 8x8 latents
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    torch.set_num_threads(1)
+    sd = save_tiny_sd(root / "sd")
+    sdxl = save_tiny_sdxl(root / "sdxl")
+    return {
+        "sd": sd,
+        "sdxl": sdxl,
+        "taesd": save_tiny_taesd(root / "taesd"),
+        "lora": save_tiny_lora(root / "lora", sd),
+        "sdxl_unet_lora": save_tiny_lora(root / "sdxl_lora", sdxl),
+    }
+
+
+def load(tiny: dict[str, Path], family: str = "sd", **kwargs: object) -> StreamModel:
+    kwargs.setdefault("vae", str(tiny["taesd"]))
+    options = DiffusersOptions.from_kwargs(**kwargs)
+    return load_diffusers_model(str(tiny[family]), LoadOptions(device="cpu"), options)
+
+
+def frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    """A smooth moving gradient with a little noise: consecutive frames differ a bit."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    out = []
+    for i in range(n):
+        base = np.stack([xx + 3 * i, yy, (xx + yy) / 2 + 5 * i], axis=-1) * 3.0
+        noisy = base + rng.normal(0, 4, base.shape)
+        out.append(np.clip(noisy % 256, 0, 255).astype(np.uint8))
+    return out
+
+
+def run(model: StreamModel, images: list[np.ndarray], prompt: str = "a cat", steps: int = 1):
+    cond = model.encode_prompt(prompt)
+    state = model.init_state(SIZE, SIZE)
+    outs = []
+    for image in images:
+        out, state = model.step(image, cond, state, steps)
+        outs.append(out)
+    return outs, state
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+# -- loading ---------------------------------------------------------------------
+def test_sd_folder_loads_and_runs_through_the_engine(tiny: dict[str, Path]) -> None:
+    assert looks_like_diffusers_spec(str(tiny["sd"]))
+    model = load(tiny)
+    assert model.size_multiple == 8
+    engine = StreamEngine(model=model, prompt="a watercolor", device="cpu")
+    out = engine.process(frames(1)[0][:60, :62])  # the engine pads to 64x64 and crops back
+    assert out.shape == (60, 62, 3) and out.dtype == np.uint8
+
+
+def test_sdxl_folder_loads_and_runs(tiny: dict[str, Path]) -> None:
+    model = load(tiny, "sdxl", guidance="full", guidance_scale=1.5)
+    cond = model.encode_prompt("a cat")
+    assert cond.embeds.shape[-1] == 64 and cond.pooled is not None
+    outs, _ = run(model, frames(2), steps=2)
+    assert outs[-1].shape == (SIZE, SIZE, 3)
+    full = load(tiny, "sdxl", vae="full")
+    assert diff(run(full, frames(1), "a cat")[0][0], run(full, frames(1), "a city")[0][0]) > 2
+
+
+def test_full_vae_runs(tiny: dict[str, Path]) -> None:
+    outs, _ = run(load(tiny, vae="full"), frames(1))
+    assert outs[0].shape == (SIZE, SIZE, 3)
+
+
+def test_spec_detection() -> None:
+    assert looks_like_diffusers_spec("stabilityai/sd-turbo")
+    assert looks_like_diffusers_spec("model.safetensors")
+    assert looks_like_diffusers_spec("./some/dir")
+    assert not looks_like_diffusers_spec("identity")
+
+
+def test_offline_and_not_cached_names_the_download_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as err:
+        load_diffusers_model("mirage-test/not-a-cached-model", LoadOptions(), DiffusersOptions())
+    msg = str(err.value)
+    assert "`hf download mirage-test/not-a-cached-model`" in msg and "\n" not in msg
+
+
+def test_bad_paths_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    cases = {
+        str(tmp_path / "empty"): "not a diffusers model folder",
+        str(tmp_path / "missing"): "does not exist",
+        str(tmp_path / "missing.safetensors"): "does not exist",
+        str(tmp_path / "junk.safetensors"): "not a safetensors checkpoint",
+    }
+    for spec, words in cases.items():
+        with pytest.raises(UserError, match=words) as err:
+            load_diffusers_model(spec, LoadOptions(), DiffusersOptions())
+        assert "\n" not in str(err.value)
+
+
+def test_cuda_without_cuda_is_a_user_error(tiny: dict[str, Path]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match="CUDA"):
+        load_diffusers_model(str(tiny["sd"]), LoadOptions(device="cuda"), DiffusersOptions())
+
+
+def test_size_not_divisible_by_8(tiny: dict[str, Path]) -> None:
+    with pytest.raises(UserError, match="divisible by 8"):
+        load(tiny).init_state(60, 64)
+
+
+def test_options_validate() -> None:
+    for kwargs in (
+        {"guidance": "half"},
+        {"strength": 0.0},
+        {"t_index_list": "40,10"},
+        {"bank_merge": "lru"},
+        {"latent_feedback": 1.0},
+        {"no_such_option": 1},
+    ):
+        with pytest.raises(UserError):
+            DiffusersOptions.from_kwargs(**kwargs)
+    assert LoraSpec.parse("org/style:0.7") == LoraSpec("org/style", 0.7)
+    assert LoraSpec.parse("C:/loras/style.safetensors") == LoraSpec("C:/loras/style.safetensors")
+    assert DiffusersOptions.from_kwargs(t_index_list="32,45").t_index_list == (32, 45)
+
+
+# -- LoRA ------------------------------------------------------------------------
+def test_lora_changes_output_and_scale_zero_does_not(tiny: dict[str, Path]) -> None:
+    images = frames(1)
+    base = run(load(tiny, vae="full"), images)[0][0]
+    lora = run(load(tiny, vae="full", loras=[f"{tiny['lora']}:1.0"]), images)[0][0]
+    zero = run(load(tiny, vae="full", loras=[f"{tiny['lora']}:0.0"]), images)[0][0]
+    assert diff(base, lora) > 2
+    assert diff(base, zero) <= 1
+
+
+def test_lora_that_does_not_fit(tiny: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not fit"):
+        load(tiny, loras=[str(tiny["sdxl_unet_lora"])])
+    from safetensors.torch import save_file
+
+    sdxl_lora = tmp_path / "sdxl_lora.safetensors"
+    key = "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"
+    save_file({key: torch.zeros(4, 32)}, str(sdxl_lora))
+    with pytest.raises(UserError, match="SDXL LoRA"):
+        load(tiny, loras=[str(sdxl_lora)])
+    with pytest.raises(UserError, match="does not exist"):
+        load(tiny, loras=[str(tmp_path / "nope.safetensors")])
+
+
+# -- prompts ---------------------------------------------------------------------
+def test_output_changes_when_the_prompt_changes(tiny: dict[str, Path]) -> None:
+    model = load(tiny, vae="full")
+    image = frames(1)
+    a = run(model, image, "a cat")[0][0]
+    b = run(model, image, "a neon city at night")[0][0]
+    again = run(model, image, "a cat")[0][0]
+    assert diff(a, b) > 2
+    assert diff(a, again) == 0  # fixed noise per stream: deterministic
+
+
+def test_set_prompt_transition_through_the_engine(tiny: dict[str, Path]) -> None:
+    model = load(tiny, vae="full")
+    image = frames(1)[0]
+    engine = StreamEngine(model=model, prompt="a cat", device="cpu")
+    a = engine.process(image)
+    engine.set_prompt("a neon city at night", transition_frames=3)
+    mid = engine.process(image)  # 1/3 of the way (slerp of the cached embeddings)
+    engine.process(image)
+    end = engine.process(image)
+    b = StreamEngine(model=model, prompt="a neon city at night", device="cpu").process(image)
+    assert diff(end, b) == 0
+    assert diff(mid, a) > 0 and diff(mid, b) > 0
+
+
+def test_mix_prompts_is_slerp(tiny: dict[str, Path]) -> None:
+    model = load(tiny)
+    a, b = model.encode_prompt("a cat"), model.encode_prompt("a dog")
+    assert torch.allclose(model.mix_prompts(a, b, 0.0).embeds, a.embeds, atol=1e-5)
+    assert torch.allclose(model.mix_prompts(a, b, 1.0).embeds, b.embeds, atol=1e-5)
+    mid = model.mix_prompts(a, b, 0.5).embeds
+    lerp = (a.embeds + b.embeds) / 2
+    # slerp keeps the norm where linear blending shrinks it
+    assert (mid.norm(dim=-1) >= lerp.norm(dim=-1) - 1e-4).all()
+
+
+# -- stream batch, RCFG, similarity filter, bank, feedback ------------------------
+def test_stream_batch_matches_sequential_with_lag(tiny: dict[str, Path]) -> None:
+    idx = "10,25,40"  # three stages: stream batch lags by two frames
+    images = frames(6)
+    seq = run(load(tiny, t_index_list=idx, batch_mode="latency_first"), images)[0]
+    bat = run(load(tiny, t_index_list=idx, batch_mode="stream_batch"), images)[0]
+    for i in range(len(images) - 2):
+        assert diff(bat[i + 2], seq[i]) <= 2, i
+
+
+@pytest.mark.parametrize("guidance", ["full", "self", "initialize"])
+def test_guidance_modes_run_and_change_output(tiny: dict[str, Path], guidance: str) -> None:
+    images = frames(3)
+    base = run(load(tiny, vae="full", t_index_list="20,40"), images)[0]
+    kw = {"guidance": guidance, "guidance_scale": 3.0, "negative_prompt": "blurry"}
+    guided, state = run(load(tiny, vae="full", t_index_list="20,40", **kw), images)
+    assert diff(base[-1], guided[-1]) > 0
+    if guidance != "full":  # the stock noise moved away from the fixed noise
+        assert not torch.allclose(state.stock, state.noise)
+    plain = run(
+        load(tiny, vae="full", t_index_list="20,40", guidance=guidance, guidance_scale=1.0),
+        images,
+    )[0]
+    assert diff(base[-1], plain[-1]) == 0  # guidance scale 1 is no guidance
+
+
+def test_similarity_filter_skips_duplicates_but_not_forever(tiny: dict[str, Path]) -> None:
+    model = load(tiny, similarity_threshold=0.98, similarity_max_skip=3)
+    still = frames(1)[0]
+    outs, state = run(model, [still] * 9)
+    assert state.skipped_total == 6  # process, skip 3, process, skip 3, process
+    assert all(o is outs[0] for o in outs[1:4])
+    moving = frames(6)
+    _, state = run(load(tiny, similarity_threshold=0.999, similarity_max_skip=3), moving)
+    assert state.skipped_total == 0
+
+
+def test_feature_bank_changes_output(tiny: dict[str, Path]) -> None:
+    images = frames(3)
+    base = run(load(tiny, vae="full"), images)[0]
+    banked, state = run(load(tiny, vae="full", bank_size=2), images)
+    assert diff(base[0], banked[0]) == 0  # nothing in the bank at the first frame
+    assert diff(base[-1], banked[-1]) > 0
+    assert state.bank.count == 2
+
+
+def _bank_bounded(tiny: dict[str, Path], n: int, merge: str) -> None:
+    model = load(tiny, bank_size=4, bank_merge=merge)
+    cond = model.encode_prompt("a cat")
+    state = model.init_state(SIZE, SIZE)
+    image = frames(1)[0]
+    sizes = []
+    for i in range(n):
+        _, state = model.step(np.roll(image, i, axis=1), cond, state, 1)
+        sizes.append(state.bank.nbytes)
+        assert state.bank.count == min(i + 1, 4)
+    assert state.bank.seen == n
+    assert max(sizes) == sizes[3] == sizes[-1]  # allocated once, never grows
+
+
+def test_feature_bank_memory_bounded_1000_frames(tiny: dict[str, Path]) -> None:
+    _bank_bounded(tiny, 1000, "fifo")  # ~6 s on one core
+
+
+def test_feature_bank_merge_policy_bounded_100_frames(tiny: dict[str, Path]) -> None:
+    _bank_bounded(tiny, 100, "merge")
+
+
+def test_feature_bank_unit() -> None:
+    bank = FeatureBank(3, "fifo")
+    for i in range(10):
+        bank.add({"l": (torch.full((5, 2), float(i)), torch.zeros(5, 2))})
+    k, _ = bank.kv("l")
+    assert k.shape == (1, 15, 2)
+    assert sorted(set(k.flatten().tolist())) == [7.0, 8.0, 9.0]  # the newest three
+
+
+def test_latent_feedback_and_flow_blend_use_the_previous_output(tiny: dict[str, Path]) -> None:
+    images = frames(3)
+    base = run(load(tiny, vae="full"), images)[0]
+    for kw in ({"latent_feedback": 0.5}, {"flow_blend": 0.5}):
+        outs = run(load(tiny, vae="full", **kw), images)[0]
+        assert diff(base[0], outs[0]) == 0, kw  # no previous output yet
+        assert diff(base[-1], outs[-1]) > 0, kw
+
+
+# -- sampling math against closed forms --------------------------------------------
+def test_sampler_recovers_x0_with_an_oracle() -> None:
+    alphas = torch.linspace(0.999, 0.01, 1000)
+    sch = Schedule.build(strength_timesteps(0.6, 3), alphas)
+    assert sch.timesteps.tolist() == [599, 399, 199]
+    assert index_timesteps((32, 45)) == [359, 99]
+    x0 = torch.randn(3, 4, 8, 8)
+    eps = torch.randn(3, 4, 8, 8)
+    x = add_noise(x0, eps, sch.a, sch.b)
+    assert torch.allclose(predict_x0(x, eps, sch.a, sch.b), x0, atol=1e-4)
+    v = sch.a.view(-1, 1, 1, 1) * eps - sch.b.view(-1, 1, 1, 1) * x0
+    assert torch.allclose(to_eps(v, x, sch.a, sch.b, "v_prediction"), eps, atol=1e-4)
+
+
+def test_lcm_distilled_unet_gets_its_guidance_embedding(tmp_path: Path) -> None:
+    from diffusers import LatentConsistencyModelPipeline
+
+    from mirage_lsd.models.diffusers_backend.sampler import guidance_embedding
+
+    ref = LatentConsistencyModelPipeline.get_guidance_scale_embedding(
+        None, torch.tensor([7.5]), embedding_dim=32
+    )
+    assert torch.allclose(guidance_embedding(8.5, 32), ref, atol=1e-5)
+    folder = save_tiny_sd(tmp_path / "lcm", lcm=True)
+    model = load_diffusers_model(str(folder), LoadOptions(), DiffusersOptions(vae="full"))
+    outs, _ = run(model, frames(1))
+    assert outs[0].shape == (SIZE, SIZE, 3)
+
+
+def test_slerp_endpoints_and_norm() -> None:
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid.norm(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(slerp(a, a, 0.3), a)
+
+
+def test_bf16_autocast_path_runs(tiny: dict[str, Path]) -> None:
+    """bf16 autocast is on only where the CPU has AMX; force it to check the path works."""
+    from mirage_lsd.models.diffusers_backend.stream import cpu_has_amx
+
+    model = load(tiny, vae="full", batch_mode="stream_batch", guidance="self", bank_size=2)
+    assert model.bf16 == cpu_has_amx()
+    model.bf16 = True
+    outs, _ = run(model, frames(3), steps=2)
+    assert outs[-1].shape == (SIZE, SIZE, 3) and outs[-1].dtype == np.uint8
