@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
@@ -94,6 +95,20 @@ def test_history_reaches_later_frames(model: BuiltinModel) -> None:
     a = frames(3, seed=1)
     b = frames(1, seed=3) + a[1:]  # only frame 0 differs
     assert not np.array_equal(stream(model, a)[2], stream(model, b)[2])
+
+
+def test_a_non_temporal_model_ignores_its_history(tiny_cfg: ModelConfig) -> None:
+    """The regression baseline (`temporal: false`): each output depends on its own frame only."""
+    torch.manual_seed(0)
+    net = LSDNet(dataclasses.replace(tiny_cfg, temporal=False))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    model = BuiltinModel(net, catalog_bank())
+    a, b = frames(3, seed=3), frames(3, seed=4)
+    alone = stream(model, [a[2]])[0]
+    after_a, after_b = stream(model, a)[2], stream(model, [*b[:2], a[2]])[2]
+    assert np.array_equal(alone, after_a) and np.array_equal(alone, after_b)
 
 
 def test_state_stays_bounded_over_many_frames(model: BuiltinModel) -> None:
@@ -217,10 +232,13 @@ def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) 
     train(TINY_YAML, out_dir=tmp_path / "split", show_progress=False, stop_at=half)
     resumed = train(TINY_YAML, out_dir=tmp_path / "split", show_progress=False, resume=True)
     assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
-    # the exported weights load and run
+    # the exported weights load and run, also by path through the engine
     model = BuiltinModel.from_file(full.weights)
     out = stream(model, frames(2, seed=7))
     assert out[0].shape == (SIZE, SIZE, 3)
+    engine = StreamEngine(str(full.weights), device="cpu", prompt="thermal camera")
+    assert engine.model.info.name == str(full.weights)
+    assert engine.process(frames(1, seed=8)[0]).shape == (SIZE, SIZE, 3)
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:

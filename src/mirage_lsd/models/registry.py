@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mirage_lsd.errors import UserError
@@ -77,6 +78,11 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
             f"diffusers options (--strength, --lora, --guidance, ...) do not apply to '{name}':"
             " drop them, or pick a diffusers model (org/name, folder or .safetensors)"
         )
+    if entry is None and name.endswith(".safetensors") and Path(name).is_file():
+        from mirage_lsd.models.builtin.model import BuiltinModel, is_weight_file
+
+        if is_weight_file(Path(name)):  # weights of our own model, e.g. from `mirage-lsd train`
+            return BuiltinModel.from_file(Path(name), device=opts.device)
     if entry is None:
         from mirage_lsd.models.diffusers_backend import (
             load_diffusers_model,

@@ -193,7 +193,7 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
     losses = []
     for f in range(frames):
         image, target = batch.images[:, f], batch.targets_lo[:, f]
-        history, mask, sigma = make_history(batch, f, own, obj, noise)
+        history, mask, sigma = make_history(batch, f if net.cfg.temporal else 0, own, obj, noise)
         t, d, kind = sample_steps(b, net.cfg, obj, noise)
         x_t = add_noise(target, noise.normal(*target.shape), t)
         # shortcut samples: the target is where two half steps of the model itself land
@@ -212,7 +212,8 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
             full, batch.targets[:, f]
         )
         losses.append(loss)
-        cache = cache.push(out.kv)  # gradients flow through the cache within a sequence
+        if net.cfg.temporal:  # gradients flow through the cache within a sequence
+            cache = cache.push(out.kv)
         own = out.x0.detach()
     return torch.stack(losses).mean()
 

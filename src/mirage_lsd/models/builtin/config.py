@@ -51,6 +51,8 @@ class ModelConfig:
     max_steps: int = 4
     shortcut_levels: int = 6
     history_sigma: float = 0.0  # noise level the history is told it has at run time
+    # False: no history and no temporal cache (the per-frame regression baseline)
+    temporal: bool = True
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")

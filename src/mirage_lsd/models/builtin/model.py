@@ -107,6 +107,17 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
     tmp.replace(path)
 
 
+def is_weight_file(path: Path) -> bool:
+    """True for a safetensors file written by `save_weights` (reads the header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == WEIGHTS_FORMAT
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
 def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
     """Read a weight file; every failure is a WeightsError that names the file."""
     from safetensors import SafetensorError, safe_open
@@ -161,7 +172,7 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
 class BuiltinModel(StreamModel):
     """The small causal live-stream diffusion model that ships with mirage-lsd."""
 
-    def __init__(self, net: LSDNet, bank: LookBank, device: str = "cpu") -> None:
+    def __init__(self, net: LSDNet, bank: LookBank, device: str = "cpu", name: str = NAME) -> None:
         self.cfg = net.cfg
         self.net = net.to(device).eval().requires_grad_(False)
         self.bank = bank
@@ -170,7 +181,7 @@ class BuiltinModel(StreamModel):
         self.flow = FlowEstimator()
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
         self._info = ModelInfo(
-            name=NAME,
+            name=name,
             description="small causal live-stream diffusion model (1-4 steps)",
             device=str(self.device),
             dtype="bfloat16" if self.bf16 else "float32",
@@ -181,7 +192,7 @@ class BuiltinModel(StreamModel):
     @classmethod
     def from_file(cls, path: Path = DEFAULT_WEIGHTS, device: str = "cpu") -> BuiltinModel:
         net, bank = load_weights(path)
-        return cls(net, bank, device)
+        return cls(net, bank, device, NAME if path == DEFAULT_WEIGHTS else str(path))
 
     @property
     def info(self) -> ModelInfo:
@@ -253,7 +264,7 @@ class BuiltinModel(StreamModel):
         gray = flow_gray(small, height // gds, width // gds)
         image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
         # 3. history: the previous output, moved by the input's optical flow
-        if state.prev_output is None:
+        if state.prev_output is None or not self.cfg.temporal:
             history = torch.zeros_like(image_t)
             mask = torch.zeros_like(image_t[:, :1])
         else:
@@ -274,7 +285,7 @@ class BuiltinModel(StreamModel):
         # 5. the next state
         new_state = replace(
             state,
-            cache=state.cache.push(result.kv),
+            cache=state.cache.push(result.kv) if self.cfg.temporal else state.cache,
             prev_output=result.x0.float().clamp(-1.0, 1.0),
             prev_gray=gray,
             frame_index=state.frame_index + 1,
