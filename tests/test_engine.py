@@ -28,7 +28,7 @@ class SlowModel(StreamModel):
     def encode_prompt(self, text: str | None) -> object:
         return text
 
-    def init_state(self, height: int, width: int) -> object:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> object:
         return None
 
     def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
@@ -56,7 +56,7 @@ class RecordingModel(StreamModel):
     def encode_prompt(self, text: str | None) -> np.ndarray:
         return np.array([float(len(text or ""))])
 
-    def init_state(self, height: int, width: int) -> int:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> int:
         return 0
 
     def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
@@ -148,6 +148,31 @@ def test_process_is_synchronous_and_keeps_state() -> None:
     assert model.states[-1] == 0
     with pytest.raises(UserError):
         engine.process(np.zeros((10, 10), np.uint8))
+
+
+def test_strength_blends_toward_the_input_and_seed_reaches_the_model() -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    engine = StreamEngine(SlowModel(0.0), device="cpu", strength=0.0)
+    assert np.array_equal(engine.process(frame), frame)
+    engine.set_strength(1.0)
+    assert np.array_equal(engine.process(frame), 255 - frame)
+    engine.set_strength(0.25)
+    expected = frame.astype(np.float64) * 0.75 + (255 - frame.astype(np.float64)) * 0.25
+    assert np.abs(engine.process(frame) - expected).max() <= 1.0
+    with pytest.raises(UserError, match="strength"):
+        engine.set_strength(1.5)
+    # a seed restarts the stream with that seed
+    recording = RecordingModel()
+    seeds: list[int | None] = []
+    recording.init_state = lambda h, w, seed=None: seeds.append(seed) or 0  # type: ignore[method-assign]
+    engine = StreamEngine(recording, device="cpu", seed=7)
+    engine.process(frame)
+    engine.process(frame)
+    engine.set_seed(8)
+    engine.process(frame)
+    assert seeds == [7, 8] and recording.states == [0, 1, 0]
+    with pytest.raises(UserError, match="seed"):
+        engine.set_seed(-1)
 
 
 def test_model_failure_reaches_the_caller(media: Path) -> None:

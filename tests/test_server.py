@@ -58,7 +58,7 @@ class LookModel(StreamModel):
     def mix_prompts(self, a: Conditioning, b: Conditioning, weight: float) -> Conditioning:
         return b if weight >= 0.5 else a
 
-    def init_state(self, height: int, width: int) -> State:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> State:
         return None
 
     def step(
@@ -210,7 +210,8 @@ def test_session_transforms_and_follows_prompt(server: Running, still: np.ndarra
             # 2. the data channel changes the prompt; the output follows
             await wait_until(lambda: channel.readyState == "open")
             channel.send(json.dumps({"type": "params", "prompt": "sunset", "transition_frames": 0}))
-            assert (await asyncio.wait_for(replies.get(), 5)) == {"type": "ack", "prompt": "sunset"}
+            ack = await asyncio.wait_for(replies.get(), 5)
+            assert ack == {"type": "ack", "prompt": "sunset", "strength": 1.0, "seed": None}
             sunset = render_look("sunset", still)
             seen = receiver.frames
             await wait_until(
@@ -222,6 +223,15 @@ def test_session_transforms_and_follows_prompt(server: Running, still: np.ndarra
             assert r.status_code == 200 and r.json()["prompt"] == "underwater"
             underwater = render_look("underwater", still)
             await wait_until(lambda: matches(receiver.latest, underwater) < 12)
+            # strength 0 shows the input, strength 1 the look again; the prompt stays
+            r = await http.post(f"/api/sessions/{sid}/prompt", json={"strength": 0.0, "seed": 5})
+            assert r.json() == {"id": sid, "prompt": "underwater", "strength": 0.0, "seed": 5}
+            await wait_until(lambda: matches(receiver.latest, still) < 12)
+            channel.send(json.dumps({"type": "params", "strength": 1.0}))
+            assert (await asyncio.wait_for(replies.get(), 5))["strength"] == 1.0
+            await wait_until(lambda: matches(receiver.latest, underwater) < 12)
+            r = await http.post(f"/api/sessions/{sid}/prompt", json={"strength": 1.5})
+            assert r.status_code == 422
             channel.send(json.dumps({"type": "stats"}))
             stats = (await asyncio.wait_for(replies.get(), 5))["stats"]
             assert stats["frames_out"] >= 3 and stats["ttff_ms"] > 0

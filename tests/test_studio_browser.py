@@ -130,6 +130,8 @@ def test_studio_page_end_to_end(driver: list[str], fake_camera: Path) -> None:
     # the prompt typed in the page changes the output
     assert look_error(result["sunset"], "sunset") < 15 < colour_shift(result["sunset"])
     assert look_error(result["sunset"], "night_vision") > 30
+    # strength 0 shows the input, under the same prompt
+    assert look_error(result["strength0"], None) < 15 < look_error(result["strength0"], "sunset")
     # snapshot and recording hold the transformed output
     snapshot, recording = _downloads(result["downloads"])
     assert snapshot.shape == (240, 320, 3) and _warm(snapshot)

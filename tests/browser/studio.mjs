@@ -114,6 +114,15 @@ try {
       return { png: await read("snapshot.png"), webm: await read("recording.webm") };
     });
 
+    // the strength slider blends back to the input, live; then back to the full look
+    await a.fill("#strength", "0");
+    await a.waitForFunction(() => window.studio.acks >= 2);
+    await a.waitForTimeout(1500);
+    result.strength0 = await sample(a, "#input", "#output");
+    await a.fill("#strength", "1");
+    await a.waitForFunction(() => window.studio.acks >= 3);
+    await a.waitForTimeout(1500);
+
     // 2. page B: its own session with no prompt (identity) while A keeps its look
     const b = await open();
     await b.waitForSelector("#presets button");

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 
 from mirage_lsd.engine.prompt import PromptSchedule
@@ -15,7 +16,9 @@ class FrameProcessor:
     """Preprocess, model and postprocess for one stream, timing each stage.
 
     The output size is fixed by `out_size`, or by the first frame when it is None.
-    The model's per-stream state lives here and is replaced on `reset()`.
+    The model's per-stream state lives here and is replaced on `reset()`. `strength`
+    below 1 blends the output back toward the input; `seed` picks the stream's noise.
+    Both are plain attributes the engine may change between frames.
     """
 
     def __init__(
@@ -31,6 +34,8 @@ class FrameProcessor:
         self.out_size = out_size
         self.fit = fit
         self.steps = steps
+        self.strength = 1.0
+        self.seed: int | None = None
         self._plan: FitPlan | None = None
         self._state: State = None
         self._state_ready = False
@@ -50,7 +55,7 @@ class FrameProcessor:
         fitted = apply_fit(image, self._plan)
         padded = pad_to_multiple(fitted, self.model.size_multiple)
         if not self._state_ready:
-            self._state = self.model.init_state(*padded.shape[:2])
+            self._state = self.model.init_state(*padded.shape[:2], seed=self.seed)
             self._state_ready = True
         cond = self.prompts.next()
         # 2. model
@@ -63,6 +68,9 @@ class FrameProcessor:
             out = out[:oh, :ow]
         if out.dtype != np.uint8 or not out.flags.c_contiguous:
             out = np.ascontiguousarray(out, dtype=np.uint8)
+        strength = self.strength
+        if strength < 1.0:
+            out = cv2.addWeighted(out, strength, fitted, 1.0 - strength, 0.0)
         t3 = time.perf_counter()
         return out, {
             "preprocess": (t1 - t0) * 1000.0,

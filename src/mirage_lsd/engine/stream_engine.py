@@ -51,6 +51,8 @@ class StreamEngine:
         resolution: output (height, width); None keeps the input size.
         fit: "crop" (fill, center crop) or "letterbox" (fit, pad) to keep aspect ratio.
         prompt: the initial prompt.
+        strength: 0 (the input) to 1 (all transformed); see `set_strength`.
+        seed: the stream's fixed noise (None: the model's default); see `set_seed`.
         model_options: options of the diffusers backend when `model` is a hub id, folder
             or .safetensors file (see `DiffusersOptions`: strength, guidance, loras, ...).
     """
@@ -65,6 +67,8 @@ class StreamEngine:
         resolution: tuple[int, int] | None = None,
         fit: FitMode = "crop",
         prompt: str | None = None,
+        strength: float = 1.0,
+        seed: int | None = None,
         model_options: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:
@@ -90,6 +94,8 @@ class StreamEngine:
         self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)
         self._prompts.text = text
         self._processor = FrameProcessor(self.model, self._prompts, self.resolution, fit, max_steps)
+        self.set_strength(strength)
+        self.set_seed(seed)
         self._pipeline: Pipeline | None = None
         self._recorder = self._new_recorder("offline")
         self._window: Sink | None = None
@@ -111,6 +117,32 @@ class StreamEngine:
     def reset(self) -> None:
         """Drop the stream's history (the model starts over at the next frame)."""
         self._processor.reset()
+
+    @property
+    def strength(self) -> float:
+        return self._processor.strength
+
+    def set_strength(self, strength: float) -> None:
+        """How much of the transformed frame is shown, 0 (the input) to 1 (all); also live.
+
+        Cheap and model-agnostic: a blend with the input after the model. (A diffusers
+        model's own img2img strength is its `strength` model option, fixed at load.)
+        """
+        if not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
+            raise UserError(f"strength must be from 0 to 1, got {strength!r}")
+        self._processor.strength = float(strength)
+
+    @property
+    def seed(self) -> int | None:
+        return self._processor.seed
+
+    def set_seed(self, seed: int | None) -> None:
+        """Pick the stream's fixed noise (None: the model's default); restarts the stream."""
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise UserError(f"seed must be a whole number >= 0, got {seed!r}")
+        if seed != self._processor.seed:
+            self._processor.seed = seed
+            self._processor.reset()
 
     # -- one frame at a time -----------------------------------------------------
     def process(self, frame: np.ndarray) -> np.ndarray:

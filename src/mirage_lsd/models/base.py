@@ -57,8 +57,12 @@ class StreamModel(ABC):
         return {}
 
     @abstractmethod
-    def init_state(self, height: int, width: int) -> State:
-        """A fresh per-stream state for frames of this size (reset)."""
+    def init_state(self, height: int, width: int, seed: int | None = None) -> State:
+        """A fresh per-stream state for frames of this size (reset).
+
+        `seed` picks the stream's fixed noise (None: the model's default); models without
+        noise ignore it.
+        """
 
     @abstractmethod
     def step(

@@ -24,7 +24,7 @@ class IdentityModel(StreamModel):
     def encode_prompt(self, text: str | None) -> Conditioning:
         return None
 
-    def init_state(self, height: int, width: int) -> State:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> State:
         return None
 
     def step(

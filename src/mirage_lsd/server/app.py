@@ -104,11 +104,13 @@ def _api_router(
     async def list_sessions() -> list[dict[str, Any]]:
         return [asdict(s.info()) for s in manager.sessions.values()]
 
-    @router.post("/sessions/{session_id}/prompt", summary="Change a session's prompt")
+    @router.post(
+        "/sessions/{session_id}/prompt", summary="Change a session's prompt, strength or seed"
+    )
     async def set_prompt(session_id: str, params: LiveParams) -> dict[str, Any]:
         session = manager.get(session_id)
         await session.set_params(params)
-        return {"id": session_id, "prompt": session.engine.prompt}
+        return {"id": session_id, **session.params()}
 
     @router.get("/sessions/{session_id}/stats", summary="A session's live telemetry")
     async def stats(session_id: str) -> dict[str, Any]:

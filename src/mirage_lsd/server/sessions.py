@@ -74,7 +74,9 @@ class Session:
         self.created = time.monotonic()
         self._manager = manager
         self._settings = settings
-        self.engine = StreamEngine(model, max_steps=options.steps)
+        self.engine = StreamEngine(
+            model, max_steps=options.steps, strength=options.strength, seed=options.seed
+        )
         self.recorder = StatsRecorder(model.info.name, model.info.device, options.steps, "live")
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-model-{self.id}")
         # Prompt encoding may be slow (a text encoder): its own thread, in order, so the
@@ -156,9 +158,15 @@ class Session:
 
     # -- control ---------------------------------------------------------------
     async def set_params(self, params: LiveParams, limited: bool = True) -> None:
-        """Apply a prompt change (rate limited per session); encodes it in the prompt thread."""
+        """Apply a change (rate limited per session); prompts are encoded in the prompt thread."""
         if limited and not self.control.allow():
             raise RateLimitedError
+        if params.strength is not None:
+            self.engine.set_strength(params.strength)
+        if params.seed is not None:
+            self.engine.set_seed(params.seed)
+        if params.prompt is None:
+            return
         if len(params.prompt) > self._settings.max_prompt_chars:
             raise UserError(
                 f"prompt is {len(params.prompt)} characters: "
@@ -185,7 +193,7 @@ class Session:
                 return {"type": "stats", "stats": self.stats()}
             if kind == "params":
                 await self.set_params(LiveParams.model_validate(data))
-                return {"type": "ack", "prompt": self.engine.prompt}
+                return {"type": "ack", **self.params()}
             raise ValueError("type must be 'params' or 'stats'")
         except RateLimitedError:
             return {"type": "error", "error": "rate limited: slow down"}
@@ -193,6 +201,11 @@ class Session:
             return {"type": "error", "error": exc.errors()[0]["msg"]}
         except (UserError, ValueError) as exc:
             return {"type": "error", "error": str(exc)}
+
+    def params(self) -> dict[str, Any]:
+        """The live parameters now."""
+        engine = self.engine
+        return {"prompt": engine.prompt, "strength": engine.strength, "seed": engine.seed}
 
     def stats(self) -> dict[str, Any]:
         stats = self.recorder.snapshot(not self._closed)

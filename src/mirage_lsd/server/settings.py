@@ -66,12 +66,21 @@ class ServerSettings:
 
 
 class LiveParams(BaseModel):
-    """A change of the live parameters: sent by the page, the data channel and REST."""
+    """A change of the live parameters: sent by the page, the data channel and REST.
+
+    Fields left out keep their value.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What to look like")
+    prompt: str | None = Field(
+        None, min_length=1, max_length=MAX_PROMPT_CHARS, description="What to look like"
+    )
     transition_frames: int = Field(0, ge=0, le=300, description="Blend over this many frames")
+    strength: float | None = Field(
+        None, ge=0.0, le=1.0, description="0 shows the input, 1 the full transformation"
+    )
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The stream's fixed noise")
 
 
 class SessionOptions(BaseModel):
@@ -82,6 +91,8 @@ class SessionOptions(BaseModel):
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     transition_frames: int = Field(0, ge=0, le=300)
     steps: int = Field(1, ge=1, le=50)
+    strength: float = Field(1.0, ge=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class OfferRequest(SessionOptions):

@@ -238,14 +238,14 @@ class BuiltinModel(StreamModel):
 
     # -- streaming
 
-    def init_state(self, height: int, width: int) -> State:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> State:
         m = self.size_multiple
         if height % m or width % m or height <= 0 or width <= 0:
             raise UserError(
                 f"{NAME} needs frame sides that are multiples of {m}, got {width}x{height}"
             )
         ds = self.cfg.image_downscale
-        generator = torch.Generator().manual_seed(NOISE_SEED)
+        generator = torch.Generator().manual_seed(NOISE_SEED if seed is None else seed)
         noise = torch.randn(1, 3, height // ds, width // ds, generator=generator)
         return StreamState(height, width, KVCache(self.cfg.cache_frames), noise.to(self.device))
 

@@ -68,6 +68,7 @@ class StreamState:
 
     height: int
     width: int
+    seed: int  # the stream's fixed noise
     schedule: Schedule | None = None
     noise: Tensor | None = None  # (n, 4, h, w): fixed noise of each stage
     stock: Tensor | None = None  # (n, 4, h, w): RCFG stock noise of each stage
@@ -177,7 +178,7 @@ class DiffusersStreamModel(StreamModel):
         return self._no_prompt
 
     # -- state -------------------------------------------------------------------
-    def init_state(self, height: int, width: int) -> StreamState:
+    def init_state(self, height: int, width: int, seed: int | None = None) -> StreamState:
         if height % LATENT_FACTOR or width % LATENT_FACTOR:
             raise UserError(
                 f"frame size {width}x{height} is not divisible by {LATENT_FACTOR}: "
@@ -186,7 +187,8 @@ class DiffusersStreamModel(StreamModel):
         bank = None
         if self.options.bank_size > 0:
             bank = FeatureBank(self.options.bank_size, self.options.bank_merge)
-        return StreamState(height, width, bank=bank)
+        seed = self.options.seed if seed is None else seed
+        return StreamState(height, width, seed, bank=bank)
 
     def _timesteps(self, steps: int) -> list[int]:
         if self.options.t_index_list:
@@ -201,7 +203,7 @@ class DiffusersStreamModel(StreamModel):
         n = len(timesteps)
         state.schedule = Schedule.build(timesteps, self._alphas_cumprod)
         shape = (n, LATENT_CHANNELS, state.height // LATENT_FACTOR, state.width // LATENT_FACTOR)
-        gen = torch.Generator().manual_seed(self.options.seed)
+        gen = torch.Generator().manual_seed(state.seed)
         state.noise = torch.randn(shape, generator=gen).to(self.device, self.dtype)
         state.stock = state.noise.clone()
         state.buffer = torch.zeros((n - 1, *shape[1:]), device=self.device, dtype=self.dtype)

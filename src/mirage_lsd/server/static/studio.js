@@ -45,6 +45,11 @@ async function openInput(kind) {
   return clip.captureStream();
 }
 
+function readSeed() {
+  const value = $("seed").value.trim();
+  return value === "" ? null : Math.max(0, Math.floor(Number(value)));
+}
+
 const studio = {
   state: "idle", sessionId: null, pc: null, channel: null, input: null,
   stats: null, acks: 0, lastError: null, recorder: null, timer: null,
@@ -78,6 +83,7 @@ const studio = {
         sdp: await offerWithCandidates(pc), type: "offer",
         steps: Number($("steps").value) || 1,
         transition_frames: 0, prompt: prompt || null,
+        strength: Number($("strength").value), seed: readSeed(),
       };
       const answer = await (await api("POST", "/api/sessions", body)).json();
       this.sessionId = answer.session_id;
@@ -109,6 +115,11 @@ const studio = {
     $("prompt").value = prompt;
     if (!this.channel) return;  // applied at start
     this.send({ type: "params", prompt, transition_frames: transitionFrames });
+  },
+
+  // Strength and seed: live, without touching the prompt.
+  setTuning(params) {
+    if (this.channel) this.send({ type: "params", ...params });
   },
 
   onControl(message) {
@@ -203,6 +214,11 @@ $("prompt-form").onsubmit = (event) => {
   const prompt = $("prompt").value.trim();
   if (prompt) studio.setPrompt(prompt);
 };
+$("strength").oninput = () => {
+  $("strength-value").textContent = Number($("strength").value).toFixed(2);
+  studio.setTuning({ strength: Number($("strength").value) });
+};
+$("seed").onchange = () => { const seed = readSeed(); if (seed !== null) studio.setTuning({ seed }); };
 window.addEventListener("pagehide", () => studio.stop());
 studio.setState("idle");
 loadPresets();
