@@ -302,6 +302,9 @@ def eval_command(
     size: SizeOpt = "512x512",
     steps: StepsOpt = 1,
     frames: Annotated[int, typer.Option("--frames", help="Frames to evaluate.", min=2)] = 100,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Restart the input at its end (long drift runs).")
+    ] = False,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     debug: DebugOpt = False,
@@ -315,7 +318,7 @@ def eval_command(
         resolution = parse_size(size) if size else None
         text = validate_prompt(prompt)
         engine = StreamEngine(model, device=device, max_steps=steps, resolution=resolution)
-        result = evaluate(engine, input, text, frames).to_dict()
+        result = evaluate(engine, input, text, frames, loop=loop).to_dict()
         if as_json:
             sys.stdout.write(json.dumps(result) + "\n")
             return

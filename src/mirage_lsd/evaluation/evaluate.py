@@ -19,6 +19,8 @@ from mirage_lsd.geometry import apply_fit, plan_fit
 from mirage_lsd.looks.catalog import get_look
 from mirage_lsd.sources import open_source
 
+SSIM_FRAMES = 1000
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -50,15 +52,20 @@ def resolve_look(prompt: str) -> tuple[str, float]:
 
 
 def evaluate(
-    engine: StreamEngine, source: InputSpec, prompt: str, frames: int, ssim_every: int = 1
+    engine: StreamEngine, source: InputSpec, prompt: str, frames: int, loop: bool = False
 ) -> EvalResult:
-    """Stream `frames` frames of `source` through `engine` with `prompt` and score them."""
+    """Stream `frames` frames of `source` through `engine` with `prompt` and score them.
+
+    SSIM, the slowest metric, is taken on at most `SSIM_FRAMES` evenly spaced frames.
+    `loop` restarts a file at its end (a cut: long drift runs on short clips).
+    """
+    ssim_every = max(1, frames // SSIM_FRAMES)
     # 1. the look the prompt lands on, and the stream
     look_name, similarity = resolve_look(prompt)
     look = get_look(look_name)
     engine.set_prompt(prompt)
     engine.reset()
-    stream = open_source(source)
+    stream = open_source(source, loop=loop)
     warper = FlowWarper()
     style, structure, ident, flick, flick_target, flick_input = [], [], [], [], [], []
     prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

@@ -1,0 +1,128 @@
+"""Speed of the built-in model through the engine, its FLOPs, and how much of the CPU it uses.
+
+    python benchmarks/builtin_speed.py ../shared/media/bottle-detection.mp4
+
+1. FLOPs of one 1-step frame (torch's FlopCounterMode: convolutions and matmuls).
+2. The machine's convolution throughput: a dense 3x3 convolution, 64 -> 64 channels,
+   fp32, on the torch threads the engine uses; GFLOP/s = FLOPs / median time.
+3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json`, repeated;
+   medians over the repeats of FPS and latency percentiles.
+The model's share of the machine: FLOPs per frame / model-stage median time, over (2).
+Run it alone: anything else on the CPU changes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mirage_lsd.models.registry import LoadOptions, load_model
+
+
+def model_flops(model_name: str, height: int, width: int, steps: int) -> float:
+    """FLOPs of one frame (after the first, so the history path is on)."""
+    model = load_model(model_name, LoadOptions())
+    cond = model.encode_prompt("pencil sketch")
+    state = model.init_state(height, width)
+    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    _, state = model.step(frame, cond, state, steps)
+    with FlopCounterMode(display=False) as counter:
+        model.step(frame, cond, state, steps)
+    return float(counter.get_total_flops())
+
+
+def conv_throughput(repeats: int = 20) -> float:
+    """GFLOP/s of a dense 3x3 fp32 convolution, 64 -> 64 channels, on 1x64x180x320."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
+    x = torch.randn(1, 64, 180, 320)
+    flops = 2 * 64 * 64 * 9 * 180 * 320
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            conv(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times) / 1e9
+
+
+def bench(model: str, source: str, size: str, steps: int, frames: int) -> dict:
+    cmd = [
+        sys.executable, "-m", "mirage_lsd.cli.app", "bench", source, "--model", model,
+        "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
+    ]  # fmt: skip
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def _medians(runs: list[dict]):  # type: ignore[no-untyped-def]
+    def med(get):  # type: ignore[no-untyped-def]
+        return round(statistics.median(get(r) for r in runs), 2)
+
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input")
+    parser.add_argument("--model", default="mirage-lsd-v1")
+    parser.add_argument("--sizes", nargs="+", default=["1280x720", "512x512"])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    conv_gflops = conv_throughput()
+    rows = []
+    for size in args.sizes:
+        width, height = (int(v) for v in size.split("x"))
+        for steps in args.steps:
+            gflop = model_flops(args.model, height, width, steps) / 1e9
+            runs = [
+                bench(args.model, args.input, size, steps, args.frames) for _ in range(args.repeats)
+            ]
+            med = _medians(runs)
+            model_ms = med(lambda r: r["stages_ms"]["model"])
+            row = {
+                "size": size,
+                "steps": steps,
+                "fps": med(lambda r: r["fps"]),
+                "latency_p50_ms": med(lambda r: r["latency_ms"]["p50"]),
+                "latency_p95_ms": med(lambda r: r["latency_ms"]["p95"]),
+                "model_ms": model_ms,
+                "stages_ms": {
+                    k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]
+                },
+                "dtype": runs[0]["dtype"],
+                "gflop_per_frame": round(gflop, 3),
+                "model_gflops": round(gflop / (model_ms / 1000), 1),
+                "share_of_conv_throughput": round(gflop / (model_ms / 1000) / conv_gflops, 3),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch_threads": threads,
+        "conv3x3_gflops": round(conv_gflops, 1),
+        "input": args.input,
+        "frames": args.frames,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
