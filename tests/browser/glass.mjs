@@ -2,7 +2,8 @@
 // counter (16 black/white blocks along the top); requestVideoFrameCallback reads it
 // on the input preview and on the output video, and each output frame's latency is
 // its display time minus the display time of the same counter on the input.
-// Usage: node glass.mjs '{"url": ..., "chromium": ..., "y4m": ..., "seconds": 20, "prompt": null}'
+// Usage: node glass.mjs '{"url": ..., "chromium": ..., "y4m": ..., "seconds": 20, "prompt": null,
+//                         "strength": null, "sessions": 1}'
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
@@ -18,14 +19,9 @@ const browser = await chromium.launch({
   ],
 });
 const result = {};
-try {
-  const page = await browser.newPage();
-  await page.goto(`${cfg.url}/`);
-  await page.waitForFunction(() => window.studio);
-  if (cfg.prompt) await page.fill("#prompt", cfg.prompt);
-  await page.click("#start");
-  await page.waitForFunction(() => window.studio.state === "live", null, { timeout: 30000 });
-  Object.assign(result, await page.evaluate(async ([seconds, bits, block]) => {
+// One page per session; all measure at once, so N sessions share the server's CPU.
+async function measure(page, seconds) {
+  return page.evaluate(async ([seconds, bits, block]) => {
     const canvas = document.createElement("canvas");
     canvas.width = bits * block; canvas.height = block;
     const g = canvas.getContext("2d", { willReadFrequently: true });
@@ -65,8 +61,24 @@ try {
       latencies_ms: latencies, from_preview_ms: fromPreview, capture_times: captureTimes,
       output_frames: outputFrames, seconds, stats: window.studio.stats,
     };
-  }, [cfg.seconds, 16, 20]));
-  await page.click("#stop");
+  }, [seconds, 16, 20]);
+}
+
+try {
+  const pages = [];
+  for (let i = 0; i < (cfg.sessions || 1); i += 1) {
+    const page = await browser.newPage();
+    await page.goto(`${cfg.url}/`);
+    await page.waitForFunction(() => window.studio);
+    if (cfg.prompt) await page.fill("#prompt", cfg.prompt);
+    if (cfg.strength !== undefined && cfg.strength !== null) await page.fill("#strength", String(cfg.strength));
+    await page.click("#start");
+    await page.waitForFunction(() => window.studio.state === "live", null, { timeout: 30000 });
+    pages.push(page);
+  }
+  await new Promise((r) => setTimeout(r, 2000));  // every session past its first frames
+  result.sessions = await Promise.all(pages.map((page) => measure(page, cfg.seconds)));
+  for (const page of pages) await page.click("#stop");
 } catch (error) {
   result.error = String(error && error.stack || error);
 } finally {
