@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--prompt", default=None)
     parser.add_argument("--strength", type=float, default=None)
     parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--screenshot", type=Path, default=None, help="PNG of the first page")
     parser.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
@@ -121,6 +122,7 @@ def main() -> None:
                 "prompt": args.prompt,
                 "strength": args.strength,
                 "sessions": args.sessions,
+                "screenshot": str(args.screenshot.resolve()) if args.screenshot else None,
             }
             run = subprocess.run(
                 [node, str(GLASS), json.dumps(cfg)],

@@ -273,10 +273,11 @@ def test_bench_json(media: Path) -> None:
     assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
 
 
-def test_models_lists_identity() -> None:
-    result = mirage("models")
+def test_models_lists_models_and_looks() -> None:
+    result = mirage("models", env={**os.environ, "COLUMNS": "160"})
     assert result.returncode == 0
-    assert b"identity" in result.stdout
+    for word in (b"identity", b"mirage-lsd-v1", b"Night vision", b"Pixel art", b"pencil sketch"):
+        assert word in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 // on the input preview and on the output video, and each output frame's latency is
 // its display time minus the display time of the same counter on the input.
 // Usage: node glass.mjs '{"url": ..., "chromium": ..., "y4m": ..., "seconds": 20, "prompt": null,
-//                         "strength": null, "sessions": 1}'
+//                         "strength": null, "sessions": 1, "screenshot": null}'
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.argv[2]);
@@ -78,6 +78,11 @@ try {
   }
   await new Promise((r) => setTimeout(r, 2000));  // every session past its first frames
   result.sessions = await Promise.all(pages.map((page) => measure(page, cfg.seconds)));
+  if (cfg.screenshot) {
+    await pages[0].setViewportSize({ width: 1280, height: 900 });
+    await pages[0].waitForTimeout(1000);
+    await pages[0].screenshot({ path: cfg.screenshot, fullPage: true });
+  }
   for (const page of pages) await page.click("#stop");
 } catch (error) {
   result.error = String(error && error.stack || error);

@@ -341,7 +341,16 @@ def models() -> None:
     for entry in available_models():
         name = entry.name + (" (default)" if entry.name == DEFAULT_MODEL else "")
         table.add_row(name, entry.description)
+    table.caption = "also: a diffusers hub id (org/name), folder or .safetensors file"
     Console().print(table)
+    from mirage_lsd.looks import LOOKS
+
+    looks = Table(title="looks of mirage-lsd-v1 (any text works: it lands on the nearest)")
+    looks.add_column("look")
+    looks.add_column("say, for example")
+    for look in LOOKS.values():
+        looks.add_row(look.title, "; ".join(look.descriptions[:3]))
+    Console().print(looks)
 
 
 app.command()(serve)
