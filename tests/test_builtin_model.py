@@ -6,6 +6,7 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import cv2
@@ -109,6 +110,24 @@ def test_a_non_temporal_model_ignores_its_history(tiny_cfg: ModelConfig) -> None
     alone = stream(model, [a[2]])[0]
     after_a, after_b = stream(model, a)[2], stream(model, [*b[:2], a[2]])[2]
     assert np.array_equal(alone, after_a) and np.array_equal(alone, after_b)
+
+
+def test_streams_on_several_threads_share_one_model(model: BuiltinModel) -> None:
+    """Studio sessions share one model on their own threads: no cross-talk, no crash."""
+    inputs = [frames(8, seed=20 + i) for i in range(4)]
+    alone = [stream(model, frames_i) for frames_i in inputs]
+    together: list[list[np.ndarray] | None] = [None] * 4
+
+    def run(i: int) -> None:
+        together[i] = stream(model, inputs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        assert b is not None and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_state_stays_bounded_over_many_frames(model: BuiltinModel) -> None:
@@ -299,3 +318,17 @@ def test_data_folder_without_media_says_so(tmp_path: Path) -> None:
     cfg = DataConfig(media_dir=str(tmp_path), train_images=(), crop=64)
     with pytest.raises(UserError, match="no readable video or image"):
         load_sources(cfg, "train")
+
+
+# ---------------------------------------------------------------- the bundled weights
+
+
+@pytest.mark.parametrize("prompt", ["thermal camera", "underwater", "winter"])
+def test_bundled_weights_beat_identity_by_a_wide_margin(media: Path, prompt: str) -> None:
+    """On a clip never trained on, the output is far closer to the look than the input is."""
+    from mirage_lsd.evaluation.evaluate import evaluate
+
+    engine = StreamEngine(device="cpu", max_steps=1, resolution=(256, 256))  # the default
+    assert engine.model.info.name == "mirage-lsd-v1"
+    result = evaluate(engine, media / "please.mkv", prompt, frames=12)
+    assert result.style_psnr > result.identity_psnr + 8.0, result

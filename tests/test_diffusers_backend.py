@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +293,25 @@ def _bank_bounded(tiny: dict[str, Path], n: int, merge: str) -> None:
         assert state.bank.count == min(i + 1, 4)
     assert state.bank.seen == n
     assert max(sizes) == sizes[3] == sizes[-1]  # allocated once, never grows
+
+
+def test_streams_on_several_threads_keep_their_own_feature_bank(tiny: dict[str, Path]) -> None:
+    """Studio sessions share one model on their own threads: each sees only its own bank."""
+    model = load(tiny, bank_size=2)
+    inputs = [frames(4, seed=30), frames(4, seed=31)]
+    alone = [run(model, images)[0] for images in inputs]
+    together: list[list[np.ndarray] | None] = [None, None]
+
+    def stream(i: int) -> None:
+        together[i] = run(model, inputs[i])[0]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together, strict=True):
+        assert b is not None and all(diff(x, y) == 0 for x, y in zip(a, b, strict=True))
 
 
 def test_feature_bank_memory_bounded_1000_frames(tiny: dict[str, Path]) -> None:

@@ -95,7 +95,7 @@ def test_bad_flag_values_are_one_line_errors(
 
 def test_diffusers_flags_on_a_registered_model_are_an_error(tmp_path: Path) -> None:
     result = mirage("run", str(CLIP), "-o", str(tmp_path / "x.mp4"), "--strength", "0.3")
-    assert_one_line_error(result, "do not apply", "identity")
+    assert_one_line_error(result, "do not apply", "mirage-lsd-v1")
 
 
 def test_sdk_model_options(tiny: dict[str, Path]) -> None:

@@ -54,7 +54,7 @@ _REGISTRY: dict[str, ModelEntry] = {
     ),
 }
 
-DEFAULT_MODEL = "identity"
+DEFAULT_MODEL = "mirage-lsd-v1"
 
 
 def available_models() -> list[ModelEntry]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -178,7 +179,7 @@ class BuiltinModel(StreamModel):
         self.bank = bank
         self.device = torch.device(device)
         self.size_multiple = self.cfg.size_multiple
-        self.flow = FlowEstimator()
+        self._local = threading.local()  # a flow estimator per thread: OpenCV's is not shared
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
         self._info = ModelInfo(
             name=name,
@@ -188,6 +189,13 @@ class BuiltinModel(StreamModel):
             max_steps=self.cfg.max_steps,
             looks=bank.names,
         )
+
+    def _flow(self) -> FlowEstimator:
+        """This thread's flow estimator: streams sharing the model may run on several threads."""
+        flow = getattr(self._local, "flow", None)
+        if flow is None:
+            flow = self._local.flow = FlowEstimator()
+        return flow
 
     @classmethod
     def from_file(cls, path: Path = DEFAULT_WEIGHTS, device: str = "cpu") -> BuiltinModel:
@@ -268,7 +276,7 @@ class BuiltinModel(StreamModel):
             history = torch.zeros_like(image_t)
             mask = torch.zeros_like(image_t[:, :1])
         else:
-            flow = flow_to_tensor(self.flow(gray, state.prev_gray)).to(self.device)
+            flow = flow_to_tensor(self._flow()(gray, state.prev_gray)).to(self.device)
             history, mask = warp(state.prev_output, flow)
         prompt = cond.embedding.to(self.device)[None]  # (1, prompt_dim)
         sigma = torch.full((1,), self.cfg.history_sigma, device=self.device)

@@ -9,7 +9,8 @@ averages the new frame into the slot whose keys are most similar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -86,13 +87,17 @@ class FeatureBank:
         return ring
 
 
-@dataclass
-class BankContext:
-    """What the processors read and write during one UNet call (set by the stream model)."""
+class BankContext(threading.local):
+    """What the processors read and write during one UNet call (set by the stream model).
 
-    bank: FeatureBank | None = None
-    record_index: int | None = None  # batch element whose K/V to keep, or None
-    recorded: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    Thread-local: streams that share one model (studio sessions) run their UNet calls
+    on their own threads, and each sees only its own bank.
+    """
+
+    def __init__(self) -> None:
+        self.bank: FeatureBank | None = None
+        self.record_index: int | None = None  # batch element whose K/V to keep, or None
+        self.recorded: dict[str, tuple[Tensor, Tensor]] = {}
 
 
 class BankAttnProcessor:
