@@ -5,8 +5,9 @@
 1. FLOPs of one 1-step frame (torch's FlopCounterMode: convolutions and matmuls).
 2. The machine's convolution throughput: a dense 3x3 convolution, 64 -> 64 channels,
    fp32, on the torch threads the engine uses; GFLOP/s = FLOPs / median time.
-3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json`, repeated;
-   medians over the repeats of FPS and latency percentiles.
+3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json`, with and
+   without `--compile` (alternating, so both see the same machine), repeated; medians
+   over the repeats of FPS and latency percentiles, and the compiled/eager FPS ratio.
 The model's share of the machine: FLOPs per frame / model-stage median time, over (2).
 Run it alone: anything else on the CPU changes every number.
 """
@@ -58,11 +59,13 @@ def conv_throughput(repeats: int = 20) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def bench(model: str, source: str, size: str, steps: int, frames: int) -> dict:
+def bench(model: str, source: str, size: str, steps: int, frames: int, compiled: bool) -> dict:
     cmd = [
         sys.executable, "-m", "mirage_lsd.cli.app", "bench", source, "--model", model,
         "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
     ]  # fmt: skip
+    if compiled:
+        cmd.append("--compile")
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
@@ -73,6 +76,25 @@ def _medians(runs: list[dict]):  # type: ignore[no-untyped-def]
     return med
 
 
+def _row(runs: list[dict], size: str, steps: int, variant: str, gflop: float, conv: float) -> dict:
+    med = _medians(runs)
+    model_ms = med(lambda r: r["stages_ms"]["model"])
+    return {
+        "size": size,
+        "steps": steps,
+        "variant": variant,
+        "fps": med(lambda r: r["fps"]),
+        "latency_p50_ms": med(lambda r: r["latency_ms"]["p50"]),
+        "latency_p95_ms": med(lambda r: r["latency_ms"]["p95"]),
+        "model_ms": model_ms,
+        "stages_ms": {k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]},
+        "dtype": runs[0]["dtype"],
+        "gflop_per_frame": round(gflop, 3),
+        "model_gflops": round(gflop / (model_ms / 1000), 1),
+        "share_of_conv_throughput": round(gflop / (model_ms / 1000) / conv, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input")
@@ -81,6 +103,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--variants", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
+    )
     args = parser.parse_args()
     threads = torch.get_num_threads()
     conv_gflops = conv_throughput()
@@ -89,28 +114,21 @@ def main() -> None:
         width, height = (int(v) for v in size.split("x"))
         for steps in args.steps:
             gflop = model_flops(args.model, height, width, steps) / 1e9
-            runs = [
-                bench(args.model, args.input, size, steps, args.frames) for _ in range(args.repeats)
-            ]
-            med = _medians(runs)
-            model_ms = med(lambda r: r["stages_ms"]["model"])
-            row = {
-                "size": size,
-                "steps": steps,
-                "fps": med(lambda r: r["fps"]),
-                "latency_p50_ms": med(lambda r: r["latency_ms"]["p50"]),
-                "latency_p95_ms": med(lambda r: r["latency_ms"]["p95"]),
-                "model_ms": model_ms,
-                "stages_ms": {
-                    k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]
-                },
-                "dtype": runs[0]["dtype"],
-                "gflop_per_frame": round(gflop, 3),
-                "model_gflops": round(gflop / (model_ms / 1000), 1),
-                "share_of_conv_throughput": round(gflop / (model_ms / 1000) / conv_gflops, 3),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+            for _ in range(args.repeats):  # alternate the variants
+                for variant in args.variants:
+                    compiled = variant == "compiled"
+                    result = bench(args.model, args.input, size, steps, args.frames, compiled)
+                    runs[variant].append(result)
+            fps = {}
+            for variant, vruns in runs.items():
+                row = _row(vruns, size, steps, variant, gflop, conv_gflops)
+                fps[variant] = row["fps"]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            if len(fps) == 2:
+                ratio = round(fps["compiled"] / fps["eager"], 2)
+                print(json.dumps({"size": size, "steps": steps, "compiled_over_eager": ratio}))
     summary = {
         "date": date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",

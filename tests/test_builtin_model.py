@@ -205,17 +205,24 @@ def test_flow_and_warp_follow_a_known_shift() -> None:
     assert err.mean() < 6.0 and mask[0, 0].numpy()[inner].min() == 1.0
 
 
-def test_fast_upsampler_matches_the_trained_one() -> None:
-    """The OpenCV run-time path and the differentiable training path agree to 1 level."""
+@pytest.mark.parametrize("low", [(12, 16), (45, 80)])  # one band, and several bands
+def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int]) -> None:
+    """The banded OpenCV run-time path and the differentiable training path agree.
+
+    OpenCV rounds the luma to whole levels, so single pixels may differ by a few levels
+    (the rounding times the gain); on average they agree to a small fraction of a level.
+    """
     rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    small = cv2.resize(frame, (16, 12), interpolation=cv2.INTER_AREA)
-    x0, gain = torch.rand(1, 3, 12, 16) * 2 - 1, torch.randn(1, 3, 12, 16) * 0.5 + 1
+    h, w = low
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (4 * h, 4 * w, 3), dtype=np.uint8), (0, 0), 1)
+    small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+    x0, gain = torch.rand(1, 3, h, w) * 2 - 1, torch.randn(1, 3, h, w) * 0.5 + 1
     tensor = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
     reference = guided_upsample(x0, gain, tensor(frame), tensor(small))
     reference = ((reference[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()
     fast = upsample_to_frame(x0, gain, frame, small)
-    assert np.abs(fast.astype(np.float32) - reference).max() <= 1.0
+    diff = np.abs(fast.astype(np.float32) - reference)
+    assert diff.max() <= 1.0 + 1.5 * gain.abs().max().item() and diff.mean() < 0.5
 
 
 def cv2_blur(image: np.ndarray) -> np.ndarray:

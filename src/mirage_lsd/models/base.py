@@ -64,6 +64,12 @@ class StreamModel(ABC):
         noise ignore it.
         """
 
+    def wait_ready(self, timeout: float | None = None) -> None:  # noqa: B027 - optional hook
+        """Block until work the model does in the background (compiling) is done.
+
+        Benchmarks call it so that they measure the model as it will run; streams never do.
+        """
+
     @abstractmethod
     def step(
         self, image: np.ndarray, cond: Conditioning, state: State, steps: int

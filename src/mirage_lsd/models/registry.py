@@ -21,6 +21,7 @@ class LoadOptions:
     device: str = "cpu"
     dtype: str = "float32"
     max_steps: int = 1
+    compile: bool = False  # torch.compile the network in the background (built-in model)
     diffusers: DiffusersOptions | None = None  # only read by the diffusers backend
 
 
@@ -40,7 +41,7 @@ def _load_identity(opts: LoadOptions) -> StreamModel:
 def _load_builtin(opts: LoadOptions) -> StreamModel:
     from mirage_lsd.models.builtin.model import BuiltinModel
 
-    return BuiltinModel.from_file(device=opts.device)
+    return BuiltinModel.from_file(device=opts.device, compile=opts.compile)
 
 
 _REGISTRY: dict[str, ModelEntry] = {

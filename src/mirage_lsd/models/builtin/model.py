@@ -29,9 +29,10 @@ from mirage_lsd.device import cpu_has_amx
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel
 from mirage_lsd.models.builtin.cache import KVCache, StreamState
+from mirage_lsd.models.builtin.compiled import BackgroundCompiler
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
-from mirage_lsd.models.builtin.network import LUMA, LSDNet, NetOutput
+from mirage_lsd.models.builtin.network import LSDNet, NetOutput
 from mirage_lsd.models.builtin.prompt_embedding import (
     LookBank,
     PromptMatch,
@@ -63,25 +64,47 @@ class PromptCond:
 
 def to_tensor(image: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None]
+    return tensor.float().div_(127.5).sub_(1.0).contiguous()
+
+
+UPSAMPLE_BAND = 16  # low-res rows per band: a band's working set stays in the CPU cache
+
+
+def _band_up(x: np.ndarray, rows: slice, top: int, count: int, width: int, s: int) -> np.ndarray:
+    """Bilinear x`s` upsampling of `x[rows]`, keeping `count` output rows from `top`."""
+    size = (width, (rows.stop - rows.start) * s)
+    return cv2.resize(x[rows], size, interpolation=cv2.INTER_LINEAR)[top : top + count]
 
 
 def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray) -> np.ndarray:
     """`network.guided_upsample` for one frame, in uint8 pixels with OpenCV: the run-time path.
 
-    Same math (bilinear, half-pixel centers, BT.601 luma), about 4x faster on the CPU than
-    the tensor version at 720p, and it never makes a full-resolution float copy of the input
-    in [-1, 1]. x0, gain: (1, 3, h, w); frame: (H, W, 3) uint8; small: (h, w, 3) uint8.
+    Same math (bilinear, half-pixel centers, BT.601 luma), with the luma rounded to whole
+    levels by OpenCV (outputs within a few levels of the tensor version). At 720p it is
+    bound by memory traffic, so it runs in horizontal bands whose full-resolution planes
+    fit in the cache: each band is resized from its low-res rows plus one row of margin
+    (bilinear needs one neighbour), which gives exactly the rows a whole-frame resize would.
+    x0, gain: (1, 3, h, w); frame: (H, W, 3) uint8; small: (h, w, 3) uint8; H = s * h.
     """
     height, width = frame.shape[:2]
-    up = lambda x: cv2.resize(x, (width, height), interpolation=cv2.INTER_LINEAR)  # noqa: E731
-    planes = lambda x: np.ascontiguousarray(x[0].float().permute(1, 2, 0).numpy())  # noqa: E731
-    luma = np.array([LUMA], np.float32)  # (1, 3)
-    base = up(planes((x0 + 1.0) * 127.5))  # (H, W, 3) the low-res result, in pixels
-    detail = torch.from_numpy(cv2.transform(frame.astype(np.float32), luma))  # (H, W) luma
-    detail -= torch.from_numpy(up(small.astype(np.float32) @ luma[0]))  # minus its low-res part
-    out = torch.from_numpy(up(planes(gain))).mul_(detail.unsqueeze(-1)).add_(torch.from_numpy(base))
-    return out.add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+    h = small.shape[0]
+    s = height // h
+    base = ((x0[0].float() + 1.0) * 127.5).permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
+    gains = gain[0].float().permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
+    small_luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)  # (h, w)
+    luma = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # (H, W) uint8
+    out = np.empty_like(frame)
+    for r0 in range(0, h, UPSAMPLE_BAND):
+        r1 = min(r0 + UPSAMPLE_BAND, h)
+        a, b = max(r0 - 1, 0), min(r1 + 1, h)  # low-res rows read, with margin
+        band = slice(a, b), (r0 - a) * s, (r1 - r0) * s, width, s
+        rows = slice(r0 * s, r1 * s)
+        detail = cv2.subtract(luma[rows], _band_up(small_luma, *band), dtype=cv2.CV_32F)
+        scaled = cv2.multiply(_band_up(gains, *band), cv2.merge([detail, detail, detail]))
+        # rounds to the nearest level and saturates to 0..255
+        cv2.add(scaled, _band_up(base, *band), dst=out[rows], dtype=cv2.CV_8U)
+    return out
 
 
 # ---------------------------------------------------------------- weight files
@@ -173,7 +196,14 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
 class BuiltinModel(StreamModel):
     """The small causal live-stream diffusion model that ships with mirage-lsd."""
 
-    def __init__(self, net: LSDNet, bank: LookBank, device: str = "cpu", name: str = NAME) -> None:
+    def __init__(
+        self,
+        net: LSDNet,
+        bank: LookBank,
+        device: str = "cpu",
+        name: str = NAME,
+        compile: bool = False,
+    ) -> None:
         self.cfg = net.cfg
         self.net = net.to(device).eval().requires_grad_(False)
         self.bank = bank
@@ -189,6 +219,7 @@ class BuiltinModel(StreamModel):
             max_steps=self.cfg.max_steps,
             looks=bank.names,
         )
+        self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
 
     def _flow(self) -> FlowEstimator:
         """This thread's flow estimator: streams sharing the model may run on several threads."""
@@ -197,10 +228,20 @@ class BuiltinModel(StreamModel):
             flow = self._local.flow = FlowEstimator()
         return flow
 
+    def _autocast(self) -> torch.autocast:
+        """bf16 on CPUs with AMX, fp32 elsewhere (a no-op context)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
     @classmethod
-    def from_file(cls, path: Path = DEFAULT_WEIGHTS, device: str = "cpu") -> BuiltinModel:
+    def from_file(
+        cls, path: Path = DEFAULT_WEIGHTS, device: str = "cpu", compile: bool = False
+    ) -> BuiltinModel:
         net, bank = load_weights(path)
-        return cls(net, bank, device, NAME if path == DEFAULT_WEIGHTS else str(path))
+        return cls(net, bank, device, NAME if path == DEFAULT_WEIGHTS else str(path), compile)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        if self._compiler is not None:
+            self._compiler.wait(timeout)
 
     @property
     def info(self) -> ModelInfo:
@@ -255,6 +296,8 @@ class BuiltinModel(StreamModel):
         ds = self.cfg.image_downscale
         generator = torch.Generator().manual_seed(NOISE_SEED if seed is None else seed)
         noise = torch.randn(1, 3, height // ds, width // ds, generator=generator)
+        if self._compiler is not None:
+            self._compiler.request((height // ds, width // ds))
         return StreamState(height, width, KVCache(self.cfg.cache_frames), noise.to(self.device))
 
     def step(
@@ -266,6 +309,13 @@ class BuiltinModel(StreamModel):
             raise ValueError(f"expected a ({height}, {width}, 3) uint8 frame, got {image.shape}")
         if not 1 <= steps <= self.cfg.max_steps:
             raise UserError(f"{NAME} runs 1 to {self.cfg.max_steps} steps, not {steps}")
+        with torch.inference_mode(), self._autocast():  # one tensor kind: compiled nets rely on it
+            return self._step(image, cond, state, steps)
+
+    def _step(
+        self, image: np.ndarray, cond: PromptCond, state: StreamState, steps: int
+    ) -> tuple[np.ndarray, StreamState]:
+        height, width = state.height, state.width
         ds, gds = self.cfg.image_downscale, self.cfg.grid_downscale
         # 2. the input at full and low resolution, and a small gray copy for flow
         small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
@@ -278,17 +328,17 @@ class BuiltinModel(StreamModel):
         else:
             flow = flow_to_tensor(self._flow()(gray, state.prev_gray)).to(self.device)
             history, mask = warp(state.prev_output, flow)
-        prompt = cond.embedding.to(self.device)[None]  # (1, prompt_dim)
+        prompt = cond.embedding.to(self.device, copy=True)[None]  # (1, prompt_dim)
         sigma = torch.full((1,), self.cfg.history_sigma, device=self.device)
+        compiled = self._compiler and self._compiler.get((height // ds, width // ds), state.cache)
+        net = self.net if compiled is None else compiled
 
         def denoiser(x: Tensor, t: Tensor, d: Tensor) -> Denoised:
-            out = self.net(x, image_t, history, mask, prompt, t, d, sigma, state.cache)
+            out = net(x, image_t, history, mask, prompt, t, d, sigma, state.cache)
             return Denoised(out.x0, out)
 
         # 4. denoise at low resolution, upsample guided by the full-resolution input
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
-        with torch.inference_mode(), autocast:
-            result: NetOutput = sample(denoiser, state.noise, steps).extra
+        result: NetOutput = sample(denoiser, state.noise.clone(), steps).extra
         output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
         # 5. the next state
         new_state = replace(

@@ -1,0 +1,75 @@
+"""The built-in model with `compile=True`: torch.compile on a background thread.
+
+The stream runs eagerly until the compiled network is ready, then switches; outputs
+must not change (beyond float rounding), and a compiler failure must leave the stream
+running eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mirage_lsd.models.builtin.model import BuiltinModel
+
+SIZE = (96, 128)  # (height, width) of the test frames
+
+
+def clip_frames(media: Path, count: int) -> list[np.ndarray]:
+    frames = []
+    with av.open(str(media / "walk.mkv")) as container:
+        for frame in container.decode(video=0):
+            image = frame.to_ndarray(format="rgb24")
+            frames.append(cv2.resize(image, SIZE[::-1], interpolation=cv2.INTER_AREA))
+            if len(frames) == count:
+                break
+    return frames
+
+
+def run(model: BuiltinModel, frames: list[np.ndarray], wait: bool) -> list[np.ndarray]:
+    cond = model.look_prompt("pencil_sketch")
+    state = model.init_state(*SIZE)
+    if wait:
+        model.wait_ready(timeout=600)
+    outputs = []
+    for image in frames:
+        out, state = model.step(image, cond, state, 1)
+        outputs.append(out)
+    return outputs
+
+
+def test_compiled_network_gives_the_eager_outputs(media: Path) -> None:
+    torch.set_num_threads(2)
+    frames = clip_frames(media, 6)
+    eager = run(BuiltinModel.from_file(), frames, wait=False)
+    model = BuiltinModel.from_file(compile=True)
+    compiled = run(model, frames, wait=True)
+    # the compiled network was used once the KV cache was full (frame 3 on)
+    assert model._compiler is not None
+    ds = model.cfg.image_downscale
+    low = (SIZE[0] // ds, SIZE[1] // ds)
+    assert model._compiler._ready.keys() == {low}
+    for a, b in zip(eager, compiled, strict=True):
+        assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2
+
+
+def test_compiler_failure_keeps_the_stream_running(
+    media: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_compile(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    frames = clip_frames(media, 4)
+    model = BuiltinModel.from_file(compile=True)
+    with caplog.at_level(logging.WARNING):
+        outputs = run(model, frames, wait=True)
+    assert "torch.compile failed, running uncompiled: no C++ compiler found" in caplog.text
+    eager = run(BuiltinModel.from_file(), frames, wait=False)
+    assert all(np.array_equal(a, b) for a, b in zip(eager, outputs, strict=True))
