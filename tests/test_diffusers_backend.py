@@ -23,7 +23,11 @@ from mirage_lsd.models.diffusers_backend import (  # noqa: E402
     load_diffusers_model,
     looks_like_diffusers_spec,
 )
-from mirage_lsd.models.diffusers_backend.attention import FeatureBank  # noqa: E402
+from mirage_lsd.models.diffusers_backend.attention import (  # noqa: E402
+    BankAttnProcessor,
+    BankContext,
+    FeatureBank,
+)
 from mirage_lsd.models.diffusers_backend.sampler import (  # noqa: E402
     Schedule,
     add_noise,
@@ -166,6 +170,7 @@ def test_options_validate() -> None:
         {"t_index_list": "40,10"},
         {"bank_merge": "lru"},
         {"latent_feedback": 1.0},
+        {"kv_downsample": 3},
         {"no_such_option": 1},
     ):
         with pytest.raises(UserError):
@@ -279,6 +284,39 @@ def test_feature_bank_changes_output(tiny: dict[str, Path]) -> None:
     assert diff(base[0], banked[0]) == 0  # nothing in the bank at the first frame
     assert diff(base[-1], banked[-1]) > 0
     assert state.bank.count == 2
+
+
+# -- token downsampling (ToDo) ------------------------------------------------------
+def test_pooled_kv_is_exact_on_block_constant_features() -> None:
+    """Keys/values pooled 2x2 give the same attention when every 2x2 block is constant.
+
+    Attention over four copies of each key weighs each copy 1/4 as much: the same result.
+    On features that vary inside blocks, the pooled result differs.
+    """
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    ctx = BankContext()
+    ctx.latent_size = (8, 12)
+    exact, pooled = BankAttnProcessor("a", ctx, 1), BankAttnProcessor("a", ctx, 2)
+    blocks = torch.randn(1, 16, 4, 6).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    smooth = blocks.flatten(2).transpose(1, 2)  # (1, 96, 16), constant on 2x2 blocks
+    rough = torch.randn(1, 96, 16)
+    with torch.no_grad():
+        assert torch.allclose(exact(attn, smooth), pooled(attn, smooth), atol=1e-5)
+        assert not torch.allclose(exact(attn, rough), pooled(attn, rough), atol=1e-3)
+        ctx.latent_size = (16, 24)  # a layer below the latent's full resolution: untouched
+        assert torch.equal(exact(attn, rough), pooled(attn, rough))
+
+
+def test_kv_downsample_runs_and_shrinks_the_feature_bank(tiny: dict[str, Path]) -> None:
+    images = frames(3)
+    full, full_state = run(load(tiny, bank_size=2), images)
+    pooled, pooled_state = run(load(tiny, bank_size=2, kv_downsample=2), images)
+    assert pooled[-1].shape == full[-1].shape and diff(full[-1], pooled[-1]) > 0
+    # the layers at full latent resolution keep a quarter of the keys/values
+    assert pooled_state.bank.nbytes < full_state.bank.nbytes
 
 
 def _bank_bounded(tiny: dict[str, Path], n: int, merge: str) -> None:

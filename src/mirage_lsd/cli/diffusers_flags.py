@@ -45,6 +45,9 @@ _flag("latent_feedback", float, 0.0, "--latent-feedback", "Share of the last out
 _flag("bank_size", int, 0, "--bank-size", "Past frames whose attention K/V are reused.")
 _flag("bank_merge", str, "fifo", "--bank-merge", "fifo or merge.")
 _flag("flow_blend", float, 0.0, "--flow-blend", "Share of the flow-warped last output.")
+_flag(
+    "kv_downsample", int, 1, "--kv-downsample", "Pool self-attention K/V by 2 or 4 (faster, ToDo)."
+)
 
 
 def with_diffusers_flags(command: Callable[..., Any]) -> Callable[..., Any]:

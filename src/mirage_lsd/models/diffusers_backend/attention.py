@@ -1,10 +1,16 @@
-"""Extended self-attention over a bounded bank of past frames' K/V (StreamV2V).
+"""Our self-attention: a bounded bank of past frames' K/V (StreamV2V), pooled K/V (ToDo).
 
-Every self-attention layer of the UNet attends to its own tokens and to the keys and
-values that layer produced for up to `size` past frames. The bank is a fixed ring of
-slots per layer, allocated once at the first frame: its memory never grows, however
-long the stream runs. When it is full, "fifo" overwrites the oldest slot and "merge"
-averages the new frame into the slot whose keys are most similar.
+Feature bank: every self-attention layer of the UNet attends to its own tokens and to
+the keys and values that layer produced for up to `size` past frames. The bank is a
+fixed ring of slots per layer, allocated once at the first frame: its memory never
+grows, however long the stream runs. When it is full, "fifo" overwrites the oldest slot
+and "merge" averages the new frame into the slot whose keys are most similar.
+
+Token downsampling (ToDo, Smith et al. 2024): in the layers at the latent's full
+resolution, where attention costs the most (it grows with tokens squared), keys and
+values come from the hidden states average-pooled by `kv_downsample` in each direction:
+queries stay at full resolution, attention costs 1/f^2 as much. Pooling before the
+K/V projections equals pooling the keys and values (the projections are linear).
 """
 
 from __future__ import annotations
@@ -98,14 +104,26 @@ class BankContext(threading.local):
         self.bank: FeatureBank | None = None
         self.record_index: int | None = None  # batch element whose K/V to keep, or None
         self.recorded: dict[str, tuple[Tensor, Tensor]] = {}
+        self.latent_size: tuple[int, int] | None = None  # (h, w) of the UNet's input latent
 
 
 class BankAttnProcessor:
     """Self-attention (attn1) that also attends to the bank's keys and values."""
 
-    def __init__(self, name: str, context: BankContext) -> None:
+    def __init__(self, name: str, context: BankContext, kv_downsample: int = 1) -> None:
         self.name = name
         self.context = context
+        self.kv_downsample = kv_downsample
+
+    def _kv_states(self, hidden_states: Tensor) -> Tensor:
+        """The hidden states keys and values are made from: pooled at full resolution."""
+        size = self.context.latent_size
+        batch, tokens, channels = hidden_states.shape
+        if self.kv_downsample == 1 or size is None or tokens != size[0] * size[1]:
+            return hidden_states  # off, or a lower-resolution layer
+        grid = hidden_states.transpose(1, 2).reshape(batch, channels, *size)
+        pooled = F.avg_pool2d(grid, self.kv_downsample, ceil_mode=True)
+        return pooled.flatten(2).transpose(1, 2)  # (B, T / f^2, C)
 
     def __call__(
         self,
@@ -120,8 +138,9 @@ class BankAttnProcessor:
         residual = hidden_states
         batch, _, _ = hidden_states.shape
         query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
+        kv_states = self._kv_states(hidden_states)
+        key = attn.to_k(kv_states)
+        value = attn.to_v(kv_states)
         ctx = self.context
         # 2. keep this frame's K/V for the bank (committed after the UNet call)
         if ctx.record_index is not None:
@@ -149,15 +168,15 @@ class BankAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def install_bank_processors(unet: Any, context: BankContext) -> int:
-    """Route every self-attention (attn1) of `unet` through the bank; returns how many."""
+def install_bank_processors(unet: Any, context: BankContext, kv_downsample: int = 1) -> int:
+    """Route every self-attention (attn1) of `unet` through ours; returns how many."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     procs: dict[str, object] = {}
     n = 0
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
-            procs[name] = BankAttnProcessor(name.removesuffix(".processor"), context)
+            procs[name] = BankAttnProcessor(name.removesuffix(".processor"), context, kv_downsample)
             n += 1
         else:
             procs[name] = AttnProcessor2_0()

@@ -18,6 +18,7 @@ BankMerge = Literal["fifo", "merge"]
 GUIDANCE: tuple[str, ...] = ("none", "full", "self", "initialize")
 BATCH_MODES: tuple[str, ...] = ("latency_first", "stream_batch")
 BANK_MERGES: tuple[str, ...] = ("fifo", "merge")
+KV_DOWNSAMPLES = (1, 2, 4)
 #: Grid that `t_index_list` indexes into (as in StreamDiffusion / LCM: 50 steps).
 INDEX_GRID = 50
 
@@ -71,6 +72,7 @@ class DiffusersOptions:
     bank_size: int = 0  # --bank-size: past frames whose self-attention K/V are reused (0 off)
     bank_merge: BankMerge = "fifo"  # --bank-merge fifo|merge
     flow_blend: float = 0.0  # --flow-blend: share of the flow-warped previous output
+    kv_downsample: int = 1  # --kv-downsample 1|2|4: pool self-attention K/V (ToDo); 1 exact
 
     def __post_init__(self) -> None:
         # 1. enumerations
@@ -102,6 +104,8 @@ class DiffusersOptions:
             raise UserError(f"--similar-max-skip must be 0 or more, got {self.similarity_max_skip}")
         if not 0 <= self.bank_size <= 64:
             raise UserError(f"--bank-size must be from 0 to 64 frames, got {self.bank_size}")
+        if self.kv_downsample not in KV_DOWNSAMPLES:
+            raise UserError(f"--kv-downsample must be 1, 2 or 4, got {self.kv_downsample}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed must be a whole number >= 0, got {self.seed!r}")
         if "\x00" in self.negative_prompt:

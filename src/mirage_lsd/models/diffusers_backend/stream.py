@@ -120,8 +120,8 @@ class DiffusersStreamModel(StreamModel):
             else guidance_embedding(LCM_EMBEDDED_GUIDANCE, cond_dim).to(self.device, dtype)
         )
         self._bank_ctx = BankContext()
-        if options.bank_size > 0:
-            install_bank_processors(self.unet, self._bank_ctx)
+        if options.bank_size > 0 or options.kv_downsample > 1:
+            install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
         self._uncond: PromptEmbeds | None = None  # negative prompt, encoded once
         self._no_prompt: PromptEmbeds | None = None
         steps = len(options.t_index_list) if options.t_index_list else 50
@@ -326,6 +326,7 @@ class DiffusersStreamModel(StreamModel):
         # 2. UNet, recording the finished stage's self-attention K/V for the bank
         ctx = self._bank_ctx
         ctx.bank = state.bank
+        ctx.latent_size = (x.shape[-2], x.shape[-1])
         last = int(stages[-1]) == n - 1
         ctx.record_index = n_unc + batch - 1 if state.bank is not None and last else None
         try:
