@@ -423,3 +423,39 @@ def test_bf16_autocast_path_runs(tiny: dict[str, Path]) -> None:
     model.bf16 = True
     outs, _ = run(model, frames(3), steps=2)
     assert outs[-1].shape == (SIZE, SIZE, 3) and outs[-1].dtype == np.uint8
+
+
+# -- torch.compile ---------------------------------------------------------------
+def load_compiled(tiny: dict[str, Path], **kwargs: object) -> StreamModel:
+    kwargs.setdefault("vae", str(tiny["taesd"]))
+    options = DiffusersOptions.from_kwargs(**kwargs)
+    return load_diffusers_model(str(tiny["sd"]), LoadOptions(device="cpu", compile=True), options)
+
+
+@pytest.mark.slow  # compiles a UNet and a VAE: about a minute on 2 cores with a cold cache
+def test_compiled_unet_and_vae_give_the_eager_frames(tiny: dict[str, Path]) -> None:
+    images = frames(3)
+    eager, _ = run(load(tiny), images)
+    compiled, _ = run(load_compiled(tiny), images)
+    for a, b in zip(eager, compiled, strict=True):
+        assert diff(a, b) <= 2
+
+
+def test_compiler_failure_falls_back_to_eager(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from torch._dynamo.exc import TorchDynamoException
+
+    def broken_compile(module: torch.nn.Module, **kwargs: object) -> object:
+        def fail(*args: object, **kw: object) -> None:
+            raise TorchDynamoException("no C++ compiler found")
+
+        return type("Broken", (torch.nn.Module,), {"forward": fail})()
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    images = frames(2)
+    with caplog.at_level("WARNING"):
+        out, _ = run(load_compiled(tiny), images)
+    assert "torch.compile failed, running uncompiled: no C++ compiler found" in caplog.text
+    eager, _ = run(load(tiny), images)
+    assert all(diff(a, b) == 0 for a, b in zip(eager, out, strict=True))

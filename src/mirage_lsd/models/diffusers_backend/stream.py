@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch._dynamo.exc import TorchDynamoException  # what a failed torch.compile raises
 
 from mirage_lsd.device import cpu_has_amx
 from mirage_lsd.errors import UserError
@@ -89,7 +90,13 @@ class DiffusersStreamModel(StreamModel):
     size_multiple = LATENT_FACTOR
 
     def __init__(
-        self, parts: Components, vae: Any, options: DiffusersOptions, device: str, dtype: Any
+        self,
+        parts: Components,
+        vae: Any,
+        options: DiffusersOptions,
+        device: str,
+        dtype: Any,
+        compile: bool = False,
     ) -> None:
         from diffusers import AutoencoderTiny, LCMScheduler
 
@@ -122,6 +129,9 @@ class DiffusersStreamModel(StreamModel):
         self._bank_ctx = BankContext()
         if options.bank_size > 0 or options.kv_downsample > 1:
             install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
+        self._eager: tuple[Any, Any, Any] | None = None  # the modules before torch.compile
+        if compile:
+            self._compile()
         self._uncond: PromptEmbeds | None = None  # negative prompt, encoded once
         self._no_prompt: PromptEmbeds | None = None
         steps = len(options.t_index_list) if options.t_index_list else 50
@@ -136,6 +146,27 @@ class DiffusersStreamModel(StreamModel):
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    # -- torch.compile -----------------------------------------------------------
+    def _compile(self) -> None:
+        """torch.compile the UNet and the VAE's encoder and decoder, for fixed shapes.
+
+        Compiling is lazy: the first frame of each new shape (size, UNet batch) compiles,
+        about a minute on 2 CPU cores the first time, seconds once Inductor's on-disk
+        cache has it. On CUDA, "reduce-overhead" also captures CUDA graphs.
+        """
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._eager = (self.unet, self.vae.encoder, self.vae.decoder)
+        self.unet = torch.compile(self.unet, dynamic=False, mode=mode)
+        self.vae.encoder = torch.compile(self.vae.encoder, dynamic=False, mode=mode)
+        self.vae.decoder = torch.compile(self.vae.decoder, dynamic=False, mode=mode)
+
+    def _uncompile(self, exc: Exception) -> None:
+        """Back to the eager modules after a compiler failure (no C++ compiler, ...)."""
+        assert self._eager is not None
+        log.warning("torch.compile failed, running uncompiled: %s", str(exc).splitlines()[0])
+        self.unet, self.vae.encoder, self.vae.decoder = self._eager
+        self._eager = None
 
     # -- prompts -----------------------------------------------------------------
     @torch.inference_mode()
@@ -235,21 +266,33 @@ class DiffusersStreamModel(StreamModel):
             x = self._to_tensor(image)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
         with autocast:
-            # 4. encode, latent feedback
-            z = self._encode(x)  # (1, 4, h, w)
-            f = self.options.latent_feedback
-            if f > 0 and state.prev_latent is not None:
-                z = torch.lerp(z, state.prev_latent, f)
-            # 5. denoise
-            if self.options.batch_mode == "stream_batch":
-                latent = self._denoise_stream_batch(z, cond, state, schedule)
-            else:
-                latent = self._denoise_sequential(z, cond, state, schedule)
-            # 6. decode
-            out = self._decode(latent)
+            try:
+                latent, out = self._transform(x, cond, state, schedule)
+            except TorchDynamoException as exc:  # compiling failed: once, then eager
+                if self._eager is None:
+                    raise
+                self._uncompile(exc)
+                latent, out = self._transform(x, cond, state, schedule)
         state.prev_latent = latent
         state.prev_output = out
         return out, state
+
+    def _transform(
+        self, x: Tensor, cond: PromptEmbeds, state: StreamState, schedule: Schedule
+    ) -> tuple[Tensor, np.ndarray]:
+        """Encode, denoise, decode one frame: (its latent, the output image)."""
+        # 4. encode, latent feedback
+        z = self._encode(x)  # (1, 4, h, w)
+        f = self.options.latent_feedback
+        if f > 0 and state.prev_latent is not None:
+            z = torch.lerp(z, state.prev_latent, f)
+        # 5. denoise
+        if self.options.batch_mode == "stream_batch":
+            latent = self._denoise_stream_batch(z, cond, state, schedule)
+        else:
+            latent = self._denoise_sequential(z, cond, state, schedule)
+        # 6. decode
+        return latent, self._decode(latent)
 
     def _skip(self, x: Tensor, state: StreamState) -> bool:
         """Skip an input nearly equal to the last processed one, at most max_skip in a row."""
