@@ -3,7 +3,8 @@
 The tiny pipeline (tests/diffusers_tiny.py: random weights, 32/64-channel UNet, tiny
 TAESD) costs little, so the difference between the two timings is what the backend
 and the engine add per frame: numpy <-> tensor, similarity check, scheduling, prompt
-schedule, fit/pad/crop. Run it only on an idle machine (check `top -bn1`).
+schedule, fit/pad/crop. The two are timed frame by frame in turn (the order flipped
+every frame), so a noisy machine slows both alike. Run it on an idle machine.
 
     python benchmarks/diffusers_cpu.py --sizes 256 512 --frames 50 --threads 2
 """
@@ -17,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -35,15 +37,18 @@ from mirage_lsd.models.diffusers_backend import (
 from mirage_lsd.models.registry import LoadOptions
 
 
-def _median_ms(fn, frames: int, warmup: int = 3) -> float:  # type: ignore[no-untyped-def]
+def interleaved_ms(fns: dict[str, Callable[[], object]], frames: int, warmup: int = 3) -> dict:
+    """Median ms per call of each function, calls interleaved (order flipped every round)."""
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(frames):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return round(statistics.median(times), 2)
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(frames):
+        for name in list(fns) if i % 2 == 0 else list(fns)[::-1]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append((time.perf_counter() - t0) * 1000.0)
+    return {name: round(statistics.median(ts), 2) for name, ts in times.items()}
 
 
 def bench_size(folder: Path, taesd: Path, size: int, frames: int, steps: int) -> dict[str, float]:
@@ -53,7 +58,6 @@ def bench_size(folder: Path, taesd: Path, size: int, frames: int, steps: int) ->
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     # 1. through the engine: fit, pad, prompt schedule, model.step, crop
     engine = StreamEngine(model=model, prompt="a watercolor", device="cpu", max_steps=steps)
-    engine_ms = _median_ms(lambda: engine.process(image), frames)
     # 2. bare calls: the same encode, `steps` UNet calls and decode on prepared tensors
     m = model
     cond = m.encode_prompt("a watercolor").embeds
@@ -67,11 +71,12 @@ def bench_size(folder: Path, taesd: Path, size: int, frames: int, steps: int) ->
             z = m.unet(z, t, encoder_hidden_states=cond, return_dict=False)[0]
         m.vae.decode(z)
 
-    bare_ms = _median_ms(bare, frames)
+    ms = interleaved_ms({"engine": lambda: engine.process(image), "bare": bare}, frames)
     return {
-        "engine_ms": engine_ms,
-        "bare_ms": bare_ms,
-        "overhead_ms": round(engine_ms - bare_ms, 2),
+        "engine_ms": ms["engine"],
+        "bare_ms": ms["bare"],
+        "overhead_ms": round(ms["engine"] - ms["bare"], 2),
+        "overhead_pct": round(100.0 * (ms["engine"] / ms["bare"] - 1.0), 1),
     }
 
 
@@ -80,7 +85,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--steps", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {}

@@ -10,10 +10,15 @@ numpy in, uint8 RGB numpy out (ours: `StreamEngine.process`; StreamDiffusion: PI
 repeat, so drift on a noisy machine hits both sides. StreamDiffusion pins diffusers 0.24,
 so it runs in its own venv through benchmarks/streamdiffusion_side.py. Run on an idle
 machine (check `top -bn1`); the ratio is StreamDiffusion ms / our ms (above 1: we are faster).
+Our side can run in several configurations in the same alternation, each
+`--ours NAME=OPTIONS` with StreamEngine model options and `compile` (for example
+`--ours exact= --ours fast=kv_downsample=2,compile=1`): StreamDiffusion's own options
+that apply on a CPU (none of its accelerations do) are already at their fastest here.
 
     python3 -m venv /tmp/sdvenv
     /tmp/sdvenv/bin/pip install torch==2.13.0 streamdiffusion==0.1.1 "huggingface_hub<0.26"
-    python benchmarks/streamdiffusion_compare.py --sizes 256 512 --frames 50 --repeats 3 --threads 2
+    python benchmarks/streamdiffusion_compare.py --sizes 256 512 --frames 50 --repeats 3 \
+        --threads 2 --ours exact= --ours fast=kv_downsample=2,compile=1
 """
 
 from __future__ import annotations
@@ -67,12 +72,28 @@ def decode_frames(path: Path, size: int, count: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'fast=kv_downsample=2,compile=1' -> ('fast', {'kv_downsample': 2, 'compile': True})."""
+    name, _, rest = text.partition("=")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        options[key] = value == "1" if key == "compile" else json.loads(value)
+    return name, options
+
+
 def run_ours(
-    model: Path, taesd: Path, frames: np.ndarray, t_index: tuple[int, ...], args: argparse.Namespace
+    model: Path,
+    taesd: Path,
+    frames: np.ndarray,
+    t_index: tuple[int, ...],
+    variant: dict[str, Any],
+    args: argparse.Namespace,
 ) -> dict[str, float]:
-    """One run of our engine: load, warm up, time `args.frames` frames."""
+    """One run of our engine: load, warm up (compiling, if asked), time `args.frames` frames."""
     size = frames.shape[1]
     options = {"vae": str(taesd), "t_index_list": t_index}
+    options |= {k: v for k, v in variant.items() if k != "compile"}
     with StreamEngine(
         str(model),
         device="cpu",
@@ -80,6 +101,7 @@ def run_ours(
         resolution=(size, size),
         prompt=PROMPT,
         model_options=options,
+        compile=variant.get("compile", False),
     ) as engine:
         for i in range(args.warmup):
             engine.process(frames[i % len(frames)])
@@ -140,7 +162,9 @@ def main() -> None:
     parser.add_argument("--input", type=Path, default=ROOT.parent / "shared/media/walk.mkv")
     parser.add_argument("--python", default="/tmp/sdvenv/bin/python", help="StreamDiffusion's")
     parser.add_argument("--theirs-dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--ours", action="append", help="NAME=OPTIONS, repeatable")
     args = parser.parse_args()
+    variants = dict(parse_variant(v) for v in args.ours or ["exact="])
     torch.set_num_threads(args.threads)
     t_index = tuple(int(i) for i in args.t_index.split(","))
     results: dict[str, dict[str, Any]] = {}
@@ -152,30 +176,35 @@ def main() -> None:
             frames = decode_frames(args.input, size, args.warmup + args.frames)
             npy = Path(tmp) / f"frames_{size}.npy"
             np.save(npy, frames)
-            ours: list[dict[str, float]] = []
+            ours: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
             theirs: list[dict[str, Any]] = []
+            sides = [*variants, "streamdiffusion"]
             for r in range(args.repeats):
-                order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
-                for side in order:
-                    if side == "ours":
-                        ours.append(run_ours(model, taesd, frames, t_index, args))
-                    else:
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    if side == "streamdiffusion":
                         theirs.append(run_theirs(model, taesd, npy, size, t_index, args))
+                    else:
+                        run = run_ours(model, taesd, frames, t_index, variants[side], args)
+                        ours[side].append(run)
             theirs_versions = theirs[-1]["versions"]
-            ours_ms, theirs_ms = med(ours, "median_ms"), med(theirs, "median_ms")
+            theirs_ms = med(theirs, "median_ms")
             results[f"{size}x{size}"] = {
-                "ours_ms": ours_ms,
                 "streamdiffusion_ms": theirs_ms,
-                "ratio": round(theirs_ms / ours_ms, 3),
-                "ours_p95_ms": med(ours, "p95_ms"),
                 "streamdiffusion_p95_ms": med(theirs, "p95_ms"),
-                "ours_fps": med(ours, "fps"),
                 "streamdiffusion_fps": med(theirs, "fps"),
-                "runs_ms": {
-                    "ours": [run["median_ms"] for run in ours],
-                    "streamdiffusion": [run["median_ms"] for run in theirs],
-                },
+                "streamdiffusion_runs_ms": [run["median_ms"] for run in theirs],
                 "streamdiffusion_timesteps": theirs[-1]["timesteps"],
+                "ours": {
+                    name: {
+                        "options": variants[name],
+                        "ms": med(runs, "median_ms"),
+                        "p95_ms": med(runs, "p95_ms"),
+                        "fps": med(runs, "fps"),
+                        "ratio": round(theirs_ms / med(runs, "median_ms"), 3),
+                        "runs_ms": [run["median_ms"] for run in runs],
+                    }
+                    for name, runs in ours.items()
+                },
             }
     print(
         json.dumps(

@@ -40,6 +40,9 @@ def serve(
     max_steps: Annotated[
         int, typer.Option("--max-steps", help="Most denoising steps a session may ask for.")
     ] = 4,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (built-in: in background).")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """Serve the studio: browser page, REST API (/docs), WebRTC, WHIP and WHEP."""
@@ -62,6 +65,7 @@ def serve(
             device=device,
             max_sessions=max_sessions,
             max_steps=max_steps,
+            compile=compile,
             token=token,
         ).resolved()
         app = create_app(settings)

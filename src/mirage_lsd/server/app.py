@@ -46,7 +46,10 @@ def create_app(settings: ServerSettings, model: StreamModel | None = None) -> Fa
     if model is None:
         device = resolve_device(settings.device)
         opts = LoadOptions(
-            device=device, dtype=resolve_dtype(device, False), max_steps=settings.max_steps
+            device=device,
+            dtype=resolve_dtype(device, False),
+            max_steps=settings.max_steps,
+            compile=settings.compile,
         )
         model = load_model(settings.model, opts)
     manager = SessionManager(settings, model)

@@ -39,6 +39,7 @@ class ServerSettings:
     device: str = "auto"
     max_sessions: int = 4
     max_steps: int = 4
+    compile: bool = False  # torch.compile the model (built-in: in the background)
     token: str | None = None
     max_prompt_chars: int = 500
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
