@@ -459,3 +459,16 @@ def test_compiler_failure_falls_back_to_eager(
     assert "torch.compile failed, running uncompiled: no C++ compiler found" in caplog.text
     eager, _ = run(load(tiny), images)
     assert all(diff(a, b) == 0 for a, b in zip(eager, out, strict=True))
+
+
+@pytest.mark.gpu  # `pytest -m gpu` on a machine with CUDA
+def test_cuda_fp16_compiled_stream_runs(tiny: dict[str, Path]) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    options = DiffusersOptions.from_kwargs(vae=str(tiny["taesd"]))
+    opts = LoadOptions(device="cuda", dtype="float16", compile=True)
+    model = load_diffusers_model(str(tiny["sd"]), opts, options)
+    outs, _ = run(model, frames(4))
+    eager, _ = run(load(tiny), frames(4))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outs)
+    assert np.mean([diff(a, b) for a, b in zip(outs, eager, strict=True)]) < 64  # fp16 vs fp32

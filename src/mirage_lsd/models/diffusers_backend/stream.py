@@ -106,6 +106,8 @@ class DiffusersStreamModel(StreamModel):
         self.family = parts.family
         # weights were loaded in `dtype`: only move them (the SDXL VAE overflows in fp16)
         self.unet = parts.unet.to(self.device).eval().requires_grad_(False)
+        if self.device.type == "cuda":  # cuDNN's fastest convolutions take NHWC
+            self.unet = self.unet.to(memory_format=torch.channels_last)
         self._tiny_vae = isinstance(vae, AutoencoderTiny)
         upcast = not self._tiny_vae and bool(getattr(vae.config, "force_upcast", False))
         self._vae_dtype = torch.float32 if upcast and dtype == torch.float16 else dtype
