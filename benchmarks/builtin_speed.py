@@ -5,9 +5,11 @@
 1. FLOPs of one 1-step frame (torch's FlopCounterMode: convolutions and matmuls).
 2. The machine's convolution throughput: a dense 3x3 convolution, 64 -> 64 channels,
    fp32, on the torch threads the engine uses; GFLOP/s = FLOPs / median time.
-3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json`, with and
-   without `--compile` (alternating, so both see the same machine), repeated; medians
-   over the repeats of FPS and latency percentiles, and the compiled/eager FPS ratio.
+3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json` for each
+   variant (alternating, so all see the same machine), repeated; medians over the
+   repeats of FPS and latency percentiles, and each variant's FPS over the first's.
+   Variants: `eager`, `compiled` (--compile), either with `:dsN` (--downscale N; without
+   it the model picks its downscale, e.g. 5 at 1280x720).
 The model's share of the machine: FLOPs per frame / model-stage median time, over (2).
 Run it alone: anything else on the CPU changes every number.
 """
@@ -31,9 +33,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from mirage_lsd.models.registry import LoadOptions, load_model
 
 
-def model_flops(model_name: str, height: int, width: int, steps: int) -> float:
+def model_flops(
+    model_name: str, height: int, width: int, steps: int, downscale: int | None
+) -> float:
     """FLOPs of one frame (after the first, so the history path is on)."""
-    model = load_model(model_name, LoadOptions())
+    model = load_model(model_name, LoadOptions(downscale=downscale))
     cond = model.encode_prompt("pencil sketch")
     state = model.init_state(height, width)
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -59,13 +63,24 @@ def conv_throughput(repeats: int = 20) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def bench(model: str, source: str, size: str, steps: int, frames: int, compiled: bool) -> dict:
+def parse_variant(variant: str) -> tuple[bool, int | None]:
+    """'eager' or 'compiled', optionally ':dsN' -> (compiled, downscale)."""
+    kind, _, ds = variant.partition(":ds")
+    if kind not in ("eager", "compiled") or (ds and not ds.isdigit()):
+        raise SystemExit(f"unknown variant {variant!r}: eager or compiled, optionally :dsN")
+    return kind == "compiled", int(ds) if ds else None
+
+
+def bench(model: str, source: str, size: str, steps: int, frames: int, variant: str) -> dict:
     cmd = [
         sys.executable, "-m", "mirage_lsd.cli.app", "bench", source, "--model", model,
         "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
     ]  # fmt: skip
+    compiled, downscale = parse_variant(variant)
     if compiled:
         cmd.append("--compile")
+    if downscale is not None:
+        cmd += ["--downscale", str(downscale)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
@@ -103,32 +118,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1])
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--variants", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
-    )
+    parser.add_argument("--variants", nargs="+", default=["eager", "compiled"])
     args = parser.parse_args()
+    for variant in args.variants:
+        parse_variant(variant)  # fail before measuring anything
     threads = torch.get_num_threads()
     conv_gflops = conv_throughput()
     rows = []
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
         for steps in args.steps:
-            gflop = model_flops(args.model, height, width, steps) / 1e9
+            gflop = {
+                v: model_flops(args.model, height, width, steps, parse_variant(v)[1]) / 1e9
+                for v in args.variants
+            }
             runs: dict[str, list[dict]] = {v: [] for v in args.variants}
             for _ in range(args.repeats):  # alternate the variants
                 for variant in args.variants:
-                    compiled = variant == "compiled"
-                    result = bench(args.model, args.input, size, steps, args.frames, compiled)
+                    result = bench(args.model, args.input, size, steps, args.frames, variant)
                     runs[variant].append(result)
             fps = {}
             for variant, vruns in runs.items():
-                row = _row(vruns, size, steps, variant, gflop, conv_gflops)
+                row = _row(vruns, size, steps, variant, gflop[variant], conv_gflops)
                 fps[variant] = row["fps"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-            if len(fps) == 2:
-                ratio = round(fps["compiled"] / fps["eager"], 2)
-                print(json.dumps({"size": size, "steps": steps, "compiled_over_eager": ratio}))
+            first = args.variants[0]
+            ratios = {f"{v}_over_{first}": round(fps[v] / fps[first], 2) for v in args.variants[1:]}
+            print(json.dumps({"size": size, "steps": steps, **ratios}))
     summary = {
         "date": date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",

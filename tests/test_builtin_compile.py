@@ -52,7 +52,7 @@ def test_compiled_network_gives_the_eager_outputs(media: Path) -> None:
     compiled = run(model, frames, wait=True)
     # the compiled network was used once the KV cache was full (frame 3 on)
     assert model._compiler is not None
-    ds = model.cfg.image_downscale
+    ds = model.downscale_for(*SIZE)
     low = (SIZE[0] // ds, SIZE[1] // ds)
     assert model._compiler._ready.keys() == {low}
     for a, b in zip(eager, compiled, strict=True):

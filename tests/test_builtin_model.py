@@ -19,6 +19,7 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
 from mirage_lsd.models.builtin.model import (
+    WORK_PIXELS,
     BuiltinModel,
     WeightsError,
     catalog_bank,
@@ -164,6 +165,38 @@ def test_model_runs_1_to_4_steps(model: BuiltinModel, steps: int) -> None:
 def test_model_rejects_more_steps_than_it_was_trained_for(model: BuiltinModel) -> None:
     with pytest.raises(UserError, match="steps"):
         stream(model, frames(1, seed=6), model.cfg.max_steps + 1)
+
+
+# ---------------------------------------------------------------- work resolution
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "expected"),
+    [(64, 64, 4), (512, 512, 4), (480, 640, 4), (720, 1280, 5), (1088, 1920, 8)],
+)
+def test_automatic_downscale_keeps_the_denoised_image_small(
+    model: BuiltinModel, height: int, width: int, expected: int
+) -> None:
+    ds = model.downscale_for(height, width)
+    assert ds == expected
+    assert (height // ds) * (width // ds) <= WORK_PIXELS
+    assert height % (4 * ds) == 0 and width % (4 * ds) == 0  # patch 2, one 2x down level
+
+
+def test_a_chosen_downscale_sets_the_denoised_size(tiny_cfg: ModelConfig) -> None:
+    torch.manual_seed(0)
+    model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), downscale=2)
+    state = model.init_state(SIZE, SIZE)
+    assert state.noise.shape[-2:] == (SIZE // 2, SIZE // 2)
+    cond = model.look_prompt("thermal")
+    for image in frames(3, seed=8):  # the history and KV cache at this size too
+        out, state = model.step(image, cond, state, 1)
+        assert out.shape == (SIZE, SIZE, 3)
+    assert state.prev_output is not None and state.prev_output.shape[-2:] == (SIZE // 2, SIZE // 2)
+    with pytest.raises(UserError, match="multiples of 24"):
+        BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), downscale=6).init_state(SIZE, SIZE)
+    with pytest.raises(UserError, match="downscale"):
+        BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), downscale=0)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])

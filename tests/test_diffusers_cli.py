@@ -98,6 +98,15 @@ def test_diffusers_flags_on_a_registered_model_are_an_error(tmp_path: Path) -> N
     assert_one_line_error(result, "do not apply", "mirage-lsd-v1")
 
 
+def test_downscale_on_a_diffusers_model_is_an_error(tiny: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "never.mp4"
+    result = mirage(
+        "run", str(CLIP), "-o", str(out), "--model", str(tiny["sd"]), "--downscale", "5"
+    )
+    assert_one_line_error(result, "--downscale", "built-in model only")
+    assert not out.exists()
+
+
 def test_sdk_model_options(tiny: dict[str, Path]) -> None:
     images = first_frames(3)
 

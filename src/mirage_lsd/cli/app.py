@@ -49,6 +49,15 @@ CompileOpt = Annotated[
         help="torch.compile the built-in model in the background (~2x on CPU once ready).",
     ),
 ]
+DownscaleOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--downscale",
+        help="Built-in model: denoise at frame / N (default: 4, 5 at 720p; lower is finer).",
+        min=1,
+        max=16,
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 
 
@@ -136,6 +145,7 @@ def run(
     ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     compile: CompileOpt = False,
+    downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
 ) -> None:
@@ -162,6 +172,7 @@ def run(
             prompt=text,  # type: ignore[arg-type]
             model_options=model_options,
             compile=compile,
+            downscale=downscale,
         )
         if text is not None and engine.model.info.name == "identity":
             console.print("note: the identity model ignores the prompt (see `mirage-lsd models`)")
@@ -210,6 +221,7 @@ def bench(
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     compile: CompileOpt = False,
+    downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
 ) -> None:
@@ -229,6 +241,7 @@ def bench(
             resolution=resolution,
             model_options=model_options,
             compile=compile,
+            downscale=downscale,
         )
         if warmup:
             engine.start(
@@ -319,6 +332,7 @@ def eval_command(
     ] = False,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Score a model against the procedural look: style PSNR/SSIM, flicker, drift."""
@@ -329,7 +343,9 @@ def eval_command(
 
         resolution = parse_size(size) if size else None
         text = validate_prompt(prompt)
-        engine = StreamEngine(model, device=device, max_steps=steps, resolution=resolution)
+        engine = StreamEngine(
+            model, device=device, max_steps=steps, resolution=resolution, downscale=downscale
+        )
         result = evaluate(engine, input, text, frames, loop=loop).to_dict()
         if as_json:
             sys.stdout.write(json.dumps(result) + "\n")

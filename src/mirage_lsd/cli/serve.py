@@ -43,6 +43,10 @@ def serve(
     compile: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (built-in: in background).")
     ] = False,
+    downscale: Annotated[
+        int | None,
+        typer.Option("--downscale", help="Built-in model: denoise at frame / N.", min=1, max=16),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """Serve the studio: browser page, REST API (/docs), WebRTC, WHIP and WHEP."""
@@ -66,6 +70,7 @@ def serve(
             max_sessions=max_sessions,
             max_steps=max_steps,
             compile=compile,
+            downscale=downscale,
             token=token,
         ).resolved()
         app = create_app(settings)

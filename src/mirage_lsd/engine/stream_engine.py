@@ -58,6 +58,8 @@ class StreamEngine:
         compile: torch.compile the built-in model's network on a background thread; the
             stream runs uncompiled until it is ready (~40 s the first time on 2 cores,
             seconds from then on), then about twice as fast on CPU. Needs a C++ compiler.
+        downscale: the built-in model denoises a frame / `downscale` image; None picks it
+            per size (4, its trained value, up to about 40,000 pixels; 5 at 1280x720).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class StreamEngine:
         seed: int | None = None,
         model_options: dict[str, Any] | None = None,
         compile: bool = False,
+        downscale: int | None = None,
     ) -> None:
         if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:
             raise UserError(f"max_steps must be a whole number from 1 to 50, got {max_steps!r}")
@@ -93,7 +96,12 @@ class StreamEngine:
 
                 diffusers = DiffusersOptions.from_kwargs(**model_options)
             opts = LoadOptions(
-                self.device, self.dtype, max_steps, diffusers=diffusers, compile=compile
+                self.device,
+                self.dtype,
+                max_steps,
+                diffusers=diffusers,
+                compile=compile,
+                downscale=downscale,
             )
             self.model = load_model(model, opts)
         text = validate_prompt(prompt) if prompt is not None else None

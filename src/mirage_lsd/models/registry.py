@@ -22,6 +22,7 @@ class LoadOptions:
     dtype: str = "float32"
     max_steps: int = 1
     compile: bool = False  # torch.compile the network in the background (built-in model)
+    downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     diffusers: DiffusersOptions | None = None  # only read by the diffusers backend
 
 
@@ -41,7 +42,9 @@ def _load_identity(opts: LoadOptions) -> StreamModel:
 def _load_builtin(opts: LoadOptions) -> StreamModel:
     from mirage_lsd.models.builtin.model import BuiltinModel
 
-    return BuiltinModel.from_file(device=opts.device, compile=opts.compile)
+    return BuiltinModel.from_file(
+        device=opts.device, compile=opts.compile, downscale=opts.downscale
+    )
 
 
 _REGISTRY: dict[str, ModelEntry] = {
@@ -83,7 +86,9 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
         from mirage_lsd.models.builtin.model import BuiltinModel, is_weight_file
 
         if is_weight_file(Path(name)):  # weights of our own model, e.g. from `mirage-lsd train`
-            return BuiltinModel.from_file(Path(name), device=opts.device)
+            return BuiltinModel.from_file(
+                Path(name), device=opts.device, compile=opts.compile, downscale=opts.downscale
+            )
     if entry is None:
         from mirage_lsd.models.diffusers_backend import (
             load_diffusers_model,
@@ -91,6 +96,8 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
         )
 
         if looks_like_diffusers_spec(name):
+            if opts.downscale is not None:
+                raise UserError("--downscale applies to the built-in model only")
             return load_diffusers_model(name, opts, opts.diffusers)
         names = ", ".join(e.name for e in available_models())
         raise UserError(

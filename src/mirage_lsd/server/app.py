@@ -50,6 +50,7 @@ def create_app(settings: ServerSettings, model: StreamModel | None = None) -> Fa
             dtype=resolve_dtype(device, False),
             max_steps=settings.max_steps,
             compile=settings.compile,
+            downscale=settings.downscale,
         )
         model = load_model(settings.model, opts)
     manager = SessionManager(settings, model)

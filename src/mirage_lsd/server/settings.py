@@ -40,6 +40,7 @@ class ServerSettings:
     max_sessions: int = 4
     max_steps: int = 4
     compile: bool = False  # torch.compile the model (built-in: in the background)
+    downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     token: str | None = None
     max_prompt_chars: int = 500
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB

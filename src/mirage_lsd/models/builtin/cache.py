@@ -70,6 +70,7 @@ class StreamState:
 
     height: int
     width: int
+    downscale: int  # the denoiser works on frame / downscale (see `BuiltinModel.downscale_for`)
     cache: KVCache
     noise: Tensor  # (1, 3, h, w): the stream's fixed starting noise (steady output)
     prev_output: Tensor | None = None  # (1, 3, h, w) last low-res output in [-1, 1]
