@@ -1,6 +1,7 @@
 """Quality of a model on every look, on clips never trained on (`mirage-lsd eval` per look).
 
     python benchmarks/builtin_quality.py --model mirage-lsd-v1 --size 512x512 --steps 1 4
+    python benchmarks/builtin_quality.py --size 1280x720 --frames 12 --steps 1 --downscale 4
 
 Prints one row per (look, steps) and the averages, as JSON lines and a markdown table.
 """
@@ -36,11 +37,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--media", type=Path, default=Path("../shared/media"))
+    parser.add_argument("--downscale", type=int, default=None, help="default: the model's choice")
     args = parser.parse_args()
     rows = []
     for steps in args.steps:
         engine = StreamEngine(
-            args.model, device="cpu", max_steps=steps, resolution=parse_size(args.size)
+            args.model,
+            device="cpu",
+            max_steps=steps,
+            resolution=parse_size(args.size),
+            downscale=args.downscale,
         )
         for name, look in LOOKS.items():
             per_clip = [

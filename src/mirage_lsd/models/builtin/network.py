@@ -1,6 +1,7 @@
 """mirage-lsd-v1: a small causal denoiser for live video, in one file.
 
-Shapes for a 1280x720 frame with the default config (B = batch):
+Shapes for a 1280x720 frame with the default config at downscale 4 (B = batch; at run
+time the model picks downscale 5 for 720p by default, see `BuiltinModel.downscale_for`):
 
     frame     (B, 3, 720, 1280)  the input, full resolution (used only by the upsampler)
     image     (B, 3, 180, 320)   frame / image_downscale: what is denoised
