@@ -74,9 +74,14 @@ class ModelConfig:
         return self.image_downscale * self.patch
 
     @property
+    def image_multiple(self) -> int:
+        """The denoised image's sides must divide by this (level 1 is grid / 2)."""
+        return self.patch * 2
+
+    @property
     def size_multiple(self) -> int:
-        """Frame sides must divide by this (level 1 is grid / 2)."""
-        return self.grid_downscale * 2
+        """Frame sides must divide by this at the trained downscale."""
+        return self.image_downscale * self.image_multiple
 
     @property
     def image_channels(self) -> int:

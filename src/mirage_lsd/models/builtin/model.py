@@ -261,7 +261,7 @@ class BuiltinModel(StreamModel):
         """
         if self.downscale is not None:
             return self.downscale
-        unit = self.cfg.size_multiple // self.cfg.image_downscale  # the network's own multiple
+        unit = self.cfg.image_multiple
         chosen = self.cfg.image_downscale
         for ds in range(chosen, MAX_AUTO_DOWNSCALE + 1):
             if height % (ds * unit) or width % (ds * unit):
@@ -321,7 +321,7 @@ class BuiltinModel(StreamModel):
 
     def init_state(self, height: int, width: int, seed: int | None = None) -> State:
         ds = self.downscale_for(height, width)
-        m = ds * (self.cfg.size_multiple // self.cfg.image_downscale)
+        m = ds * self.cfg.image_multiple
         if height % m or width % m or height <= 0 or width <= 0:
             raise UserError(
                 f"{NAME} at downscale {ds} needs frame sides that are multiples of {m}, "
