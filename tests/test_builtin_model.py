@@ -6,6 +6,7 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from mirage_lsd.models.builtin.model import (
     save_weights,
     upsample_to_frame,
 )
-from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
+from mirage_lsd.models.builtin.network import LSDNet, frame_coordinates, guided_upsample
 from mirage_lsd.models.builtin.sampler import (
     Denoised,
     add_noise,
@@ -351,6 +352,34 @@ def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -
     mismatched.write_bytes(raw.replace(wide, narrow))
     with pytest.raises(WeightsError, match=r"mismatched\.safetensors.*shape"):
         load_weights(mismatched)
+
+
+def test_frame_coordinates_span_the_frame_at_any_size() -> None:
+    for h, w in ((4, 4), (9, 16), (18, 32)):
+        yx = frame_coordinates(h, w, torch.zeros(1))[0]  # (2, h, w)
+        assert yx.shape == (2, h, w)
+        # cell centres: symmetric about the middle, half a cell in from -1 and 1
+        torch.testing.assert_close(yx, -yx.flip(1, 2))
+        assert yx[0, 0, 0] == pytest.approx(-1 + 1 / h) and yx[1, 0, -1] == pytest.approx(1 - 1 / w)
+
+
+def test_weight_files_written_before_position_channels_load_without_them(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    save_weights(path, LSDNet(dataclasses.replace(tiny_cfg, position=False)), catalog_bank())
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    config = json.loads(metadata["config"])
+    del config["position"]  # as files of the first bundled model were written
+    save_file(tensors, str(path), metadata={**metadata, "config": json.dumps(config)})
+    net, _ = load_weights(path)
+    assert net.cfg.position is False
+    assert net.stem.in_channels == LSDNet(tiny_cfg).stem.in_channels - 2
 
 
 def test_data_folder_without_media_says_so(tmp_path: Path) -> None:

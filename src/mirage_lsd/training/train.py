@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,14 +342,23 @@ def train(
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress:
+    with (
+        Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress,
+        ThreadPoolExecutor(max_workers=1) as prefetch,
+    ):
         task = progress.add_task("train", total=cfg.steps, completed=start, status="")
-        # 4. the loop
-        for step in range(start, min(cfg.steps, stop_at or cfg.steps)):
+        # 4. the loop; batch i + 1 is rendered on a thread while batch i trains (the
+        # looks and the flow are numpy/OpenCV work that overlaps torch's)
+        end = min(cfg.steps, stop_at or cfg.steps)
+        make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
+        upcoming = prefetch.submit(make_batch, start)
+        for step in range(start, end):
             net.train()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            batch = collate(train_data.sequences(step, cfg.batch_size), bank, ds, gds).to(device)
+            batch = upcoming.result().to(device)
+            if step + 1 < end:
+                upcoming = prefetch.submit(make_batch, step + 1)
             loss = sequence_loss(
                 net, batch, cfg.objective, Noise(cfg.seed, step, torch.device(device))
             )

@@ -51,6 +51,14 @@ def position_encoding(height: int, width: int, dim: int, device: torch.device) -
     return torch.cat([enc_y, enc_x], dim=1)
 
 
+def frame_coordinates(height: int, width: int, like: Tensor) -> Tensor:
+    """(1, 2, height, width): y and x of cell centres, -1 at the frame's edges to 1."""
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) / width * 2 - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([yy, xx])[None]
+
+
 def luma(image: Tensor) -> Tensor:
     """(B, 3, H, W) -> (B, 1, H, W)."""
     weights = torch.tensor(LUMA, device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
@@ -170,7 +178,8 @@ class LSDNet(nn.Module):
         self.cfg = cfg
         c0, c1, ci = cfg.width, cfg.mid_width, cfg.image_channels
         self.embed = CondEmbedding(cfg)
-        self.stem = nn.Conv2d(3 * ci + 1, c0, 1)  # x_t, image, history, history mask
+        # x_t, image, history, history mask, and the cell's (y, x) in the frame
+        self.stem = nn.Conv2d(3 * ci + 1 + 2 * cfg.position, c0, 1)
         self.enc = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.enc_blocks))
         self.down = nn.Conv2d(c0, c1, 2, stride=2)
         self.mid = nn.ModuleList(ConvBlock(c1, cfg) for _ in range(cfg.mid_blocks))
@@ -206,15 +215,16 @@ class LSDNet(nn.Module):
     ) -> NetOutput:
         p = self.cfg.patch
         emb = self.embed(prompt, t, d, history_sigma)  # (B, E)
-        x = torch.cat(
-            [
-                F.pixel_unshuffle(x_t, p),
-                F.pixel_unshuffle(image, p),
-                F.pixel_unshuffle(history, p),
-                F.avg_pool2d(history_mask, p),
-            ],
-            dim=1,
-        )  # (B, 3 * 3p^2 + 1, gh, gw)
+        inputs = [
+            F.pixel_unshuffle(x_t, p),
+            F.pixel_unshuffle(image, p),
+            F.pixel_unshuffle(history, p),
+            F.avg_pool2d(history_mask, p),
+        ]
+        if self.cfg.position:  # a conv net cannot tell the frame's middle from its edges
+            gh, gw = inputs[-1].shape[-2:]
+            inputs.append(frame_coordinates(gh, gw, x_t).expand(x_t.shape[0], -1, -1, -1))
+        x = torch.cat(inputs, dim=1)  # (B, 3 * 3p^2 + 1 [+ 2], gh, gw)
         h0 = self.stem(x)  # (B, C0, gh, gw)
         for block in self.enc:
             h0 = block(h0, emb)
