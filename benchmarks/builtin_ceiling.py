@@ -127,7 +127,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
         print(
-            f"| {r['look']} | {r['identity']:.2f} | {r['coarse']:.2f} | {r['luma']:.2f} | {r['rgb']:.2f} |"
+            f"| {r['look']} | {r['identity']:.2f} | {r['coarse']:.2f} | {r['luma']:.2f} "
+            f"| {r['rgb']:.2f} |"
         )
     mean = {
         k: round(statistics.mean(r[k] for r in rows), 2)

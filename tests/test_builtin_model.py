@@ -6,7 +6,6 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from pathlib import Path
 
@@ -363,23 +362,17 @@ def test_frame_coordinates_span_the_frame_at_any_size() -> None:
         assert yx[0, 0, 0] == pytest.approx(-1 + 1 / h) and yx[1, 0, -1] == pytest.approx(1 - 1 / w)
 
 
-def test_weight_files_written_before_position_channels_load_without_them(
+def test_position_channels_round_trip_through_a_weight_file(
     tmp_path: Path, tiny_cfg: ModelConfig
 ) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    path = tmp_path / "old.safetensors"
-    save_weights(path, LSDNet(dataclasses.replace(tiny_cfg, position=False)), catalog_bank())
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    config = json.loads(metadata["config"])
-    del config["position"]  # as files of the first bundled model were written
-    save_file(tensors, str(path), metadata={**metadata, "config": json.dumps(config)})
-    net, _ = load_weights(path)
-    assert net.cfg.position is False
-    assert net.stem.in_channels == LSDNet(tiny_cfg).stem.in_channels - 2
+    """`position: true` (configs/position.yaml): two more stem inputs, saved and streamed."""
+    path = tmp_path / "position.safetensors"
+    save_weights(path, LSDNet(dataclasses.replace(tiny_cfg, position=True)), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.position is True
+    assert net.stem.in_channels == LSDNet(tiny_cfg).stem.in_channels + 2
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=5))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
 
 
 def test_data_folder_without_media_says_so(tmp_path: Path) -> None:

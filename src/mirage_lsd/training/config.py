@@ -30,7 +30,7 @@ class ObjectiveConfig:
 
     # the batch of each frame splits three ways by step size (the rest is flow matching)
     shortcut_fraction: float = 0.25  # self-consistency: one step of 2d = two steps of d
-    direct_fraction: float = 0.4  # run-time step sizes (1/1..1/max_steps), real target
+    direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
     full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
     # history augmentation (diffusion forcing: the history has its own noise level)
     p_own_history: float = 0.3  # history from the model's own previous output

@@ -53,8 +53,8 @@ class ModelConfig:
     history_sigma: float = 0.0  # noise level the history is told it has at run time
     # False: no history and no temporal cache (the per-frame regression baseline)
     temporal: bool = True
-    # the stem sees each cell's place in the frame (looks with vignettes, sky gradients)
-    position: bool = True
+    # the stem also sees each cell's (y, x) in the frame (configs/position.yaml)
+    position: bool = False
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")

@@ -167,9 +167,7 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
             f"(format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})"
         )
     try:
-        config = json.loads(metadata["config"])
-        config.setdefault("position", False)  # files written before the field existed
-        cfg = ModelConfig.from_dict(config)
+        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
         names = tuple(json.loads(metadata["looks"]))
         bank = LookBank(
             names, tensors["looks.descriptions"], tensors["looks.owner"], tensors["looks.anchors"]
