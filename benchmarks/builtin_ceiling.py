@@ -31,14 +31,16 @@ from mirage_lsd.errors import EndOfStream
 from mirage_lsd.evaluation.metrics import psnr
 from mirage_lsd.geometry import apply_fit, parse_size, plan_fit
 from mirage_lsd.looks.catalog import LOOKS
+from mirage_lsd.models.builtin.network import LUMA
 from mirage_lsd.sources import open_source
+from mirage_lsd.training.data import DataConfig
 
-EVAL_CLIPS = ("please.mkv", "classroom.gif")  # held out of training (configs/builtin.yaml)
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+EVAL_CLIPS = DataConfig().eval_clips  # held out of training
+LUMA_WEIGHTS = np.array(LUMA, dtype=np.float32)
 
 
 def frames_of(path: Path, size: tuple[int, int], count: int, every: int) -> list[np.ndarray]:
-    """`count` frames of a clip, `every` frames apart, fitted to `size` (w, h) as eval does."""
+    """`count` frames of a clip, `every` frames apart, fitted to `size` (h, w) as eval does."""
     stream = open_source(path)
     out: list[np.ndarray] = []
     try:
@@ -48,7 +50,7 @@ def frames_of(path: Path, size: tuple[int, int], count: int, every: int) -> list
             except EndOfStream:
                 break
             if i % every == 0:
-                out.append(apply_fit(frame, plan_fit(frame.shape[:2], (size[1], size[0]), "crop")))
+                out.append(apply_fit(frame, plan_fit(frame.shape[:2], size, "crop")))
     finally:
         stream.close()
     return out
@@ -87,7 +89,7 @@ def oracles(frame: np.ndarray, target: np.ndarray, ds: int) -> dict[str, float]:
     f = frame.astype(np.float32) / 255.0
     t = target.astype(np.float32) / 255.0
     to8 = lambda x: np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
-    luma = (f @ LUMA)[:, :, None]
+    luma = (f @ LUMA_WEIGHTS)[:, :, None]
     best = lambda guide: max(  # noqa: E731
         psnr(to8(affine_oracle(guide, t, ds, r, eps)), target)
         for r in (ds // 2, ds)

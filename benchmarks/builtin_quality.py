@@ -17,8 +17,9 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.evaluation.evaluate import evaluate
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.looks.catalog import LOOKS
+from mirage_lsd.training.data import DataConfig
 
-EVAL_CLIPS = ("please.mkv", "classroom.gif")  # held out of training (configs/builtin.yaml)
+EVAL_CLIPS = DataConfig().eval_clips  # held out of training
 KEYS = (
     "style_psnr",
     "style_ssim",
