@@ -36,7 +36,7 @@ from mirage_lsd.models.builtin.sampler import (
     timesteps,
 )
 from mirage_lsd.training.config import load_train_config
-from mirage_lsd.training.data import DataConfig, load_sources
+from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
 from mirage_lsd.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,11 +355,20 @@ def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -
 
 def test_frame_coordinates_span_the_frame_at_any_size() -> None:
     for h, w in ((4, 4), (9, 16), (18, 32)):
-        yx = frame_coordinates(h, w, torch.zeros(1))[0]  # (2, h, w)
+        yx = frame_coordinates(h, w, torch.zeros(1), None)[0]  # (2, h, w)
         assert yx.shape == (2, h, w)
         # cell centres: symmetric about the middle, half a cell in from -1 and 1
         torch.testing.assert_close(yx, -yx.flip(1, 2))
         assert yx[0, 0, 0] == pytest.approx(-1 + 1 / h) and yx[1, 0, -1] == pytest.approx(1 - 1 / w)
+
+
+def test_frame_coordinates_of_a_crop_are_its_part_of_the_whole_frame() -> None:
+    """A training crop (data.view) sees the coordinates the full frame has there."""
+    whole = frame_coordinates(16, 16, torch.zeros(1), None)  # (1, 2, 16, 16)
+    windows = torch.tensor([[0.0, 0.5, 0.5, 1.0], [0.25, 0.25, 0.75, 0.75]])
+    crops = frame_coordinates(8, 8, torch.zeros(1), windows)  # (2, 2, 8, 8)
+    torch.testing.assert_close(crops[0], whole[0, :, :8, 8:])
+    torch.testing.assert_close(crops[1], whole[0, :, 4:12, 4:12])
 
 
 def test_position_channels_round_trip_through_a_weight_file(
@@ -373,6 +382,28 @@ def test_position_channels_round_trip_through_a_weight_file(
     assert net.stem.in_channels == LSDNet(tiny_cfg).stem.in_channels + 2
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=5))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> None:
+    """data.view: the look is rendered at the view's scale (vignette, sky, grain placed
+    by the whole frame) and the crop, with its window, is cut out of that."""
+    from skimage import data
+
+    cfg = DataConfig(crop=64, view=128, seq_len=2)
+    source = Source("astronaut", (np.ascontiguousarray(data.astronaut()[::2, ::2]),))
+    for seed in range(3):
+        whole, crop = (
+            make_sequence(np.random.default_rng(seed), [source], cfg, "sepia_vintage", w)
+            for w in (True, False)
+        )
+        assert whole.frames.shape == (2, 128, 128, 3) and crop.frames.shape == (2, 64, 64, 3)
+        top, left, bottom, right = (round(v * 128) for v in crop.window)
+        assert (bottom - top, right - left) == (64, 64)
+        assert top % CROP_ALIGN == left % CROP_ALIGN == 0
+        np.testing.assert_array_equal(crop.frames, whole.frames[:, top:bottom, left:right])
+        np.testing.assert_array_equal(crop.targets, whole.targets[:, top:bottom, left:right])
+    with pytest.raises(UserError, match=r"data\.view"):
+        make_sequence(np.random.default_rng(0), [source], DataConfig(crop=64, view=32))
 
 
 def test_data_folder_without_media_says_so(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 A sequence is `seq_len` frames of `crop` x `crop` pixels, the same look rendered on each
 (the target), and the optical flow between consecutive input frames, computed exactly as
-the model computes it at run time. Every sequence is a pure function of (seed, index),
+the model computes it at run time. With `view` set, the camera films a larger frame, the
+look is rendered on all of it (looks scale with the frame), and the crop is a fixed window
+of it whose place in the frame travels with the sequence. Every sequence is a pure function of (seed, index),
 so a run and its resumption see the same data.
 
 Sources and the train / eval split (eval material is never trained on):
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mkv", ".mp4", ".webm", ".mov", ".avi", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CROP_ALIGN = 32  # crops start on multiples of this: whole cells of every network level
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,12 @@ class DataConfig:
     eval_images: tuple[str, ...] = ("skimage:chelsea", "sklearn:flower.jpg")
     looks: tuple[str, ...] = ()  # looks to train on; empty: all of them
     crop: int = 256  # side of a training frame (full resolution)
+    # side of the frame the camera films and the look is rendered on; a crop x crop
+    # window of it is trained on. Looks scale with the frame, so a 512 view trains the
+    # look at the scale of a 512x512 stream at a 256 crop's cost. 0: the crop itself.
+    view: int = 0
     seq_len: int = 4
-    source_scale: float = 1.5  # sources are resized so their short side is crop * this
+    source_scale: float = 1.5  # sources are resized so their short side is view * this
     clip_max_frames: int = 300  # frames decoded per clip, from its start
     clip_max_stride: int = 3  # clips are read every 1..this frames
     p_still: float = 0.5  # share of sequences made from still images
@@ -89,6 +96,8 @@ class Sequence:
     targets: np.ndarray  # (T, S, S, 3) uint8 the look rendered on each input frame
     weights: dict[str, float]  # look -> blend weight; empty for no prompt
     source: str
+    # top, left, bottom, right of the frames in the filmed view, as shares of its side
+    window: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class Batch:
     targets_lo: Tensor  # (B, T, 3, s, s) low-resolution target: what is denoised
     flows: Tensor  # (B, T, 2, g, g) flow from frame t into frame t-1 (zero at t=0)
     prompts: Tensor  # (B, prompt_dim)
+    windows: Tensor  # (B, 4) where the frames lie in the filmed view (Sequence.window)
 
     def to(self, device: str | torch.device) -> Batch:
         return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -161,7 +171,7 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
     """The stills and clips of `split` ("train" or "eval"), resized for `cfg.crop`."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be train or eval, got {split}")
-    short = round(cfg.crop * cfg.source_scale)
+    short = round(view_side(cfg) * cfg.source_scale)
     sources = []
     for name in cfg.train_images if split == "train" else cfg.eval_images:
         sources.append(Source(name, (_fit(_still(name), short),)))
@@ -187,10 +197,17 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
 # ---------------------------------------------------------------- sequences
 
 
+def view_side(cfg: DataConfig) -> int:
+    """Side of the filmed view: `view`, or the crop when it is 0."""
+    if cfg.view and cfg.view < cfg.crop:
+        raise UserError(f"data.view ({cfg.view}) must be 0 or at least data.crop ({cfg.crop})")
+    return cfg.view or cfg.crop
+
+
 def _camera(rng: np.random.Generator, shape: tuple[int, ...], cfg: DataConfig) -> list[np.ndarray]:
-    """(T,) 2x3 affine maps from crop pixels to source pixels: a smoothly moving camera."""
+    """(T,) 2x3 affine maps from view pixels to source pixels: a smoothly moving camera."""
     h, w = shape[:2]
-    s, strength = cfg.crop, rng.uniform(0.0, 1.0)  # some sequences barely move
+    s, strength = view_side(cfg), rng.uniform(0.0, 1.0)  # some sequences barely move
     side = rng.uniform(cfg.min_view, 1.0) * min(h, w)  # camera window in source pixels
     center = np.array([rng.uniform(side / 2, w - side / 2), rng.uniform(side / 2, h - side / 2)])
     velocity = rng.uniform(-1, 1, 2) * strength * cfg.max_shift * side / s
@@ -217,9 +234,16 @@ def _render(frames: np.ndarray, weights: dict[str, float]) -> np.ndarray:
 
 
 def make_sequence(
-    rng: np.random.Generator, sources: list[Source], cfg: DataConfig, look: str | None = None
+    rng: np.random.Generator,
+    sources: list[Source],
+    cfg: DataConfig,
+    look: str | None = None,
+    whole_view: bool = False,
 ) -> Sequence:
-    """One sequence drawn with `rng`; `look` fixes the look (eval), else it is drawn too."""
+    """One sequence drawn with `rng`; `look` fixes the look (eval), else it is drawn too.
+
+    `whole_view` keeps the filmed view instead of cutting the training crop out of it.
+    """
     # 1. a source: a still or a clip
     stills = [s for s in sources if len(s.frames) == 1]
     clips = [s for s in sources if len(s.frames) > 1]
@@ -232,10 +256,10 @@ def make_sequence(
     picks = [min(start + i * stride, n - 1) for i in range(cfg.seq_len)]
     # 3. the camera moves over them
     maps = _camera(rng, source.frames[0].shape, cfg)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    flags, side = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, view_side(cfg)
     frames = np.stack(
         [
-            cv2.warpAffine(source.frames[i], m, (cfg.crop, cfg.crop), flags=flags,
+            cv2.warpAffine(source.frames[i], m, (side, side), flags=flags,
                            borderMode=cv2.BORDER_REFLECT_101)
             for i, m in zip(picks, maps, strict=True)
         ]
@@ -254,7 +278,21 @@ def make_sequence(
         weights = {names[a]: 1.0 - w, names[b]: w}
     else:
         weights = {names[rng.integers(len(names))]: 1.0}
-    return Sequence(frames, _render(frames, weights), weights, source.name)
+    targets = _render(frames, weights)
+    # 5. the window trained on: fixed in the view, on the coarsest grid of the network
+    if side == cfg.crop or whole_view:
+        return Sequence(frames, targets, weights, source.name)
+    cells = (side - cfg.crop) // CROP_ALIGN
+    top, left = (int(v) * CROP_ALIGN for v in rng.integers(0, cells + 1, size=2))
+    rows, cols = slice(top, top + cfg.crop), slice(left, left + cfg.crop)
+    window = (top / side, left / side, (top + cfg.crop) / side, (left + cfg.crop) / side)
+    return Sequence(
+        np.ascontiguousarray(frames[:, rows, cols]),
+        np.ascontiguousarray(targets[:, rows, cols]),
+        weights,
+        source.name,
+        window,
+    )
 
 
 def _tensor(images: np.ndarray) -> Tensor:
@@ -285,6 +323,7 @@ def collate(
         targets_lo=_tensor(np.stack(targets_lo)),
         flows=torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3),
         prompts=torch.stack([blend_anchors(s.weights, bank) for s in sequences]),
+        windows=torch.tensor([s.window for s in sequences], dtype=torch.float32),
     )
 
 
@@ -301,10 +340,13 @@ class SequenceData:
         self.sources = load_sources(cfg, split)
 
     def sequences(self, index: int, count: int, looks: bool = False) -> list[Sequence]:
-        """`count` sequences for batch `index`; with `looks`, sequence i gets look i."""
+        """`count` sequences for batch `index`; with `looks`, sequence i gets look i and
+        the whole filmed view (what a stream of that size shows the model)."""
         rng = np.random.default_rng([self.seed, self.split_id, index])
         names = self.cfg.looks or tuple(LOOKS)
         return [
-            make_sequence(rng, self.sources, self.cfg, names[i % len(names)] if looks else None)
+            make_sequence(
+                rng, self.sources, self.cfg, names[i % len(names)] if looks else None, looks
+            )
             for i in range(count)
         ]

@@ -176,12 +176,12 @@ def sample_steps(
 
 def frame_denoiser(
     net: LSDNet, image: Tensor, history: Tensor, mask: Tensor, prompts: Tensor, sigma: Tensor,
-    cache: KVCache,
+    cache: KVCache, window: Tensor,
 ) -> Denoiser:  # fmt: skip
     """The network as a sampler's denoiser, for one frame's fixed inputs."""
 
     def denoiser(x: Tensor, t: Tensor, d: Tensor) -> Denoised:
-        return Denoised(net(x, image, history, mask, prompts, t, d, sigma, cache).x0)
+        return Denoised(net(x, image, history, mask, prompts, t, d, sigma, cache, window).x0)
 
     return denoiser
 
@@ -203,11 +203,11 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
         if len(idx):
             sub = frame_denoiser(
                 net, image[idx], history[idx], mask[idx], batch.prompts[idx], sigma[idx],
-                cache.select(idx),
+                cache.select(idx), batch.windows[idx],
             )  # fmt: skip
             half_steps = shortcut_target(sub, x_t[idx], t[idx], d[idx] / 2)
             x0_target = target.index_copy(0, idx, half_steps)
-        out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache)
+        out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache, batch.windows)
         full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
         loss = F.mse_loss(out.x0, x0_target) + obj.full_res_weight * F.l1_loss(
             full, batch.targets[:, f]

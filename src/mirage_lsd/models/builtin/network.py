@@ -51,12 +51,22 @@ def position_encoding(height: int, width: int, dim: int, device: torch.device) -
     return torch.cat([enc_y, enc_x], dim=1)
 
 
-def frame_coordinates(height: int, width: int, like: Tensor) -> Tensor:
-    """(1, 2, height, width): y and x of cell centres, -1 at the frame's edges to 1."""
-    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) / width * 2 - 1
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([yy, xx])[None]
+def frame_coordinates(height: int, width: int, like: Tensor, window: Tensor | None) -> Tensor:
+    """(B or 1, 2, height, width): y and x of cell centres, -1 at the frame's edges to 1.
+
+    `window` (B, 4): top, left, bottom, right of these cells in the frame, as shares of
+    its side (a training crop); None: the cells cover the whole frame.
+    """
+    ys = (torch.arange(height, device=like.device, dtype=like.dtype) + 0.5) / height
+    xs = (torch.arange(width, device=like.device, dtype=like.dtype) + 0.5) / width
+    if window is None:
+        window = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=like.device, dtype=like.dtype)
+    top, left, bottom, right = (window[:, i, None] for i in range(4))  # (B, 1) each
+    ys = top + (bottom - top) * ys  # (B, height)
+    xs = left + (right - left) * xs  # (B, width)
+    yy = ys[:, :, None].expand(-1, height, width)
+    xx = xs[:, None, :].expand(-1, height, width)
+    return torch.stack([yy, xx], dim=1) * 2 - 1
 
 
 def luma(image: Tensor) -> Tensor:
@@ -212,6 +222,7 @@ class LSDNet(nn.Module):
         d: Tensor,  # (B,) step size asked for
         history_sigma: Tensor,  # (B,) noise level of the history
         cache: KVCache,  # past frames' keys/values
+        window: Tensor | None = None,  # (B, 4) where a training crop lies in its frame
     ) -> NetOutput:
         p = self.cfg.patch
         emb = self.embed(prompt, t, d, history_sigma)  # (B, E)
@@ -223,7 +234,8 @@ class LSDNet(nn.Module):
         ]
         if self.cfg.position:  # a conv net cannot tell the frame's middle from its edges
             gh, gw = inputs[-1].shape[-2:]
-            inputs.append(frame_coordinates(gh, gw, x_t).expand(x_t.shape[0], -1, -1, -1))
+            coords = frame_coordinates(gh, gw, x_t, window)  # (B or 1, 2, gh, gw)
+            inputs.append(coords.expand(x_t.shape[0], -1, -1, -1))
         x = torch.cat(inputs, dim=1)  # (B, 3 * 3p^2 + 1 [+ 2], gh, gw)
         h0 = self.stem(x)  # (B, C0, gh, gw)
         for block in self.enc:
