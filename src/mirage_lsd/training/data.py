@@ -4,8 +4,8 @@ A sequence is `seq_len` frames of `crop` x `crop` pixels, the same look rendered
 (the target), and the optical flow between consecutive input frames, computed exactly as
 the model computes it at run time. With `view` set, the camera films a larger frame, the
 look is rendered on all of it (looks scale with the frame), and the crop is a fixed window
-of it whose place in the frame travels with the sequence. Every sequence is a pure function of (seed, index),
-so a run and its resumption see the same data.
+of it whose place in the frame travels with the sequence. Every sequence is a pure
+function of (seed, index), so a run and its resumption see the same data.
 
 Sources and the train / eval split (eval material is never trained on):
 
