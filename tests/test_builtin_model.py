@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
@@ -298,6 +299,19 @@ def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) 
     engine = StreamEngine(str(full.weights), device="cpu", prompt="thermal camera")
     assert engine.model.info.name == str(full.weights)
     assert engine.process(frames(1, seed=8)[0]).shape == (SIZE, SIZE, 3)
+    # fine-tuning from those weights (init_weights), with run-time own history, starts
+    # where the run ended, not from scratch
+    tune = yaml.safe_load(TINY_YAML.read_text())
+    tune |= {"steps": 4, "init_weights": str(full.weights)}
+    tune["objective"] = {**tune.get("objective", {}), "p_own_history": 1.0}
+    tune["objective"]["own_history_run_time"] = True
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(tune))
+    tuned = train(tmp_path / "tune.yaml", out_dir=tmp_path / "tune", show_progress=False)
+    assert np.mean(tuned.losses) < np.mean(head) and np.isfinite(tuned.losses).all()
+    tune["model"] = {**tune["model"], "width": tune["model"]["width"] * 2}
+    (tmp_path / "wide.yaml").write_text(yaml.safe_dump(tune))
+    with pytest.raises(UserError, match=r"init_weights .*different model config"):
+        train(tmp_path / "wide.yaml", out_dir=tmp_path / "wide", show_progress=False)
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ class ObjectiveConfig:
     full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
     # history augmentation (diffusion forcing: the history has its own noise level)
     p_own_history: float = 0.3  # history from the model's own previous output
+    # that output as at run time (a one-step jump from pure noise, no gradient; one more
+    # forward pass per frame), instead of this step's training prediction at its own t
+    own_history_run_time: bool = False
     p_drop_history: float = 0.1  # no history at all (a cut, a reset)
     history_blur: float = 1.5  # largest Gaussian blur, low-res pixels
     history_color_shift: float = 0.1  # largest gain/offset change per channel
@@ -56,6 +59,9 @@ class TrainConfig:
     eval_sequences: int = 16  # one per look
     checkpoint_every: int = 250
     out_dir: str = "runs/builtin"
+    # start from this weight file instead of random weights (fine-tuning); its model
+    # config must be `model`. Empty: from scratch. Ignored on --resume.
+    init_weights: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

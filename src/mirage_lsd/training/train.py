@@ -45,7 +45,13 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.config import ModelConfig
 from mirage_lsd.models.builtin.flow import warp
-from mirage_lsd.models.builtin.model import NAME, BuiltinModel, catalog_bank, save_weights
+from mirage_lsd.models.builtin.model import (
+    NAME,
+    BuiltinModel,
+    catalog_bank,
+    load_weights,
+    save_weights,
+)
 from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
 from mirage_lsd.models.builtin.prompt_embedding import LookBank
 from mirage_lsd.models.builtin.sampler import Denoised, Denoiser, add_noise, shortcut_target
@@ -213,9 +219,17 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
             full, batch.targets[:, f]
         )
         losses.append(loss)
+        if obj.own_history_run_time and net.cfg.temporal and f + 1 < frames:
+            with torch.no_grad():  # the next history as the run-time model would make it
+                one = torch.ones(b, device=target.device)
+                own = net(
+                    noise.normal(*target.shape), image, history, mask, batch.prompts, one, one,
+                    sigma, cache, batch.windows,
+                ).x0.clamp(-1.0, 1.0)  # fmt: skip
+        else:
+            own = out.x0.detach()
         if net.cfg.temporal:  # gradients flow through the cache within a sequence
             cache = cache.push(out.kv)
-        own = out.x0.detach()
     return torch.stack(losses).mean()
 
 
@@ -284,6 +298,14 @@ def load_checkpoint(path: Path, net: LSDNet, opt: torch.optim.Optimizer) -> tupl
     return int(state["step"]), list(state["losses"])
 
 
+def initial_weights(path: Path, model: ModelConfig) -> dict[str, Tensor]:
+    """The network weights of a weight file to fine-tune, checked against `model`."""
+    loaded, _ = load_weights(path)
+    if loaded.cfg != model:
+        raise UserError(f"init_weights {path} was made with a different model config")
+    return loaded.state_dict()
+
+
 def lr_at(step: int, optim: OptimConfig, total: int) -> float:
     """Linear warmup, then cosine decay to min_lr."""
     if step < optim.warmup:
@@ -325,6 +347,8 @@ def train(
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         weight_decay=cfg.optim.weight_decay,
     )
+    if cfg.init_weights and not resume:
+        net.load_state_dict(initial_weights(Path(cfg.init_weights), cfg.model))
     start, losses = load_checkpoint(out / CHECKPOINT, net, opt) if resume else (0, [])
     log.info(
         "training %s: %d parameters, steps %d..%d",
