@@ -314,6 +314,16 @@ def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) 
         train(tmp_path / "wide.yaml", out_dir=tmp_path / "wide", show_progress=False)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    """The recipes and experiments in configs/ stay valid as the config fields change."""
+    cfg = load_train_config(path)
+    assert cfg.steps > 0 and cfg.out_dir
+    if cfg.init_weights:  # fine-tunes start from a file that exists, made with their model
+        assert (ROOT / cfg.init_weights).is_file()
+        assert load_weights(ROOT / cfg.init_weights)[0].cfg == cfg.model
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)
