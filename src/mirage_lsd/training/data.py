@@ -168,7 +168,7 @@ def _fit(image: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def load_sources(cfg: DataConfig, split: str) -> list[Source]:
-    """The stills and clips of `split` ("train" or "eval"), resized for `cfg.crop`."""
+    """The stills and clips of `split` ("train" or "eval"), resized for the filmed view."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be train or eval, got {split}")
     short = round(view_side(cfg) * cfg.source_scale)
