@@ -1,6 +1,6 @@
 """Contact sheet of the model card: for every look, input | procedural look | 1 step | 4 steps.
 
-    python benchmarks/contact_sheet.py --model mirage-lsd-v1 --out docs/images/contact-sheet.jpg
+    python benchmarks/contact_sheet.py [--model PATH] [--out IMAGE]
 
 Each output is frame `--frame` of a held-out clip streamed from its start, so the
 model's history is warm, as in a live stream.
@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--frame", type=int, default=40)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--per-row", type=int, default=2, help="looks side by side")
-    parser.add_argument("--out", type=Path, default=Path("docs/images/contact-sheet.jpg"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("docs/images/mirage-lsd-v1-contact-sheet.jpg")
+    )
     args = parser.parse_args()
     size = (args.tile, args.tile)
     frames = clip_frames(args.clip, args.frame + 1)
