@@ -28,7 +28,12 @@ from mirage_lsd.models.builtin.model import (
     save_weights,
     upsample_to_frame,
 )
-from mirage_lsd.models.builtin.network import LSDNet, frame_coordinates, guided_upsample
+from mirage_lsd.models.builtin.network import (
+    LSDNet,
+    Pointwise,
+    frame_coordinates,
+    guided_upsample,
+)
 from mirage_lsd.models.builtin.sampler import (
     Denoised,
     add_noise,
@@ -405,6 +410,29 @@ def test_position_channels_round_trip_through_a_weight_file(
     assert net.cfg.position is True
     assert net.stem.in_channels == LSDNet(tiny_cfg).stem.in_channels + 2
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=5))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_expert_layers_are_per_sample_blends_of_their_weight_sets(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`experts: K`: each sample's 1x1 conv uses the router's blend of K weight sets."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_cfg, experts=4)
+    layer = Pointwise(6, 5, cfg)
+    x, emb = torch.randn(2, 6, 3, 3), torch.randn(2, cfg.emb_dim)
+    mix = torch.softmax(layer.router(emb), dim=1)  # type: ignore[misc]
+    assert not torch.allclose(mix[0], mix[1], atol=1e-3)  # two conditionings, two blends
+    out = layer(x, emb)
+    for i in range(2):
+        weight = torch.einsum("k,koi->oi", mix[i], layer.weight)[:, :, None, None]
+        expected = torch.nn.functional.conv2d(x[i : i + 1], weight, mix[i] @ layer.bias)
+        torch.testing.assert_close(out[i : i + 1], expected)
+    path = tmp_path / "experts.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.experts == 4 and net.mid[0].fc1.weight.shape[0] == 4
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=6))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
 
 

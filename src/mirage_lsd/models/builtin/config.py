@@ -55,6 +55,8 @@ class ModelConfig:
     temporal: bool = True
     # the stem also sees each cell's (y, x) in the frame (configs/position.yaml)
     position: bool = False
+    # > 1: the conv blocks' pointwise layers mix this many weight sets by the prompt
+    experts: int = 0
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")

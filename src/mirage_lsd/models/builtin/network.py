@@ -115,6 +115,35 @@ class CondEmbedding(nn.Module):
         return self.mlp(self.prompt(prompt) + self.scalars(scalars))  # (B, E)
 
 
+class Pointwise(nn.Module):
+    """A 1x1 conv; with `experts` > 1, its weights are mixed per sample by the conditioning.
+
+    Why experts: 16 looks share one small network, and a look's colour mapping lives in
+    the pointwise layers. A softmax over the conditioning picks a blend of `experts`
+    weight sets (CondConv, Yang et al. 2019), so capacity grows with `experts` while the
+    per-frame cost barely does: the blend is computed once per frame, not per pixel.
+    """
+
+    def __init__(self, cin: int, cout: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        convs = [nn.Conv2d(cin, cout, 1) for _ in range(max(cfg.experts, 1))]  # default init
+        self.router: nn.Linear | None = None
+        if cfg.experts <= 1:  # a plain conv, with nn.Conv2d's parameter names and shapes
+            self.weight, self.bias = convs[0].weight, convs[0].bias
+        else:
+            self.weight = nn.Parameter(torch.stack([c.weight.detach()[:, :, 0, 0] for c in convs]))
+            self.bias = nn.Parameter(torch.stack([c.bias.detach() for c in convs]))
+            self.router = nn.Linear(cfg.emb_dim, cfg.experts)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        if self.router is None:
+            return F.conv2d(x, self.weight, self.bias)
+        mix = torch.softmax(self.router(emb), dim=1)  # (B, K)
+        weight = torch.einsum("bk,koi->boi", mix, self.weight)  # (B, Cout, Cin)
+        bias = mix @ self.bias  # (B, Cout)
+        return torch.einsum("bihw,boi->bohw", x, weight) + bias[:, :, None, None]
+
+
 class ConvBlock(nn.Module):
     """Depthwise conv -> norm -> FiLM by the conditioning -> pointwise MLP, residual."""
 
@@ -123,13 +152,13 @@ class ConvBlock(nn.Module):
         self.dw = nn.Conv2d(dim, dim, cfg.kernel, padding=cfg.kernel // 2, groups=dim)
         self.norm = RMSNorm2d(dim)
         self.film = nn.Linear(cfg.emb_dim, 2 * dim)
-        self.fc1 = nn.Conv2d(dim, dim * cfg.mlp_ratio, 1)
-        self.fc2 = nn.Conv2d(dim * cfg.mlp_ratio, dim, 1)
+        self.fc1 = Pointwise(dim, dim * cfg.mlp_ratio, cfg)
+        self.fc2 = Pointwise(dim * cfg.mlp_ratio, dim, cfg)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) x2
         h = self.norm(self.dw(x)) * (1 + scale) + shift  # (B, C, H, W)
-        return x + self.fc2(F.silu(self.fc1(h)))  # (B, C, H, W)
+        return x + self.fc2(F.silu(self.fc1(h, emb)), emb)  # (B, C, H, W)
 
 
 class TemporalAttention(nn.Module):
