@@ -41,7 +41,7 @@ from mirage_lsd.models.builtin.sampler import (
     shortcut_target,
     timesteps,
 )
-from mirage_lsd.training.config import load_train_config
+from mirage_lsd.training.config import TrainConfig, load_train_config
 from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
 from mirage_lsd.training.train import train
 
@@ -327,6 +327,11 @@ def test_every_shipped_config_loads(path: Path) -> None:
     if cfg.init_weights:  # fine-tunes start from a file that exists, made with their model
         assert (ROOT / cfg.init_weights).is_file()
         assert load_weights(ROOT / cfg.init_weights)[0].cfg == cfg.model
+
+
+def test_the_bundled_recipe_is_the_default_config() -> None:
+    """configs/builtin.yaml promises that its values are the defaults of every field."""
+    assert load_train_config(ROOT / "configs" / "builtin.yaml") == TrainConfig()
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:

@@ -33,10 +33,10 @@ class ObjectiveConfig:
     direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
     full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
     # history augmentation (diffusion forcing: the history has its own noise level)
-    p_own_history: float = 0.3  # history from the model's own previous output
+    p_own_history: float = 0.7  # history from the model's own previous output
     # that output as at run time (a one-step jump from pure noise, no gradient; one more
     # forward pass per frame), instead of this step's training prediction at its own t
-    own_history_run_time: bool = False
+    own_history_run_time: bool = True
     p_drop_history: float = 0.1  # no history at all (a cut, a reset)
     history_blur: float = 1.5  # largest Gaussian blur, low-res pixels
     history_color_shift: float = 0.1  # largest gain/offset change per channel
@@ -52,7 +52,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 0
-    steps: int = 6000
+    steps: int = 5600
     batch_size: int = 8
     threads: int = 2  # torch and OpenCV threads
     eval_every: int = 500
