@@ -349,6 +349,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         ModelConfig.from_dict({"width": "wide"})
     with pytest.raises(ConfigError, match=r"model\.kernel"):
         ModelConfig.from_dict({"kernel": 4})
+    with pytest.raises(ConfigError, match=r"model\.experts"):
+        ModelConfig.from_dict({"experts": -2})
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 10\ndata:\n  crop: large\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*data\.crop"):

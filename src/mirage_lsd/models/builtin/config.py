@@ -71,6 +71,8 @@ class ModelConfig:
             raise ConfigError("model.max_steps must be between 1 and 2**model.shortcut_levels")
         if self.cache_frames < 0:
             raise ConfigError("model.cache_frames must be >= 0")
+        if self.experts < 0:
+            raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
 
     @property
     def grid_downscale(self) -> int:
