@@ -31,6 +31,7 @@ from mirage_lsd.models.builtin.model import (
 from mirage_lsd.models.builtin.network import (
     LSDNet,
     Pointwise,
+    PromptGrade,
     frame_coordinates,
     guided_upsample,
 )
@@ -351,6 +352,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         ModelConfig.from_dict({"kernel": 4})
     with pytest.raises(ConfigError, match=r"model\.experts"):
         ModelConfig.from_dict({"experts": -2})
+    with pytest.raises(ConfigError, match=r"model\.grade_knots"):
+        ModelConfig.from_dict({"grade_knots": 1})
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 10\ndata:\n  crop: large\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*data\.crop"):
@@ -440,6 +443,37 @@ def test_expert_layers_are_per_sample_blends_of_their_weight_sets(
     net, bank = load_weights(path)
     assert net.cfg.experts == 4 and net.mid[0].fc1.weight.shape[0] == 4
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=6))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`grade_knots: K`: identity at start; then a per-prompt matrix, offset and curves."""
+    cfg = dataclasses.replace(tiny_cfg, grade_knots=5)  # knots at -1, -0.5, 0, 0.5, 1
+    grade = PromptGrade(cfg)
+    image = torch.rand(2, 3, 4, 6) * 2 - 1
+    prompts = torch.randn(2, cfg.prompt_dim)
+    torch.testing.assert_close(grade(image, prompts), image)  # a fresh grade changes nothing
+    with torch.no_grad():  # prompt 0 -> swap red and blue, + 0.1 on green, red curve = luma
+        grade.proj.weight[:, 0] = 0.0
+        matrix = torch.tensor([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]) - torch.eye(3)
+        grade.proj.weight[:9, 0] = matrix.flatten()
+        grade.proj.weight[10, 0] = 0.1
+        grade.proj.weight[12:17, 0] = torch.linspace(-1, 1, 5)  # piecewise linear: exact
+    one_hot = torch.zeros(2, cfg.prompt_dim)
+    one_hot[0, 0] = 1.0
+    out = grade(image, one_hot)
+    y = (image * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    torch.testing.assert_close(out[0, 0], image[0, 2] + y[0])
+    torch.testing.assert_close(out[0, 1], image[0, 1] + 0.1)
+    torch.testing.assert_close(out[0, 2], image[0, 0])
+    torch.testing.assert_close(out[1], image[1])  # the other prompt keeps the identity
+    path = tmp_path / "grade.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.grade_knots == 5 and net.grade is not None
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
 
 

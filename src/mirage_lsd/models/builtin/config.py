@@ -57,6 +57,9 @@ class ModelConfig:
     position: bool = False
     # > 1: the conv blocks' pointwise layers mix this many weight sets by the prompt
     experts: int = 0
+    # > 1: x0's base is the input under a per-prompt colour grade (3x3 matrix, offset and
+    # a luma curve of this many knots) instead of the input itself
+    grade_knots: int = 0
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")
@@ -73,6 +76,8 @@ class ModelConfig:
             raise ConfigError("model.cache_frames must be >= 0")
         if self.experts < 0:
             raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
+        if self.grade_knots < 0 or self.grade_knots == 1:
+            raise ConfigError(f"model.grade_knots must be 0 or >= 2, got {self.grade_knots}")
 
     @property
     def grid_downscale(self) -> int:

@@ -13,7 +13,8 @@ The network sees, for the current frame only: the noisy target x_t, the input im
 the history (previous output warped to this frame by optical flow, with a validity
 mask), the prompt embedding, the noise level t, the step size d and the history's noise
 level. Past frames reach it only through the KV cache, so output t never depends on a
-future frame. It predicts x0 as a residual on the input image, plus a per-pixel detail
+future frame. It predicts x0 as a residual on the input image (optionally on the input
+under a colour grade picked by the prompt, `PromptGrade`), plus a per-pixel detail
 gain that `guided_upsample` uses to bring the result back to full resolution.
 """
 
@@ -144,6 +145,37 @@ class Pointwise(nn.Module):
         return torch.einsum("bihw,boi->bohw", x, weight) + bias[:, :, None, None]
 
 
+class PromptGrade(nn.Module):
+    """A global colour grade of the input image, chosen by the prompt alone.
+
+    Why: most looks start with a colour mapping of the whole frame (thermal's palette,
+    sunset's warm cast, night vision's green), and per-pixel layers behind a norm learn
+    exact tone curves slowly. Here the prompt picks a 3x3 colour matrix, an offset and,
+    per output channel, a piecewise-linear curve of the input luma (`grade_knots` tent
+    functions over [-1, 1]); the residual branches are left the spatial part. It is
+    computed once per frame and starts as the identity.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.knots = cfg.grade_knots
+        self.proj = nn.Linear(cfg.prompt_dim, 12 + 3 * self.knots)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, image: Tensor, prompt: Tensor) -> Tensor:
+        b, k = image.shape[0], self.knots
+        params = self.proj(prompt)  # (B, 12 + 3K)
+        eye = torch.eye(3, device=image.device, dtype=params.dtype)
+        matrix = params[:, :9].view(b, 3, 3) + eye  # (B, 3, 3)
+        offset = params[:, 9:12, None, None]  # (B, 3, 1, 1)
+        curves = params[:, 12:].view(b, 3, k)  # (B, 3, K) value of each knot's tent
+        knots = torch.linspace(-1.0, 1.0, k, device=image.device, dtype=image.dtype)
+        tents = (1 - (luma(image) - knots.view(1, k, 1, 1)).abs() * ((k - 1) / 2)).relu()
+        mixed = torch.einsum("bij,bjhw->bihw", matrix.to(image.dtype), image)
+        return mixed + offset + torch.einsum("bck,bkhw->bchw", curves.to(image.dtype), tents)
+
+
 class ConvBlock(nn.Module):
     """Depthwise conv -> norm -> FiLM by the conditioning -> pointwise MLP, residual."""
 
@@ -227,6 +259,7 @@ class LSDNet(nn.Module):
         self.dec = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.dec_blocks))
         self.head_norm = RMSNorm2d(c0)
         self.head = nn.Conv2d(c0, 2 * ci, 1)  # x0 residual and detail gain, unshuffled
+        self.grade = PromptGrade(cfg) if cfg.grade_knots else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -280,7 +313,8 @@ class LSDNet(nn.Module):
             h = block(h, emb)
         out = F.pixel_shuffle(self.head(self.head_norm(h)), p)  # (B, 6, h, w)
         residual, gain = out.chunk(2, dim=1)  # (B, 3, h, w) each
-        return NetOutput(x0=image + residual, gain=1.0 + gain, kv=tuple(kvs))
+        base = image if self.grade is None else self.grade(image, prompt)
+        return NetOutput(x0=base + residual, gain=1.0 + gain, kv=tuple(kvs))
 
 
 def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> Tensor:
