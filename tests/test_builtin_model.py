@@ -6,6 +6,7 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -364,6 +365,9 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("data:\n  eval_clips: please.mkv\n")
     with pytest.raises(ConfigError, match=r"data\.eval_clips"):
         load_train_config(bad)
+    bad.write_text("model:\n  experts: 8\n  width: 16\n  experts: 0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*'experts' is given twice"):
+        load_train_config(bad)
 
 
 def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -> None:
@@ -449,7 +453,8 @@ def test_expert_layers_are_per_sample_blends_of_their_weight_sets(
 def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(
     tmp_path: Path, tiny_cfg: ModelConfig
 ) -> None:
-    """`grade_knots: K`: identity at start; then a per-prompt matrix, offset and curves."""
+    """`grade_knots: K`: identity at start and with no prompt; else the prompt's matrix,
+    offset and curves."""
     cfg = dataclasses.replace(tiny_cfg, grade_knots=5)  # knots at -1, -0.5, 0, 0.5, 1
     grade = PromptGrade(cfg)
     image = torch.rand(2, 3, 4, 6) * 2 - 1
@@ -469,12 +474,34 @@ def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(
     torch.testing.assert_close(out[0, 1], image[0, 1] + 0.1)
     torch.testing.assert_close(out[0, 2], image[0, 0])
     torch.testing.assert_close(out[1], image[1])  # the other prompt keeps the identity
+    torch.testing.assert_close(grade(image, torch.zeros_like(one_hot)), image)  # no prompt
     path = tmp_path / "grade.safetensors"
     save_weights(path, LSDNet(cfg), catalog_bank())
     net, bank = load_weights(path)
     assert net.cfg.grade_knots == 5 and net.grade is not None
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_weight_files_from_before_a_config_field_load_with_its_old_value(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """Files written before `experts` and `grade_knots` existed lack them: they mean 0,
+    whatever the defaults are now (the bundled recipe's grade_knots is 16)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tmp_path / "old.safetensors"
+    save_weights(path, LSDNet(dataclasses.replace(tiny_cfg, grade_knots=0)), catalog_bank())
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    config = json.loads(metadata["config"])
+    del config["grade_knots"], config["experts"]
+    save_file(tensors, str(path), metadata=metadata | {"config": json.dumps(config)})
+    assert ModelConfig().grade_knots == 16  # the default now
+    net, _ = load_weights(path)
+    assert net.cfg.grade_knots == 0 and net.cfg.experts == 0 and net.grade is None
 
 
 def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> None:

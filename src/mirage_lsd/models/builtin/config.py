@@ -57,9 +57,9 @@ class ModelConfig:
     position: bool = False
     # > 1: the conv blocks' pointwise layers mix this many weight sets by the prompt
     experts: int = 0
-    # > 1: x0's base is the input under a per-prompt colour grade (3x3 matrix, offset and
-    # a luma curve of this many knots) instead of the input itself
-    grade_knots: int = 0
+    # >= 2: x0's base is the input under a per-prompt colour grade (3x3 matrix, offset
+    # and luma curves of this many knots; `network.PromptGrade`); 0: the input itself
+    grade_knots: int = 16
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 NAME = "mirage-lsd-v1"
 WEIGHTS_FORMAT = "mirage-lsd-v1/1"  # bump when the file layout changes
+# config fields added after weight files were first written, with the value that a file
+# written before them was made with (their defaults may differ)
+ADDED_FIELDS: dict[str, object] = {"experts": 0, "grade_knots": 0}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"
 NOISE_SEED = 0  # every stream starts from the same noise: the same input gives the same output
 # The denoiser's image has at most this many pixels when the downscale is automatic: big
@@ -167,7 +170,7 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
             f"(format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})"
         )
     try:
-        cfg = ModelConfig.from_dict(json.loads(metadata["config"]))
+        cfg = ModelConfig.from_dict({**ADDED_FIELDS, **json.loads(metadata["config"])})
         names = tuple(json.loads(metadata["looks"]))
         bank = LookBank(
             names, tensors["looks.descriptions"], tensors["looks.owner"], tensors["looks.anchors"]

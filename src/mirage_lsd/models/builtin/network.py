@@ -153,15 +153,15 @@ class PromptGrade(nn.Module):
     exact tone curves slowly. Here the prompt picks a 3x3 colour matrix, an offset and,
     per output channel, a piecewise-linear curve of the input luma (`grade_knots` tent
     functions over [-1, 1]); the residual branches are left the spatial part. It is
-    computed once per frame and starts as the identity.
+    computed once per frame, starts as the identity, and stays the identity with no
+    prompt (a zero embedding: the projection has no bias).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.knots = cfg.grade_knots
-        self.proj = nn.Linear(cfg.prompt_dim, 12 + 3 * self.knots)
+        self.proj = nn.Linear(cfg.prompt_dim, 12 + 3 * self.knots, bias=False)
         nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
 
     def forward(self, image: Tensor, prompt: Tensor) -> Tensor:
         b, k = image.shape[0], self.knots
