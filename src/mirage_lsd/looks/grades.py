@@ -78,7 +78,7 @@ def winter(image: np.ndarray) -> np.ndarray:
     # 2. frost: surfaces that face up (bright over dark below) catch white.
     g = op.blur(op.luma(f), 1.5 * s)
     _, dy = op.gradient(g)
-    frost = op.smoothstep(0.01, 0.04, dy / s)[:, :, None] * 0.6
+    frost = op.smoothstep(0.01, 0.04, dy * s)[:, :, None] * 0.6
 
     # 3. snowflakes: sparse soft dots at fixed positions, two sizes.
     flakes = np.zeros((h, w), dtype=np.float32)

@@ -143,7 +143,7 @@ def blueprint(image: np.ndarray) -> np.ndarray:
     # 1. line drawing: gradient magnitude of smoothed luma, thin and bright.
     g = op.blur(op.luma(f), 0.8 * s)
     dx, dy = op.gradient(g)
-    lines = op.smoothstep(0.015, 0.05, np.sqrt(dx * dx + dy * dy) / s)
+    lines = op.smoothstep(0.015, 0.05, np.sqrt(dx * dx + dy * dy) * s)
 
     # 2. drafting grid every ~16 px at 256 px, anchored top-left.
     pitch = max(4, round(16 * s))
@@ -166,7 +166,7 @@ def neon_edges(image: np.ndarray) -> np.ndarray:
     # 1. edges of the smoothed luma.
     g = op.blur(op.luma(f), 1.0 * s)
     dx, dy = op.gradient(g)
-    edge = op.smoothstep(0.012, 0.045, np.sqrt(dx * dx + dy * dy) / s)
+    edge = op.smoothstep(0.012, 0.045, np.sqrt(dx * dx + dy * dy) * s)
 
     # 2. tube colour: the scene's hue at full saturation where it has one, otherwise a
     # fixed cyan-to-magenta sweep across the frame.
