@@ -25,6 +25,7 @@ from mirage_lsd.models.builtin.model import (
     BuiltinModel,
     WeightsError,
     catalog_bank,
+    edge_map_u8,
     load_weights,
     save_weights,
     upsample_to_frame,
@@ -33,6 +34,7 @@ from mirage_lsd.models.builtin.network import (
     LSDNet,
     Pointwise,
     PromptGrade,
+    edge_map,
     frame_coordinates,
     guided_upsample,
 )
@@ -246,8 +248,9 @@ def test_flow_and_warp_follow_a_known_shift() -> None:
     assert err.mean() < 6.0 and mask[0, 0].numpy()[inner].min() == 1.0
 
 
+@pytest.mark.parametrize("guides", [1, 2])  # luma detail [and the edge map]
 @pytest.mark.parametrize("low", [(12, 16), (45, 80)])  # one band, and several bands
-def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int]) -> None:
+def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int], guides: int) -> None:
     """The banded OpenCV run-time path and the differentiable training path agree.
 
     OpenCV rounds the luma to whole levels, so single pixels may differ by a few levels
@@ -257,7 +260,7 @@ def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int]) -> None:
     h, w = low
     frame = cv2.GaussianBlur(rng.integers(0, 256, (4 * h, 4 * w, 3), dtype=np.uint8), (0, 0), 1)
     small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-    x0, gain = torch.rand(1, 3, h, w) * 2 - 1, torch.randn(1, 3, h, w) * 0.5 + 1
+    x0, gain = torch.rand(1, 3, h, w) * 2 - 1, torch.randn(1, 3 * guides, h, w) * 0.5 + 1
     tensor = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1  # noqa: E731
     reference = guided_upsample(x0, gain, tensor(frame), tensor(small))
     reference = ((reference[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()
@@ -481,6 +484,59 @@ def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(
     assert net.cfg.grade_knots == 5 and net.grade is not None
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_grade_grid_scales_and_lifts_channels_by_place_in_the_frame(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`grade_grid: G`: a gain and an offset per channel, bilinear over a G x G lattice
+    from the frame's corners; a training crop (`window`) reads its part of the lattice.
+    With the edge guide too, a weight file saves, loads and streams."""
+    cfg = dataclasses.replace(tiny_cfg, grade_knots=2, grade_grid=2)
+    grade = PromptGrade(cfg)
+    image = torch.rand(1, 3, 8, 8) * 2 - 1
+    prompt = torch.zeros(1, cfg.prompt_dim)
+    prompt[0, 0] = 1.0
+    lattice = 12 + 3 * 2  # where the lattice starts among the projection's outputs
+    with torch.no_grad():  # red gain: -1 (black) along the top, 0 along the bottom
+        grade.proj.weight[lattice : lattice + 2, 0] = -1.0  # red gain, top row
+        grade.proj.weight[lattice + 3 * 4 + 2 * 4 + 2 : lattice + 3 * 4 + 2 * 4 + 4, 0] = 0.5
+    out = grade(image, prompt)  # ... and a blue lift of 0.5 along the bottom
+    rows = (torch.arange(8) + 0.5) / 8  # cell centres, 0 at the top edge, 1 at the bottom
+    torch.testing.assert_close(out[0, 0], image[0, 0] * rows[:, None].expand(8, 8))
+    torch.testing.assert_close(out[0, 1], image[0, 1])
+    torch.testing.assert_close(out[0, 2], image[0, 2] + 0.5 * rows[:, None].expand(8, 8))
+    bottom_half = torch.tensor([[0.5, 0.0, 1.0, 1.0]])  # top, left, bottom, right
+    crop = grade(image, prompt, bottom_half)
+    torch.testing.assert_close(crop[0, 0], image[0, 0] * (0.5 + rows / 2)[:, None].expand(8, 8))
+    torch.testing.assert_close(grade(image, torch.zeros_like(prompt)), image)  # no prompt
+    with pytest.raises(ConfigError, match="grade_grid"):
+        dataclasses.replace(tiny_cfg, grade_knots=0, grade_grid=4)
+    path = tmp_path / "grid.safetensors"
+    save_weights(path, LSDNet(dataclasses.replace(cfg, edge_guide=True)), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.grade_grid == 2 and net.cfg.edge_guide and net.head.out_channels == 3 * 12
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_edge_map_marks_edges_alike_at_any_size() -> None:
+    """The upsampler's edge guide: near 1 on a strong edge, near 0 on flat or noisy
+    ground, and the same picture at twice the resolution."""
+    rng = np.random.default_rng(0)
+    step = np.full((256, 256), 60, dtype=np.uint8)
+    step[:, 128:] = 180  # a vertical edge
+    noisy = np.clip(step + rng.normal(0, 2, step.shape), 0, 255).astype(np.uint8)
+    edges = edge_map_u8(noisy)
+    assert edges.dtype == np.float32 and edges.shape == (256, 256)
+    assert edges[:, 127:129].mean() > 0.75 and edges[:, :100].mean() < 0.1
+    soft = cv2.GaussianBlur(step, (0, 0), 2)  # a camera's edge, filmed at two resolutions
+    double = edge_map_u8(cv2.resize(soft, (512, 512), interpolation=cv2.INTER_LINEAR))
+    shrunk = cv2.resize(double, (256, 256), interpolation=cv2.INTER_AREA)
+    profile, profile_double = edge_map_u8(soft)[128], shrunk[128]
+    assert profile.max() > 0.5 and np.abs(profile - profile_double).max() < 0.1
+    as_tensor = torch.from_numpy(noisy.astype(np.float32) / 127.5 - 1)[None, None]
+    np.testing.assert_allclose(edge_map(as_tensor)[0, 0].numpy(), edges, atol=1e-4)
 
 
 def test_weight_files_from_before_a_config_field_load_with_its_old_value(

@@ -60,6 +60,12 @@ class ModelConfig:
     # >= 2: x0's base is the input under a per-prompt colour grade (3x3 matrix, offset
     # and luma curves of this many knots; `network.PromptGrade`); 0: the input itself
     grade_knots: int = 16
+    # >= 2: the grade also scales and lifts each channel by maps over the frame, a
+    # grade_grid x grade_grid lattice of values per prompt (vignettes, sky gradients)
+    grade_grid: int = 0
+    # the upsampler also adds, per channel, a learned share of an edge map of the
+    # full-resolution input (thin lines: neon edges, blueprint, pencil)
+    edge_guide: bool = False
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")
@@ -78,6 +84,10 @@ class ModelConfig:
             raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
         if self.grade_knots < 0 or self.grade_knots == 1:
             raise ConfigError(f"model.grade_knots must be 0 or >= 2, got {self.grade_knots}")
+        if self.grade_grid < 0 or self.grade_grid == 1:
+            raise ConfigError(f"model.grade_grid must be 0 or >= 2, got {self.grade_grid}")
+        if self.grade_grid and not self.grade_knots:
+            raise ConfigError("model.grade_grid needs model.grade_knots >= 2")
 
     @property
     def grid_downscale(self) -> int:
@@ -93,6 +103,11 @@ class ModelConfig:
     def size_multiple(self) -> int:
         """Frame sides must divide by this at the trained downscale."""
         return self.image_downscale * self.image_multiple
+
+    @property
+    def guides(self) -> int:
+        """Full-resolution guide images of the upsampler: luma detail [, edge map]."""
+        return 1 + int(self.edge_guide)
 
     @property
     def image_channels(self) -> int:

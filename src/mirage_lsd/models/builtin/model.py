@@ -32,7 +32,7 @@ from mirage_lsd.models.builtin.cache import KVCache, StreamState
 from mirage_lsd.models.builtin.compiled import BackgroundCompiler
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
-from mirage_lsd.models.builtin.network import LSDNet, NetOutput
+from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput
 from mirage_lsd.models.builtin.prompt_embedding import (
     LookBank,
     PromptMatch,
@@ -48,7 +48,12 @@ NAME = "mirage-lsd-v1"
 WEIGHTS_FORMAT = "mirage-lsd-v1/1"  # bump when the file layout changes
 # config fields added after weight files were first written, with the value that a file
 # written before them was made with (their defaults may differ)
-ADDED_FIELDS: dict[str, object] = {"experts": 0, "grade_knots": 0}
+ADDED_FIELDS: dict[str, object] = {
+    "experts": 0,
+    "grade_knots": 0,
+    "grade_grid": 0,
+    "edge_guide": False,
+}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"
 NOISE_SEED = 0  # every stream starts from the same noise: the same input gives the same output
 # The denoiser's image has at most this many pixels when the downscale is automatic: big
@@ -85,6 +90,19 @@ def _band_up(x: np.ndarray, rows: slice, top: int, count: int, width: int, s: in
     return cv2.resize(x[rows], size, interpolation=cv2.INTER_LINEAR)[top : top + count]
 
 
+def edge_map_u8(luma: np.ndarray) -> np.ndarray:
+    """`network.edge_map` of an (H, W) uint8 luma with OpenCV: (H, W) float32 in [0, 1)."""
+    height, width = luma.shape
+    even = luma[: height // 2 * 2, : width // 2 * 2].astype(np.float32)
+    half = cv2.resize(even, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    scale = 2.0 / 255.0 / 8.0  # levels to [-1, 1] units, and Sobel's weights to one pixel
+    dx = cv2.Sobel(half, cv2.CV_32F, 1, 0, ksize=3, scale=scale)
+    dy = cv2.Sobel(half, cv2.CV_32F, 0, 1, ksize=3, scale=scale)
+    strength = cv2.magnitude(dx, dy) * np.float32(min(height, width) / 512)
+    edges = strength / (strength + np.float32(EDGE_KNEE))
+    return cv2.resize(edges, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray) -> np.ndarray:
     """`network.guided_upsample` for one frame, in uint8 pixels with OpenCV: the run-time path.
 
@@ -93,15 +111,20 @@ def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.nda
     bound by memory traffic, so it runs in horizontal bands whose full-resolution planes
     fit in the cache: each band is resized from its low-res rows plus one row of margin
     (bilinear needs one neighbour), which gives exactly the rows a whole-frame resize would.
-    x0, gain: (1, 3, h, w); frame: (H, W, 3) uint8; small: (h, w, 3) uint8; H = s * h.
+    x0: (1, 3, h, w); gain: (1, 3 * guides, h, w); frame: (H, W, 3) uint8; small: (h, w, 3)
+    uint8; H = s * h.
     """
     height, width = frame.shape[:2]
     h = small.shape[0]
     s = height // h
     base = ((x0[0].float() + 1.0) * 127.5).permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
-    gains = gain[0].float().permute(1, 2, 0).contiguous().numpy()  # (h, w, 3)
+    gains = [
+        g.permute(1, 2, 0).contiguous().numpy() for g in gain[0].float().split(3)
+    ]  # (h, w, 3) per guide
     small_luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)  # (h, w)
     luma = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # (H, W) uint8
+    # in levels, as the detail is (the network's edge map is in [-1, 1] units of output)
+    edges = edge_map_u8(luma) * np.float32(127.5) if len(gains) > 1 else None
     out = np.empty_like(frame)
     for r0 in range(0, h, UPSAMPLE_BAND):
         r1 = min(r0 + UPSAMPLE_BAND, h)
@@ -109,7 +132,11 @@ def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.nda
         band = slice(a, b), (r0 - a) * s, (r1 - r0) * s, width, s
         rows = slice(r0 * s, r1 * s)
         detail = cv2.subtract(luma[rows], _band_up(small_luma, *band), dtype=cv2.CV_32F)
-        scaled = cv2.multiply(_band_up(gains, *band), cv2.merge([detail, detail, detail]))
+        scaled = cv2.multiply(_band_up(gains[0], *band), cv2.merge([detail, detail, detail]))
+        if edges is not None:
+            edge = edges[rows]
+            lines = cv2.multiply(_band_up(gains[1], *band), cv2.merge([edge, edge, edge]))
+            scaled = cv2.add(scaled, lines)
         # rounds to the nearest level and saturates to 0..255
         cv2.add(scaled, _band_up(base, *band), dst=out[rows], dtype=cv2.CV_8U)
     return out

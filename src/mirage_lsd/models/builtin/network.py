@@ -152,28 +152,40 @@ class PromptGrade(nn.Module):
     sunset's warm cast, night vision's green), and per-pixel layers behind a norm learn
     exact tone curves slowly. Here the prompt picks a 3x3 colour matrix, an offset and,
     per output channel, a piecewise-linear curve of the input luma (`grade_knots` tent
-    functions over [-1, 1]); the residual branches are left the spatial part. It is
-    computed once per frame, starts as the identity, and stays the identity with no
-    prompt (a zero embedding: the projection has no bias).
+    functions over [-1, 1]); with `grade_grid`, also a gain and an offset per channel
+    that vary smoothly over the frame (bilinear over a lattice from corner to corner:
+    vignettes, a sky's gradient, a sun's glow). The residual branches are left the rest.
+    It is computed once per frame, starts as the identity, and stays the identity with
+    no prompt (a zero embedding: the projection has no bias).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.knots = cfg.grade_knots
-        self.proj = nn.Linear(cfg.prompt_dim, 12 + 3 * self.knots, bias=False)
+        self.knots, self.grid = cfg.grade_knots, cfg.grade_grid
+        outputs = 12 + 3 * self.knots + 6 * self.grid**2
+        self.proj = nn.Linear(cfg.prompt_dim, outputs, bias=False)
         nn.init.zeros_(self.proj.weight)
 
-    def forward(self, image: Tensor, prompt: Tensor) -> Tensor:
+    def forward(self, image: Tensor, prompt: Tensor, window: Tensor | None = None) -> Tensor:
+        """`window`: where the image lies in its frame, as in `frame_coordinates`."""
         b, k = image.shape[0], self.knots
-        params = self.proj(prompt)  # (B, 12 + 3K)
-        eye = torch.eye(3, device=image.device, dtype=params.dtype)
+        params = self.proj(prompt).to(image.dtype)  # (B, 12 + 3K + 6G^2)
+        eye = torch.eye(3, device=image.device, dtype=image.dtype)
         matrix = params[:, :9].view(b, 3, 3) + eye  # (B, 3, 3)
         offset = params[:, 9:12, None, None]  # (B, 3, 1, 1)
-        curves = params[:, 12:].view(b, 3, k)  # (B, 3, K) value of each knot's tent
+        curves = params[:, 12 : 12 + 3 * k].view(b, 3, k)  # (B, 3, K) each knot's value
         knots = torch.linspace(-1.0, 1.0, k, device=image.device, dtype=image.dtype)
         tents = (1 - (luma(image) - knots.view(1, k, 1, 1)).abs() * ((k - 1) / 2)).relu()
-        mixed = torch.einsum("bij,bjhw->bihw", matrix.to(image.dtype), image)
-        return mixed + offset + torch.einsum("bck,bkhw->bchw", curves.to(image.dtype), tents)
+        mixed = torch.einsum("bij,bjhw->bihw", matrix, image)
+        out = mixed + offset + torch.einsum("bck,bkhw->bchw", curves, tents)
+        if not self.grid:
+            return out
+        lattice = params[:, 12 + 3 * k :].view(b, 6, self.grid, self.grid)
+        coords = frame_coordinates(*image.shape[-2:], image, window)  # (B or 1, 2, h, w)
+        where = coords.flip(1).permute(0, 2, 3, 1).expand(b, -1, -1, -1)  # (B, h, w, x|y)
+        maps = F.grid_sample(lattice, where, mode="bilinear", align_corners=True)
+        gain, lift = maps.chunk(2, dim=1)  # (B, 3, h, w) each
+        return out * (1 + gain) + lift
 
 
 class ConvBlock(nn.Module):
@@ -237,7 +249,7 @@ class TemporalAttention(nn.Module):
 
 class NetOutput(NamedTuple):
     x0: Tensor  # (B, 3, h, w) predicted clean output image, [-1, 1]
-    gain: Tensor  # (B, 3, h, w) how much of the input's fine detail each channel keeps
+    gain: Tensor  # (B, 3 * guides, h, w) how much of each full-res guide each channel takes
     kv: FrameKV  # this frame's keys/values, one per temporal layer
 
 
@@ -258,7 +270,8 @@ class LSDNet(nn.Module):
         self.up = nn.Sequential(nn.Conv2d(c1, 4 * c0, 1), nn.PixelShuffle(2))
         self.dec = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.dec_blocks))
         self.head_norm = RMSNorm2d(c0)
-        self.head = nn.Conv2d(c0, 2 * ci, 1)  # x0 residual and detail gain, unshuffled
+        # x0 residual and one gain per upsampler guide, unshuffled
+        self.head = nn.Conv2d(c0, (1 + cfg.guides) * ci, 1)
         self.grade = PromptGrade(cfg) if cfg.grade_knots else None
         self._init_weights()
 
@@ -311,21 +324,52 @@ class LSDNet(nn.Module):
         h = h0 + self.up(h1)  # (B, C0, gh, gw)
         for block in self.dec:
             h = block(h, emb)
-        out = F.pixel_shuffle(self.head(self.head_norm(h)), p)  # (B, 6, h, w)
-        residual, gain = out.chunk(2, dim=1)  # (B, 3, h, w) each
-        base = image if self.grade is None else self.grade(image, prompt)
-        return NetOutput(x0=base + residual, gain=1.0 + gain, kv=tuple(kvs))
+        out = F.pixel_shuffle(self.head(self.head_norm(h)), p)  # (B, 3 + 3 * guides, h, w)
+        residual, gain = out[:, :3], out[:, 3:]  # (B, 3, h, w), (B, 3 * guides, h, w)
+        gain = torch.cat([1.0 + gain[:, :3], gain[:, 3:]], dim=1)  # detail kept at start
+        base = image if self.grade is None else self.grade(image, prompt, window)
+        return NetOutput(x0=base + residual, gain=gain, kv=tuple(kvs))
+
+
+EDGE_KNEE = 0.06
+"""Luma gradient where the edge map is 0.5: [-1, 1] units per pixel at a 256-pixel short side."""
+SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+
+
+def edge_map(frame_luma: Tensor) -> Tensor:
+    """(B, 1, H, W) luma in [-1, 1] -> (B, 1, H, W) edge strength in [0, 1).
+
+    The Sobel gradient magnitude at half resolution (which smooths video noise the way a
+    look's pre-blur does), scaled by the frame's size so that an edge reads the same at
+    any resolution, softly saturated, and enlarged back to full size.
+    """
+    height, width = frame_luma.shape[-2:]
+    half = F.avg_pool2d(frame_luma, 2)  # (B, 1, H // 2, W // 2)
+    padded = F.pad(half, (1, 1, 1, 1), mode="reflect")  # OpenCV's default border
+    kernels = torch.stack([SOBEL, SOBEL.T])[:, None].to(frame_luma)  # (2, 1, 3, 3)
+    dx, dy = F.conv2d(padded, kernels).chunk(2, dim=1)
+    strength = torch.hypot(dx, dy) * (min(height, width) / 512)
+    edges = strength / (strength + EDGE_KNEE)
+    return F.interpolate(edges, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> Tensor:
     """Full-resolution output: the low-res result plus the input's own fine detail.
 
-    x0, gain, image: (B, 3, h, w); frame: (B, 3, H, W) the full-res input; all in [-1, 1].
-    The detail is the full-res luma minus the upsampled low-res luma; `gain` (learned,
-    per channel and place) says how much of it each output channel keeps: 1 keeps it,
-    0 gives a soft image (pixel art, paint), negative inverts it (thermal, blueprint).
+    x0, image: (B, 3, h, w); gain: (B, 3 * guides, h, w); frame: (B, 3, H, W) the
+    full-res input; all in [-1, 1]. The first guide is the detail: the full-res luma
+    minus the upsampled low-res luma; its gain (learned, per channel and place) says how
+    much of it each output channel keeps: 1 keeps it, 0 gives a soft image (pixel art,
+    paint), negative inverts it (thermal, blueprint). The second guide, if any, is the
+    full-res `edge_map`, whose gain draws thin lines in any colour (neon, blueprint).
     """
     size = frame.shape[-2:]
     up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-    detail = luma(frame) - up(luma(image))  # (B, 1, H, W)
-    return up(x0) + up(gain) * detail  # (B, 3, H, W)
+    frame_luma = luma(frame)
+    guides = [frame_luma - up(luma(image))]  # (B, 1, H, W) each
+    if gain.shape[1] > 3:
+        guides.append(edge_map(frame_luma))
+    out = up(x0)
+    for i, guide in enumerate(guides):
+        out = out + up(gain[:, 3 * i : 3 * i + 3]) * guide
+    return out  # (B, 3, H, W)
