@@ -542,22 +542,26 @@ def test_edge_map_marks_edges_alike_at_any_size() -> None:
 def test_weight_files_from_before_a_config_field_load_with_its_old_value(
     tmp_path: Path, tiny_cfg: ModelConfig
 ) -> None:
-    """Files written before `experts` and `grade_knots` existed lack them: they mean 0,
-    whatever the defaults are now (the bundled recipe's grade_knots is 16)."""
+    """Files written before `experts`, `grade_knots`, `grade_grid` and `edge_guide` existed
+    lack them: they mean off, whatever the defaults are now (the bundled recipe's grade
+    has 16 knots and a 6x6 grid)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     path = tmp_path / "old.safetensors"
-    save_weights(path, LSDNet(dataclasses.replace(tiny_cfg, grade_knots=0)), catalog_bank())
+    cfg = dataclasses.replace(tiny_cfg, grade_knots=0, grade_grid=0)
+    save_weights(path, LSDNet(cfg), catalog_bank())
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     config = json.loads(metadata["config"])
-    del config["grade_knots"], config["experts"]
+    for name in ("experts", "grade_knots", "grade_grid", "edge_guide"):
+        del config[name]
     save_file(tensors, str(path), metadata=metadata | {"config": json.dumps(config)})
-    assert ModelConfig().grade_knots == 16  # the default now
+    assert (ModelConfig().grade_knots, ModelConfig().grade_grid) == (16, 6)  # the defaults now
     net, _ = load_weights(path)
-    assert net.cfg.grade_knots == 0 and net.cfg.experts == 0 and net.grade is None
+    assert (net.cfg.grade_knots, net.cfg.grade_grid, net.cfg.experts) == (0, 0, 0)
+    assert not net.cfg.edge_guide and net.grade is None
 
 
 def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> None:

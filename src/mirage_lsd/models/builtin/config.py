@@ -62,7 +62,7 @@ class ModelConfig:
     grade_knots: int = 16
     # >= 2: the grade also scales and lifts each channel by maps over the frame, a
     # grade_grid x grade_grid lattice of values per prompt (vignettes, sky gradients)
-    grade_grid: int = 0
+    grade_grid: int = 6
     # the upsampler also adds, per channel, a learned share of an edge map of the
     # full-resolution input (thin lines: neon edges, blueprint, pencil)
     edge_guide: bool = False
