@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from mirage_lsd.engine.stream_engine import StreamEngine
@@ -520,6 +521,48 @@ def test_grade_grid_scales_and_lifts_channels_by_place_in_the_frame(
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
 
 
+def test_grade_bands_soften_or_sharpen_in_the_frames_terms(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`grade_bands: B`: per channel, the prompt re-weights the band-pass layers between
+    low-passes of 32, 16, ... cells across the frame's short side: a weight of -1 on
+    every band leaves the coarsest low-pass (a soft image), the same picture at any size;
+    a training crop (`window`) is filtered in its frame's terms."""
+    cfg = dataclasses.replace(tiny_cfg, grade_knots=2, grade_grid=0, grade_bands=2)
+    grade = PromptGrade(cfg)
+    rng = np.random.default_rng(3)
+    small = cv2.resize(rng.uniform(-1, 1, (8, 8)).astype(np.float32), (64, 64))
+    sharp = torch.from_numpy(np.where(small > 0, 1.0, -1.0).astype(np.float32))
+    image = sharp.expand(1, 3, 64, 64).contiguous()  # a sharp-edged picture
+    prompt = torch.zeros(1, cfg.prompt_dim)
+    prompt[0, 0] = 1.0
+    bands = 12 + 3 * 2  # where the band weights start among the projection's outputs
+    with torch.no_grad():  # red: every band removed; green: the finest band doubled
+        grade.proj.weight[bands + 0, 0] = grade.proj.weight[bands + 3, 0] = -1.0
+        grade.proj.weight[bands + 1, 0] = 1.0
+    out = grade(image, prompt)
+    coarsest = F.interpolate(F.adaptive_avg_pool2d(image, 16), size=64, mode="bilinear")
+    torch.testing.assert_close(out[0, 0], coarsest[0, 0])  # 16 cells across: soft
+    assert (out[0, 1] - image[0, 1]).abs().mean() > 0.05  # sharpened: over- and undershoot
+    torch.testing.assert_close(out[0, 2], image[0, 2])  # blue untouched
+    double = grade(F.interpolate(image, size=128, mode="nearest"), prompt)
+    halved = F.avg_pool2d(double, 2)
+    assert (halved[0, 0] - out[0, 0]).abs().mean() < 0.02  # the same softness at 128x128
+    corner = torch.tensor([[0.0, 0.0, 0.5, 0.5]])  # the image is a quarter of its frame
+    crop = grade(image, prompt, corner)  # so 16 cells across the frame: 8 in the image
+    eight = F.interpolate(F.adaptive_avg_pool2d(image, 8), size=64, mode="bilinear")
+    torch.testing.assert_close(crop[0, 0], eight[0, 0])
+    torch.testing.assert_close(grade(image, torch.zeros_like(prompt)), image)  # no prompt
+    with pytest.raises(ConfigError, match="grade_bands"):
+        dataclasses.replace(tiny_cfg, grade_knots=0, grade_grid=0, grade_bands=2)
+    path = tmp_path / "bands.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.grade_bands == 2
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
 def test_edge_map_marks_edges_alike_at_any_size() -> None:
     """The upsampler's edge guide: near 1 on a strong edge, near 0 on flat or noisy
     ground, and the same picture at twice the resolution."""
@@ -542,9 +585,9 @@ def test_edge_map_marks_edges_alike_at_any_size() -> None:
 def test_weight_files_from_before_a_config_field_load_with_its_old_value(
     tmp_path: Path, tiny_cfg: ModelConfig
 ) -> None:
-    """Files written before `experts`, `grade_knots`, `grade_grid` and `edge_guide` existed
-    lack them: they mean off, whatever the defaults are now (the bundled recipe's grade
-    has 16 knots and a 6x6 grid)."""
+    """Files written before `experts`, `grade_knots`, `grade_grid`, `grade_bands` and
+    `edge_guide` existed lack them: they mean off, whatever the defaults are now (the
+    bundled recipe's grade has 16 knots and a 6x6 grid)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -555,13 +598,13 @@ def test_weight_files_from_before_a_config_field_load_with_its_old_value(
         metadata = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     config = json.loads(metadata["config"])
-    for name in ("experts", "grade_knots", "grade_grid", "edge_guide"):
+    for name in ("experts", "grade_knots", "grade_grid", "grade_bands", "edge_guide"):
         del config[name]
     save_file(tensors, str(path), metadata=metadata | {"config": json.dumps(config)})
     assert (ModelConfig().grade_knots, ModelConfig().grade_grid) == (16, 6)  # the defaults now
     net, _ = load_weights(path)
     assert (net.cfg.grade_knots, net.cfg.grade_grid, net.cfg.experts) == (0, 0, 0)
-    assert not net.cfg.edge_guide and net.grade is None
+    assert not net.cfg.edge_guide and net.cfg.grade_bands == 0 and net.grade is None
 
 
 def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> None:

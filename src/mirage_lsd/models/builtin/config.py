@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from mirage_lsd.errors import UserError
 
 T = TypeVar("T")
+MAX_GRADE_BANDS = 5  # the coarsest low-pass has 2 cells across the frame's short side
 
 
 class ConfigError(UserError):
@@ -63,6 +64,10 @@ class ModelConfig:
     # >= 2: the grade also scales and lifts each channel by maps over the frame, a
     # grade_grid x grade_grid lattice of values per prompt (vignettes, sky gradients)
     grade_grid: int = 6
+    # >= 1: the grade also re-weights, per channel, this many band-pass layers of the
+    # graded image between low-passes at 32, 16, 8, ... cells across the frame's short
+    # side (softening, local contrast, glow: watercolor, oil paint, bloom)
+    grade_bands: int = 0
     # the upsampler also adds, per channel, a learned share of an edge map of the
     # full-resolution input (thin lines: neon edges, blueprint, pencil)
     edge_guide: bool = False
@@ -88,6 +93,12 @@ class ModelConfig:
             raise ConfigError(f"model.grade_grid must be 0 or >= 2, got {self.grade_grid}")
         if self.grade_grid and not self.grade_knots:
             raise ConfigError("model.grade_grid needs model.grade_knots >= 2")
+        if not 0 <= self.grade_bands <= MAX_GRADE_BANDS:
+            raise ConfigError(
+                f"model.grade_bands must be 0 to {MAX_GRADE_BANDS}, got {self.grade_bands}"
+            )
+        if self.grade_bands and not self.grade_knots:
+            raise ConfigError("model.grade_bands needs model.grade_knots >= 2")
 
     @property
     def grid_downscale(self) -> int:

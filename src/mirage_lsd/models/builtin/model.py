@@ -52,6 +52,7 @@ ADDED_FIELDS: dict[str, object] = {
     "experts": 0,
     "grade_knots": 0,
     "grade_grid": 0,
+    "grade_bands": 0,
     "edge_guide": False,
 }
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"

@@ -154,15 +154,19 @@ class PromptGrade(nn.Module):
     per output channel, a piecewise-linear curve of the input luma (`grade_knots` tent
     functions over [-1, 1]); with `grade_grid`, also a gain and an offset per channel
     that vary smoothly over the frame (bilinear over a lattice from corner to corner:
-    vignettes, a sky's gradient, a sun's glow). The residual branches are left the rest.
-    It is computed once per frame, starts as the identity, and stays the identity with
-    no prompt (a zero embedding: the projection has no bias).
+    vignettes, a sky's gradient, a sun's glow); with `grade_bands`, it then re-weights per
+    channel the band-pass layers of the result between low-passes of 32, 16, 8, ...
+    cells across the frame's short side (a wash's softness, local contrast, a glow), in
+    the frame's terms, so a 512 stream is filtered as a 256 training frame was. The
+    residual branches are left the rest. It is computed once per frame, starts as the
+    identity, and stays the identity with no prompt (a zero embedding: the projection
+    has no bias).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.knots, self.grid = cfg.grade_knots, cfg.grade_grid
-        outputs = 12 + 3 * self.knots + 6 * self.grid**2
+        self.knots, self.grid, self.bands = cfg.grade_knots, cfg.grade_grid, cfg.grade_bands
+        outputs = 12 + 3 * self.knots + 6 * self.grid**2 + 3 * self.bands
         self.proj = nn.Linear(cfg.prompt_dim, outputs, bias=False)
         nn.init.zeros_(self.proj.weight)
 
@@ -178,14 +182,46 @@ class PromptGrade(nn.Module):
         tents = (1 - (luma(image) - knots.view(1, k, 1, 1)).abs() * ((k - 1) / 2)).relu()
         mixed = torch.einsum("bij,bjhw->bihw", matrix, image)
         out = mixed + offset + torch.einsum("bck,bkhw->bchw", curves, tents)
-        if not self.grid:
-            return out
-        lattice = params[:, 12 + 3 * k :].view(b, 6, self.grid, self.grid)
-        coords = frame_coordinates(*image.shape[-2:], image, window)  # (B or 1, 2, h, w)
-        where = coords.flip(1).permute(0, 2, 3, 1).expand(b, -1, -1, -1)  # (B, h, w, x|y)
-        maps = F.grid_sample(lattice, where, mode="bilinear", align_corners=True)
-        gain, lift = maps.chunk(2, dim=1)  # (B, 3, h, w) each
-        return out * (1 + gain) + lift
+        first = 12 + 3 * k
+        if self.grid:
+            lattice = params[:, first : first + 6 * self.grid**2].view(b, 6, self.grid, self.grid)
+            coords = frame_coordinates(*image.shape[-2:], image, window)  # (B or 1, 2, h, w)
+            where = coords.flip(1).permute(0, 2, 3, 1).expand(b, -1, -1, -1)  # (B, h, w, x|y)
+            maps = F.grid_sample(lattice, where, mode="bilinear", align_corners=True)
+            gain, lift = maps.chunk(2, dim=1)  # (B, 3, h, w) each
+            out = out * (1 + gain) + lift
+            first += 6 * self.grid**2
+        if self.bands:
+            weights = params[:, first:].view(b, self.bands, 3, 1, 1)
+            lows = [out, *low_passes(out, self.bands, window)]
+            for i in range(self.bands):  # band i lies between low-passes i and i + 1
+                out = out + weights[:, i] * (lows[i] - lows[i + 1])
+        return out
+
+
+def low_passes(image: Tensor, levels: int, window: Tensor | None = None) -> list[Tensor]:
+    """`levels` blurred copies of (B, C, h, w): area means over 32, 16, 8, ... cells
+    across the frame's short side, bilinearly enlarged back to (h, w).
+
+    `window` as in `frame_coordinates`: the image is that part of its frame (training
+    crops share its extent); None: the whole frame.
+    """
+    h, w = image.shape[-2:]
+    if window is None:
+        frame_short = float(min(h, w))
+    else:  # one extent for the batch: every crop of a batch has the same size
+        extent = window[0, 2:] - window[0, :2]
+        frame_short = min(h / float(extent[0]), w / float(extent[1]))
+    lows = []
+    for level in range(1, levels + 1):
+        cells = 64 / 2**level / frame_short  # cells per image pixel
+        size = (max(1, round(h * cells)), max(1, round(w * cells)))
+        if size[0] >= h and size[1] >= w:  # an image this small is already that coarse
+            lows.append(image)
+            continue
+        low = F.adaptive_avg_pool2d(image, size)
+        lows.append(F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False))
+    return lows
 
 
 class ConvBlock(nn.Module):
