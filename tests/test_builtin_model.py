@@ -46,6 +46,7 @@ from mirage_lsd.models.builtin.sampler import (
     shortcut_target,
     timesteps,
 )
+from mirage_lsd.training.balance import LookBalance
 from mirage_lsd.training.config import TrainConfig, load_train_config
 from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
 from mirage_lsd.training.train import train
@@ -323,6 +324,32 @@ def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) 
     (tmp_path / "wide.yaml").write_text(yaml.safe_dump(tune))
     with pytest.raises(UserError, match=r"init_weights .*different model config"):
         train(tmp_path / "wide.yaml", out_dir=tmp_path / "wide", show_progress=False)
+
+
+def test_look_balance_weighs_each_look_by_its_running_loss(tmp_path: Path) -> None:
+    """`objective.look_balance`: a sample's weight is inverse to its look's running mean
+    loss (a blend's: the blend of its looks'); the running means survive a resume."""
+    balance = LookBalance(3)  # looks a, b and "no look"
+    mix = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    errors = torch.tensor([0.4, 0.1, 0.25, 0.05])
+    weights = balance.weights(errors, mix)
+    running = balance.state_dict()  # a: (0.4 + 0.5 * 0.25) / 1.5 = 0.35, b: 0.15, none: 0.05
+    torch.testing.assert_close(running, torch.tensor([0.35, 0.15, 0.05]))
+    torch.testing.assert_close(weights, running.mean() / torch.tensor([0.35, 0.15, 0.25, 0.05]))
+    again = balance.weights(torch.tensor([0.2]), mix[:1])  # only look a moves, slowly
+    assert balance.state_dict()[0] == pytest.approx(0.98 * 0.35 + 0.02 * 0.2)
+    assert balance.state_dict()[1:].tolist() == pytest.approx([0.15, 0.05])
+    assert again.shape == (1,)
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 6, "eval_every": 100}
+    config["objective"] = {**config.get("objective", {}), "look_balance": True}
+    (tmp_path / "balance.yaml").write_text(yaml.safe_dump(config))
+    full = train(tmp_path / "balance.yaml", out_dir=tmp_path / "full", show_progress=False)
+    train(tmp_path / "balance.yaml", out_dir=tmp_path / "split", show_progress=False, stop_at=3)
+    resumed = train(
+        tmp_path / "balance.yaml", out_dir=tmp_path / "split", show_progress=False, resume=True
+    )
+    assert np.isfinite(full.losses).all()
+    assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

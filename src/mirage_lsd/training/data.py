@@ -111,6 +111,7 @@ class Batch:
     flows: Tensor  # (B, T, 2, g, g) flow from frame t into frame t-1 (zero at t=0)
     prompts: Tensor  # (B, prompt_dim)
     windows: Tensor  # (B, 4) where the frames lie in the filmed view (Sequence.window)
+    looks: Tensor  # (B, len(LOOKS) + 1) each sequence's blend weights; last: no look
 
     def to(self, device: str | torch.device) -> Batch:
         return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -324,7 +325,13 @@ def collate(
         flows=torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3),
         prompts=torch.stack([blend_anchors(s.weights, bank) for s in sequences]),
         windows=torch.tensor([s.window for s in sequences], dtype=torch.float32),
+        looks=torch.tensor([look_row(s.weights) for s in sequences], dtype=torch.float32),
     )
+
+
+def look_row(weights: dict[str, float]) -> list[float]:
+    """A sequence's blend weights over the catalog's looks, then 1 for no look at all."""
+    return [weights.get(name, 0.0) for name in LOOKS] + [0.0 if weights else 1.0]
 
 
 class SequenceData:

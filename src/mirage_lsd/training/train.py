@@ -11,7 +11,8 @@ The whole recipe, top to bottom:
    - diffusion forcing: every frame draws its own noise level, and so does its history
    - step sizes: flow matching (d=0), self-consistency (one step of 2d = two of d,
      the shortcut-model objective), and direct targets at the run-time step sizes
-   - the low-res x0 is scored, and so is the guided-upsampled full-res output
+   - the low-res x0 is scored, and so is the guided-upsampled full-res output; with
+     `look_balance`, each sample's loss is divided by its look's running mean loss
 5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
    max steps
 6. checkpoint (atomic) every `checkpoint_every` steps
@@ -42,6 +43,7 @@ from rich.progress import (
 from torch import Tensor
 
 from mirage_lsd.errors import UserError
+from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.config import ModelConfig
 from mirage_lsd.models.builtin.flow import warp
@@ -55,6 +57,7 @@ from mirage_lsd.models.builtin.model import (
 from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
 from mirage_lsd.models.builtin.prompt_embedding import LookBank
 from mirage_lsd.models.builtin.sampler import Denoised, Denoiser, add_noise, shortcut_target
+from mirage_lsd.training.balance import LookBalance
 from mirage_lsd.training.config import (
     ObjectiveConfig,
     OptimConfig,
@@ -192,8 +195,11 @@ def frame_denoiser(
     return denoiser
 
 
-def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise) -> Tensor:
-    """Mean loss over the frames of a batch of sequences, streamed in order."""
+def sequence_loss(
+    net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise, per_sample: bool = False
+) -> Tensor:
+    """Mean loss over the frames of a batch of sequences, streamed in order; with
+    `per_sample`, one per sequence (B,) instead of the batch's mean."""
     b, frames = batch.frames.shape[:2]
     cache = KVCache(net.cfg.cache_frames)
     own: Tensor | None = None
@@ -215,9 +221,14 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
             x0_target = target.index_copy(0, idx, half_steps)
         out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache, batch.windows)
         full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
-        loss = F.mse_loss(out.x0, x0_target) + obj.full_res_weight * F.l1_loss(
-            full, batch.targets[:, f]
-        )
+        if per_sample:
+            loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
+                full - batch.targets[:, f]
+            ).abs().flatten(1).mean(1)  # (B,)
+        else:
+            loss = F.mse_loss(out.x0, x0_target) + obj.full_res_weight * F.l1_loss(
+                full, batch.targets[:, f]
+            )
         losses.append(loss)
         if obj.own_history_run_time and net.cfg.temporal and f + 1 < frames:
             with torch.no_grad():  # the next history as the run-time model would make it
@@ -230,7 +241,7 @@ def sequence_loss(net: LSDNet, batch: Batch, obj: ObjectiveConfig, noise: Noise)
             own = out.x0.detach()
         if net.cfg.temporal:  # gradients flow through the cache within a sequence
             cache = cache.push(out.kv)
-    return torch.stack(losses).mean()
+    return torch.stack(losses).mean(dim=0)
 
 
 # ---------------------------------------------------------------- eval
@@ -271,6 +282,7 @@ def save_checkpoint(
     cfg: TrainConfig,
     step: int,
     losses: list[float],
+    balance: LookBalance | None = None,
 ) -> None:
     tmp = path.with_suffix(".tmp")
     state = {
@@ -280,11 +292,15 @@ def save_checkpoint(
         "config": cfg.to_dict(),
         "losses": losses,
     }
+    if balance is not None:
+        state["look_balance"] = balance.state_dict()
     torch.save(state, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, net: LSDNet, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+def load_checkpoint(
+    path: Path, net: LSDNet, opt: torch.optim.Optimizer, balance: LookBalance | None = None
+) -> tuple[int, list[float]]:
     if not path.is_file():
         raise UserError(f"nothing to resume: no checkpoint {path}")
     try:
@@ -295,6 +311,8 @@ def load_checkpoint(path: Path, net: LSDNet, opt: torch.optim.Optimizer) -> tupl
         raise UserError(f"checkpoint {path} was made with a different model config")
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["optim"])
+    if balance is not None and "look_balance" in state:
+        balance.load_state_dict(state["look_balance"])
     return int(state["step"]), list(state["losses"])
 
 
@@ -349,7 +367,8 @@ def train(
     )
     if cfg.init_weights and not resume:
         net.load_state_dict(initial_weights(Path(cfg.init_weights), cfg.model))
-    start, losses = load_checkpoint(out / CHECKPOINT, net, opt) if resume else (0, [])
+    balance = LookBalance(len(LOOKS) + 1) if cfg.objective.look_balance else None
+    start, losses = load_checkpoint(out / CHECKPOINT, net, opt, balance) if resume else (0, [])
     log.info(
         "training %s: %d parameters, steps %d..%d",
         NAME,
@@ -383,9 +402,12 @@ def train(
             batch = upcoming.result().to(device)
             if step + 1 < end:
                 upcoming = prefetch.submit(make_batch, step + 1)
-            loss = sequence_loss(
-                net, batch, cfg.objective, Noise(cfg.seed, step, torch.device(device))
-            )
+            noise = Noise(cfg.seed, step, torch.device(device))
+            if balance is None:
+                loss = sequence_loss(net, batch, cfg.objective, noise)
+            else:
+                errors = sequence_loss(net, batch, cfg.objective, noise, per_sample=True)
+                loss = (errors * balance.weights(errors, batch.looks).to(errors.device)).mean()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -400,7 +422,7 @@ def train(
                 log.info("step %d: %s", done, metrics)
             # 6. checkpoint
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
-                save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses)
+                save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
             status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
                 f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
             )
