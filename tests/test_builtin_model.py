@@ -139,8 +139,13 @@ def test_streams_on_several_threads_share_one_model(model: BuiltinModel) -> None
         t.start()
     for t in threads:
         t.join()
+    # Cross-talk (another stream's frames, cache or history) would change most pixels; a
+    # float kernel may round a last bit differently for tensors placed elsewhere in
+    # memory, which flips at most a pixel's level here and there.
     for a, b in zip(alone, together, strict=True):
-        assert b is not None and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        assert b is not None
+        for x, y in zip(a, b, strict=True):
+            assert np.abs(x.astype(np.int16) - y).max() <= 1 and np.mean(x != y) < 1e-3
 
 
 def test_state_stays_bounded_over_many_frames(model: BuiltinModel) -> None:
@@ -367,6 +372,26 @@ def test_the_bundled_recipe_is_the_default_config() -> None:
     assert load_train_config(ROOT / "configs" / "builtin.yaml") == TrainConfig()
 
 
+def test_resume_reads_a_checkpoint_from_before_a_model_field_existed(tmp_path: Path) -> None:
+    """A run checkpointed by an older version resumes when the new field's old value
+    (`ADDED_FIELDS`) is the config's; a different value is still refused."""
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 4, "eval_every": 100}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, stop_at=2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["model"]["grade_bands"]  # written before grade_bands existed
+    torch.save(state, checkpoint)
+    resumed = train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+    assert resumed.step == 4
+    config["model"] = {**config["model"], "grade_bands": 2}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    state["step"] = 2
+    torch.save(state, checkpoint)
+    with pytest.raises(UserError, match="different model config"):
+        train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)
@@ -546,6 +571,29 @@ def test_grade_grid_scales_and_lifts_channels_by_place_in_the_frame(
     assert net.cfg.grade_grid == 2 and net.cfg.edge_guide and net.head.out_channels == 3 * 12
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_a_stream_makes_the_grade_maps_once_per_prompt(model: BuiltinModel) -> None:
+    """The grid's maps depend on the prompt and the size only: a stream keeps them while
+    its prompt stays, makes new ones when it changes, and the net gives the same output
+    from kept maps as from its own."""
+    assert model.cfg.grade_grid and model.net.grade is not None
+    thermal, winter = model.look_prompt("thermal"), model.look_prompt("winter")
+    state = model.init_state(SIZE, SIZE)
+    inputs = frames(4, seed=11)
+    _, state = model.step(inputs[0], thermal, state, 1)
+    kept = state.grade_maps
+    assert kept is not None and kept[1].shape[-2:] == (SIZE // 4, SIZE // 4)
+    _, state = model.step(inputs[1], thermal, state, 1)
+    assert state.grade_maps is kept  # the same prompt: not made again
+    _, state = model.step(inputs[2], winter, state, 1)
+    assert state.grade_maps is not None and not torch.equal(state.grade_maps[1], kept[1])
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    prompt = thermal.embedding[None]
+    with torch.no_grad():
+        maps = model.net.grade.frame_maps(prompt, 16, 16)
+        made = model.net.grade(image, prompt)
+        torch.testing.assert_close(model.net.grade(image, prompt, None, maps), made)
 
 
 def test_grade_bands_soften_or_sharpen_in_the_frames_terms(

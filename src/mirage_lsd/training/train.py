@@ -48,6 +48,7 @@ from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.config import ModelConfig
 from mirage_lsd.models.builtin.flow import warp
 from mirage_lsd.models.builtin.model import (
+    ADDED_FIELDS,
     NAME,
     BuiltinModel,
     catalog_bank,
@@ -307,7 +308,8 @@ def load_checkpoint(
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
         raise UserError(f"checkpoint {path} is corrupted: {exc}") from None
-    if state["config"]["model"] != net.cfg.to_dict():
+    # a checkpoint from before a model field existed was made with that field's old value
+    if {**ADDED_FIELDS, **state["config"]["model"]} != net.cfg.to_dict():
         raise UserError(f"checkpoint {path} was made with a different model config")
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["optim"])

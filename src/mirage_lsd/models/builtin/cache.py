@@ -76,6 +76,8 @@ class StreamState:
     prev_output: Tensor | None = None  # (1, 3, h, w) last low-res output in [-1, 1]
     prev_gray: np.ndarray | None = None  # (gh, gw) uint8 last input, for optical flow
     frame_index: int = 0
+    # the grade's maps over the frame and the prompt embedding they were made for
+    grade_maps: tuple[Tensor, Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -84,4 +86,6 @@ class StreamState:
             total += self.prev_output.nbytes
         if self.prev_gray is not None:
             total += self.prev_gray.nbytes
+        if self.grade_maps is not None:
+            total += sum(t.nbytes for t in self.grade_maps)
         return total

@@ -94,7 +94,8 @@ def dummy_inputs(net: LSDNet, size: Size) -> tuple[object, ...]:
     cache = KVCache(cfg.cache_frames)
     for _ in range(cfg.cache_frames):  # fill the cache with real-shaped keys/values
         cache = cache.push(net(image, image, image, mask, prompt, t, d, sigma, cache).kv)
-    return image.clone(), image.clone(), image, mask, prompt, t, d, sigma, cache
+    maps = net.grade.frame_maps(prompt, h, w) if net.grade else None  # made once per prompt
+    return image.clone(), image.clone(), image, mask, prompt, t, d, sigma, cache, None, maps
 
 
 def _since(t0: float) -> float:

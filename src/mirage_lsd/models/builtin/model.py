@@ -396,11 +396,13 @@ class BuiltinModel(StreamModel):
             history, mask = warp(state.prev_output, flow)
         prompt = cond.embedding.to(self.device, copy=True)[None]  # (1, prompt_dim)
         sigma = torch.full((1,), self.cfg.history_sigma, device=self.device)
+        grade_maps = self._grade_maps(prompt, image_t.shape[-2:], state.grade_maps)
+        maps = None if grade_maps is None else grade_maps[1]
         compiled = self._compiler and self._compiler.get((height // ds, width // ds), state.cache)
         net = self.net if compiled is None else compiled
 
         def denoiser(x: Tensor, t: Tensor, d: Tensor) -> Denoised:
-            out = net(x, image_t, history, mask, prompt, t, d, sigma, state.cache)
+            out = net(x, image_t, history, mask, prompt, t, d, sigma, state.cache, None, maps)
             return Denoised(out.x0, out)
 
         # 4. denoise at low resolution, upsample guided by the full-resolution input
@@ -413,8 +415,22 @@ class BuiltinModel(StreamModel):
             prev_output=result.x0.float().clamp(-1.0, 1.0),
             prev_gray=gray,
             frame_index=state.frame_index + 1,
+            grade_maps=grade_maps,
         )
         return output, new_state
+
+    def _grade_maps(
+        self, prompt: Tensor, size: tuple[int, ...], cached: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor] | None:
+        """(prompt, the grade's maps over the frame): the stream's own unless the prompt
+        changed (a new prompt, or each frame of a blend between two)."""
+        if self.net.grade is None or not self.cfg.grade_grid:
+            return None
+        if cached is not None and torch.equal(cached[0], prompt):
+            return cached
+        maps = self.net.grade.frame_maps(prompt, size[0], size[1])
+        assert maps is not None
+        return prompt, maps
 
 
 @functools.lru_cache(maxsize=1)

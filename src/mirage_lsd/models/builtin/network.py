@@ -158,9 +158,9 @@ class PromptGrade(nn.Module):
     channel the band-pass layers of the result between low-passes of 32, 16, 8, ...
     cells across the frame's short side (a wash's softness, local contrast, a glow), in
     the frame's terms, so a 512 stream is filtered as a 256 training frame was. The
-    residual branches are left the rest. It is computed once per frame, starts as the
-    identity, and stays the identity with no prompt (a zero embedding: the projection
-    has no bias).
+    residual branches are left the rest. It is computed once per frame (a stream makes
+    the grid's maps once per prompt), starts as the identity, and stays the identity with
+    no prompt (a zero embedding: the projection has no bias).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -170,10 +170,39 @@ class PromptGrade(nn.Module):
         self.proj = nn.Linear(cfg.prompt_dim, outputs, bias=False)
         nn.init.zeros_(self.proj.weight)
 
-    def forward(self, image: Tensor, prompt: Tensor, window: Tensor | None = None) -> Tensor:
-        """`window`: where the image lies in its frame, as in `frame_coordinates`."""
+    def frame_maps(
+        self, prompt: Tensor, height: int, width: int, window: Tensor | None = None
+    ) -> Tensor | None:
+        """The grid's gain and lift maps (B, 6, height, width), None without a grid.
+
+        They depend on the prompt and the size only, so a stream computes them once per
+        prompt (`maps` of `forward`) instead of once per frame.
+        """
+        if not self.grid:
+            return None
+        return self._sample_lattice(self.proj(prompt), height, width, window)
+
+    def _sample_lattice(
+        self, params: Tensor, height: int, width: int, window: Tensor | None
+    ) -> Tensor:
+        """(B, outputs) projection of the prompt -> (B, 6, height, width) gain/lift maps."""
+        b, first = params.shape[0], 12 + 3 * self.knots
+        lattice = params[:, first : first + 6 * self.grid**2].view(b, 6, self.grid, self.grid)
+        coords = frame_coordinates(height, width, lattice, window)  # (B or 1, 2, h, w)
+        where = coords.flip(1).permute(0, 2, 3, 1).expand(b, -1, -1, -1)  # (B, h, w, x|y)
+        return F.grid_sample(lattice, where, mode="bilinear", align_corners=True)
+
+    def forward(
+        self,
+        image: Tensor,
+        prompt: Tensor,
+        window: Tensor | None = None,
+        maps: Tensor | None = None,
+    ) -> Tensor:
+        """`window`: where the image lies in its frame, as in `frame_coordinates`;
+        `maps`: `frame_maps` for this prompt and size, if already made."""
         b, k = image.shape[0], self.knots
-        params = self.proj(prompt).to(image.dtype)  # (B, 12 + 3K + 6G^2)
+        params = self.proj(prompt).to(image.dtype)  # (B, 12 + 3K + 6G^2 + 3B)
         eye = torch.eye(3, device=image.device, dtype=image.dtype)
         matrix = params[:, :9].view(b, 3, 3) + eye  # (B, 3, 3)
         offset = params[:, 9:12, None, None]  # (B, 3, 1, 1)
@@ -182,17 +211,13 @@ class PromptGrade(nn.Module):
         tents = (1 - (luma(image) - knots.view(1, k, 1, 1)).abs() * ((k - 1) / 2)).relu()
         mixed = torch.einsum("bij,bjhw->bihw", matrix, image)
         out = mixed + offset + torch.einsum("bck,bkhw->bchw", curves, tents)
-        first = 12 + 3 * k
         if self.grid:
-            lattice = params[:, first : first + 6 * self.grid**2].view(b, 6, self.grid, self.grid)
-            coords = frame_coordinates(*image.shape[-2:], image, window)  # (B or 1, 2, h, w)
-            where = coords.flip(1).permute(0, 2, 3, 1).expand(b, -1, -1, -1)  # (B, h, w, x|y)
-            maps = F.grid_sample(lattice, where, mode="bilinear", align_corners=True)
-            gain, lift = maps.chunk(2, dim=1)  # (B, 3, h, w) each
+            if maps is None:
+                maps = self._sample_lattice(params, *image.shape[-2:], window)
+            gain, lift = maps.to(image.dtype).chunk(2, dim=1)  # (B, 3, h, w) each
             out = out * (1 + gain) + lift
-            first += 6 * self.grid**2
         if self.bands:
-            weights = params[:, first:].view(b, self.bands, 3, 1, 1)
+            weights = params[:, -3 * self.bands :].view(b, self.bands, 3, 1, 1)
             lows = [out, *low_passes(out, self.bands, window)]
             for i in range(self.bands):  # band i lies between low-passes i and i + 1
                 out = out + weights[:, i] * (lows[i] - lows[i + 1])
@@ -334,6 +359,7 @@ class LSDNet(nn.Module):
         history_sigma: Tensor,  # (B,) noise level of the history
         cache: KVCache,  # past frames' keys/values
         window: Tensor | None = None,  # (B, 4) where a training crop lies in its frame
+        grade_maps: Tensor | None = None,  # `PromptGrade.frame_maps`, if already made
     ) -> NetOutput:
         p = self.cfg.patch
         emb = self.embed(prompt, t, d, history_sigma)  # (B, E)
@@ -363,7 +389,7 @@ class LSDNet(nn.Module):
         out = F.pixel_shuffle(self.head(self.head_norm(h)), p)  # (B, 3 + 3 * guides, h, w)
         residual, gain = out[:, :3], out[:, 3:]  # (B, 3, h, w), (B, 3 * guides, h, w)
         gain = torch.cat([1.0 + gain[:, :3], gain[:, 3:]], dim=1)  # detail kept at start
-        base = image if self.grade is None else self.grade(image, prompt, window)
+        base = image if self.grade is None else self.grade(image, prompt, window, grade_maps)
         return NetOutput(x0=base + residual, gain=gain, kv=tuple(kvs))
 
 
