@@ -103,6 +103,14 @@ def oracles(frame: np.ndarray, target: np.ndarray, ds: int) -> dict[str, float]:
     }
 
 
+def print_look_table(rows: list[dict[str, object]], columns: dict[str, str]) -> None:
+    """A Markdown table, one row per look: `columns` maps row keys to their headers."""
+    print("| look | " + " | ".join(columns.values()) + " |")
+    print("| --- |" + " --- |" * len(columns))
+    for r in rows:
+        print(f"| {r['look']} | " + " | ".join(f"{r[k]:.2f}" for k in columns) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="512x512")
@@ -125,13 +133,13 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{len(frames)} frames, {args.size}, downscale {args.downscale}\n")
-    print("| look | identity | coarse | luma-guided | rgb-guided |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(
-            f"| {r['look']} | {r['identity']:.2f} | {r['coarse']:.2f} | {r['luma']:.2f} "
-            f"| {r['rgb']:.2f} |"
-        )
+    columns = {
+        "identity": "identity",
+        "coarse": "coarse",
+        "luma": "luma-guided",
+        "rgb": "rgb-guided",
+    }
+    print_look_table(rows, columns)
     mean = {
         k: round(statistics.mean(r[k] for r in rows), 2)
         for k in ("identity", "coarse", "luma", "rgb")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from builtin_ceiling import frames_of
+from builtin_ceiling import frames_of, print_look_table
 from torch import Tensor
 
 from mirage_lsd.evaluation.metrics import psnr
@@ -35,6 +35,7 @@ from mirage_lsd.models.builtin.model import DEFAULT_WEIGHTS, BuiltinModel
 from mirage_lsd.training.data import DataConfig
 
 KEYS = ("low_res", "output", "no_detail", "coarse_oracle")
+HEADERS = ("low-res x0 vs shrunk target", "output", "no detail", "coarse oracle")
 
 
 def to_pixels(x0: Tensor | None) -> np.ndarray:
@@ -80,10 +81,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print(f"\n{args.model}, {args.size}, first {args.frames} frames of each held-out clip\n")
-    print("| look | low-res x0 vs shrunk target | output | no detail | coarse oracle |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(" | ".join([f"| {r['look']}", *(f"{r[k]:.2f}" for k in KEYS)]) + " |")
+    print_look_table(rows, dict(zip(KEYS, HEADERS, strict=True)))
     mean = {k: round(statistics.mean(r[k] for r in rows), 2) for k in KEYS}
     print(f"\nmean over {len(rows)} looks: {json.dumps(mean)}")
 
