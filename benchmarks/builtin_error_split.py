@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--media", type=Path, default=Path("../shared/media"))
     args = parser.parse_args()
     size = parse_size(args.size)
-    model = BuiltinModel.from_file(args.model)
+    model = BuiltinModel.from_file(args.model, compile=False)
     clips = [frames_of(args.media / c, size, args.frames, 1) for c in DataConfig().eval_clips]
     rows = []
     for look in LOOKS:

@@ -47,7 +47,7 @@ def main() -> None:
         builtin_model.warp = warp
         rows = []
         engine = StreamEngine(
-            args.model, device="cpu", max_steps=1, resolution=parse_size(args.size)
+            args.model, device="cpu", max_steps=1, resolution=parse_size(args.size), compile=False
         )
         for clip in DataConfig().eval_clips:
             for look in LOOKS.values():

@@ -48,6 +48,7 @@ def main() -> None:
             max_steps=steps,
             resolution=parse_size(args.size),
             downscale=args.downscale,
+            compile=False,
         )
         for name, look in LOOKS.items():
             per_clip = [

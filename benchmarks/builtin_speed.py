@@ -37,7 +37,7 @@ def model_flops(
     model_name: str, height: int, width: int, steps: int, downscale: int | None
 ) -> float:
     """FLOPs of one frame (after the first, so the history path is on)."""
-    model = load_model(model_name, LoadOptions(downscale=downscale))
+    model = load_model(model_name, LoadOptions(compile=False, downscale=downscale))
     cond = model.encode_prompt("pencil sketch")
     state = model.init_state(height, width)
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -77,8 +77,7 @@ def bench(model: str, source: str, size: str, steps: int, frames: int, variant: 
         "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
     ]  # fmt: skip
     compiled, downscale = parse_variant(variant)
-    if compiled:
-        cmd.append("--compile")
+    cmd.append("--compile" if compiled else "--no-compile")
     if downscale is not None:
         cmd += ["--downscale", str(downscale)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)

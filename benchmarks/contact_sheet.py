@@ -52,7 +52,9 @@ def main() -> None:
     frames = clip_frames(args.clip, args.frame + 1)
     fitted = apply_fit(frames[-1], plan_fit(frames[-1].shape[:2], size, "crop"))
     engines = {
-        steps: StreamEngine(args.model, device="cpu", max_steps=steps, resolution=size)
+        steps: StreamEngine(
+            args.model, device="cpu", max_steps=steps, resolution=size, compile=False
+        )
         for steps in (1, 4)
     }
     tiles = []

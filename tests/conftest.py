@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from mirage_lsd.device import COMPILE_ENV
+
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+# The built-in model compiles in the background by default on CPU; in tests that would
+# spend ~40 s of both cores per model. Tests that want it pass compile=True (or --compile).
+os.environ[COMPILE_ENV] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -268,9 +268,16 @@ def test_bench_json(media: Path) -> None:
     assert data["frames"] == 120 and data["dropped"] == 0  # looped past the clip's 89 frames
     assert data["model"] == "identity" and data["size"] == "320x240" and data["steps"] == 1
     assert data["device"] == "cpu" and data["fps"] > 0 and data["ttff_ms"] > 0
+    assert data["compile"] is False  # the identity model has nothing to compile
     assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
     assert data["latency_ms"]["p50"] <= data["latency_ms"]["p99"]
     assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
+
+
+def test_bad_compile_setting_in_the_environment_is_one_line(media: Path) -> None:
+    env = {**os.environ, "MIRAGE_LSD_COMPILE": "sometimes"}
+    result = mirage("bench", str(media / "walk.mkv"), "--frames", "5", env=env)
+    assert_one_line_error(result, "MIRAGE_LSD_COMPILE must be 0 or 1")
 
 
 def test_models_lists_models_and_looks() -> None:

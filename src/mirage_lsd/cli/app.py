@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 
 from mirage_lsd.cli.diffusers_flags import with_diffusers_flags
 from mirage_lsd.cli.errors import fail, guarded
+from mirage_lsd.cli.options import CompileOpt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
 from mirage_lsd.engine.prompt import validate_prompt
@@ -42,13 +43,6 @@ SizeOpt = Annotated[
 ]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Denoising steps per frame.", min=1, max=50)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-CompileOpt = Annotated[
-    bool,
-    typer.Option(
-        "--compile",
-        help="torch.compile the built-in model in the background (~2x on CPU once ready).",
-    ),
-]
 DownscaleOpt = Annotated[
     int | None,
     typer.Option(
@@ -144,7 +138,7 @@ def run(
         ),
     ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    compile: CompileOpt = False,
+    compile: CompileOpt = None,
     downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
@@ -220,7 +214,7 @@ def bench(
     ] = 10,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    compile: CompileOpt = False,
+    compile: CompileOpt = None,
     downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
@@ -248,7 +242,9 @@ def bench(
                 open_source(input, loop=True), output="null", mode="bench", max_frames=warmup
             )
             engine.wait()
-        engine.model.wait_ready()  # measure the model as it runs once compiled
+        if engine.model.info.compile:  # measure the model as it runs once compiled
+            with console.status("compiling the model (about 40 s the first time) ..."):
+                engine.model.wait_ready()
         source = open_source(input, loop=True)
         engine.start(source, output="null", mode="bench", max_frames=frames)
         stats = engine.wait()
@@ -274,6 +270,7 @@ def _bench_result(stats: Stats, engine: StreamEngine) -> dict[str, Any]:
         "model": stats.model,
         "device": stats.device,
         "dtype": engine.dtype,
+        "compile": engine.model.info.compile,
         "size": stats.to_dict()["size"],
         "steps": stats.steps,
     }
@@ -343,8 +340,13 @@ def eval_command(
 
         resolution = parse_size(size) if size else None
         text = validate_prompt(prompt)
-        engine = StreamEngine(
-            model, device=device, max_steps=steps, resolution=resolution, downscale=downscale
+        engine = StreamEngine(  # uncompiled: compiling only changes float rounding
+            model,
+            device=device,
+            max_steps=steps,
+            resolution=resolution,
+            downscale=downscale,
+            compile=False,
         )
         result = evaluate(engine, input, text, frames, loop=loop).to_dict()
         if as_json:

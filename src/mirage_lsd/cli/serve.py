@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from mirage_lsd.cli.errors import guarded
+from mirage_lsd.cli.options import CompileOpt
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
@@ -40,9 +41,7 @@ def serve(
     max_steps: Annotated[
         int, typer.Option("--max-steps", help="Most denoising steps a session may ask for.")
     ] = 4,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the model (built-in: in background).")
-    ] = False,
+    compile: CompileOpt = None,
     downscale: Annotated[
         int | None,
         typer.Option("--downscale", help="Built-in model: denoise at frame / N.", min=1, max=16),

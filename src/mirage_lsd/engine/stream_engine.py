@@ -55,9 +55,11 @@ class StreamEngine:
         seed: the stream's fixed noise (None: the model's default); see `set_seed`.
         model_options: options of the diffusers backend when `model` is a hub id, folder
             or .safetensors file (see `DiffusersOptions`: strength, guidance, loras, ...).
-        compile: torch.compile the built-in model's network on a background thread; the
-            stream runs uncompiled until it is ready (~40 s the first time on 2 cores,
-            seconds from then on), then about twice as fast on CPU. Needs a C++ compiler.
+        compile: torch.compile the model. The built-in model compiles its network on a
+            background thread; the stream runs uncompiled until it is ready (~40 s the
+            first time on 2 cores, seconds from then on), then about 1.5x faster on CPU.
+            None (the default): yes for the built-in model on CPU when a C++ compiler is
+            found (`MIRAGE_LSD_COMPILE=0|1` overrides), no otherwise.
         downscale: the built-in model denoises a frame / `downscale` image; None picks it
             per size (4, its trained value, up to about 40,000 pixels; 5 at 1280x720).
     """
@@ -75,7 +77,7 @@ class StreamEngine:
         strength: float = 1.0,
         seed: int | None = None,
         model_options: dict[str, Any] | None = None,
-        compile: bool = False,
+        compile: bool | None = None,
         downscale: int | None = None,
     ) -> None:
         if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:

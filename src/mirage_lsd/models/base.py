@@ -29,6 +29,7 @@ class ModelInfo:
     dtype: str = "float32"
     max_steps: int = 1
     looks: tuple[str, ...] = ()
+    compile: bool = False  # torch.compile asked for (the built-in model: in the background)
 
 
 class StreamModel(ABC):

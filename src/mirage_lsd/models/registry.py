@@ -21,7 +21,7 @@ class LoadOptions:
     device: str = "cpu"
     dtype: str = "float32"
     max_steps: int = 1
-    compile: bool = False  # torch.compile the network in the background (built-in model)
+    compile: bool | None = None  # torch.compile; None: the built-in model decides (on CPU: yes)
     downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     diffusers: DiffusersOptions | None = None  # only read by the diffusers backend
 

@@ -39,7 +39,7 @@ class ServerSettings:
     device: str = "auto"
     max_sessions: int = 4
     max_steps: int = 4
-    compile: bool = False  # torch.compile the model (built-in: in the background)
+    compile: bool | None = None  # torch.compile (None: the built-in model on CPU compiles)
     downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     token: str | None = None
     max_prompt_chars: int = 500

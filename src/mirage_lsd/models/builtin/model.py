@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mirage_lsd.device import cpu_has_amx
+from mirage_lsd.device import compile_by_default, cpu_has_amx
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel
 from mirage_lsd.models.builtin.cache import KVCache, StreamState
@@ -238,7 +238,7 @@ class BuiltinModel(StreamModel):
         bank: LookBank,
         device: str = "cpu",
         name: str = NAME,
-        compile: bool = False,
+        compile: bool | None = None,
         downscale: int | None = None,
     ) -> None:
         if downscale is not None and (not isinstance(downscale, int) or downscale < 1):
@@ -251,6 +251,9 @@ class BuiltinModel(StreamModel):
         self.size_multiple = self.cfg.size_multiple
         self._local = threading.local()  # a flow estimator per thread: OpenCV's is not shared
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
+        if compile is None:
+            compile = compile_by_default(self.device.type)
+        self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
         self._info = ModelInfo(
             name=name,
             description="small causal live-stream diffusion model (1-4 steps)",
@@ -258,8 +261,8 @@ class BuiltinModel(StreamModel):
             dtype="bfloat16" if self.bf16 else "float32",
             max_steps=self.cfg.max_steps,
             looks=bank.names,
+            compile=compile,
         )
-        self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
 
     def _flow(self) -> FlowEstimator:
         """This thread's flow estimator: streams sharing the model may run on several threads."""
@@ -277,7 +280,7 @@ class BuiltinModel(StreamModel):
         cls,
         path: Path = DEFAULT_WEIGHTS,
         device: str = "cpu",
-        compile: bool = False,
+        compile: bool | None = None,
         downscale: int | None = None,
     ) -> BuiltinModel:
         net, bank = load_weights(path)

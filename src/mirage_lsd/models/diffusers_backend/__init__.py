@@ -39,4 +39,4 @@ def load_diffusers_model(
     parts = load_components(spec, options, dtype)
     vae = load_vae(options.vae, parts, device, dtype)
     # 3. the stream model
-    return DiffusersStreamModel(parts, vae, options, device, dtype, compile=opts.compile)
+    return DiffusersStreamModel(parts, vae, options, device, dtype, compile=bool(opts.compile))

@@ -143,6 +143,7 @@ class DiffusersStreamModel(StreamModel):
             device=str(self.device),
             dtype="bfloat16 autocast" if self.bf16 else str(dtype).removeprefix("torch."),
             max_steps=steps,
+            compile=compile,
         )
 
     @property

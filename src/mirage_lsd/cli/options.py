@@ -1,0 +1,17 @@
+"""Options shared by several commands (run, bench, serve)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the model (default: the built-in model on CPU, in the background,"
+        " ~1.5x once ready; needs a C++ compiler).",
+        show_default=False,
+    ),
+]

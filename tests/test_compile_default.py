@@ -1,0 +1,50 @@
+"""When the built-in model compiles without being told: on CPU with a C++ compiler.
+
+`tests/conftest.py` sets MIRAGE_LSD_COMPILE=0 for the suite; these tests set it back.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from mirage_lsd.device import COMPILE_ENV, compile_by_default
+from mirage_lsd.errors import UserError
+from mirage_lsd.models.builtin.model import BuiltinModel
+
+
+def test_cpu_with_a_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(COMPILE_ENV)
+    monkeypatch.setenv("CXX", sys.executable)  # any program on disk stands for one
+    assert compile_by_default("cpu")
+    assert not compile_by_default("cuda")  # unmeasured there: off unless asked
+
+
+def test_no_compiler_means_no_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(COMPILE_ENV)
+    monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
+    assert not compile_by_default("cpu")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("1", True)])
+def test_the_environment_overrides(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv(COMPILE_ENV, value)
+    monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
+    assert compile_by_default("cpu") is expected
+    model = BuiltinModel.from_file()
+    assert model.info.compile is expected and (model._compiler is not None) is expected
+
+
+def test_explicit_choice_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    model = BuiltinModel.from_file(compile=False)
+    assert not model.info.compile and model._compiler is None
+
+
+def test_a_bad_environment_value_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(COMPILE_ENV, "sometimes")
+    with pytest.raises(UserError, match="MIRAGE_LSD_COMPILE must be 0 or 1"):
+        BuiltinModel.from_file()
