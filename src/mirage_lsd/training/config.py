@@ -34,7 +34,7 @@ class ObjectiveConfig:
     full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
     # divide each sample's loss by its look's running mean loss (`training/balance.py`):
     # every look's relative progress counts alike, as in the benchmark's mean of dB
-    look_balance: bool = True
+    look_balance: bool = False
     # history augmentation (diffusion forcing: the history has its own noise level)
     p_own_history: float = 0.7  # history from the model's own previous output
     # that output as at run time (a one-step jump from pure noise, no gradient; one more
