@@ -8,6 +8,9 @@ running eagerly.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -73,3 +76,25 @@ def test_compiler_failure_keeps_the_stream_running(
     assert "torch.compile failed, running uncompiled: no C++ compiler found" in caplog.text
     eager = run(BuiltinModel.from_file(), frames, wait=False)
     assert all(np.array_equal(a, b) for a, b in zip(eager, outputs, strict=True))
+
+
+@pytest.mark.slow  # a cold compile: about 40 s of both cores
+def test_a_script_that_ends_mid_compile_exits_cleanly(media: Path, tmp_path: Path) -> None:
+    """SDK use: Python waits at exit for a compile under way instead of aborting."""
+    script = (
+        "from mirage_lsd.models.builtin.model import BuiltinModel\n"
+        "import numpy as np\n"
+        "model = BuiltinModel.from_file(compile=True)\n"
+        "state = model.init_state(96, 128)\n"
+        "cond = model.look_prompt('sepia_vintage')\n"
+        "frame = np.zeros((96, 128, 3), np.uint8)\n"
+        "for _ in range(4):\n"
+        "    _, state = model.step(frame, cond, state, 1)\n"
+        "assert model._compiler.busy\n"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"waiting for the background torch.compile to finish" in result.stderr

@@ -136,6 +136,25 @@ def test_image_folder_output(media: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "frames").glob("*.png"))) == 73
 
 
+def test_automatic_compile_is_announced_and_can_be_refused(media: Path, tmp_path: Path) -> None:
+    """The suite runs with MIRAGE_LSD_COMPILE=0 (conftest); here the automatic choice is on.
+
+    With an empty Inductor cache the clip ends long before the compile: the command must
+    still exit at once and cleanly (interpreter shutdown during a compile aborts).
+    """
+    args = ["run", str(media / "walk.mkv"), "-p", "sepia", "--size", "128x96"]
+    cold = str(tmp_path / "inductor-cache")
+    env = {**os.environ, "MIRAGE_LSD_COMPILE": "1", "TORCHINDUCTOR_CACHE_DIR": cold}
+    auto = mirage(*args, "-o", str(tmp_path / "auto.mp4"), env=env)
+    assert auto.returncode == 0, auto.stderr.decode()
+    assert b"compiling the model in the background" in auto.stderr
+    assert b"terminate called" not in auto.stderr
+    assert video_info(tmp_path / "auto.mp4")[0] == 89
+    refused = mirage(*args, "--no-compile", "-o", str(tmp_path / "eager.mp4"), env=env)
+    assert refused.returncode == 0, refused.stderr.decode()
+    assert b"compiling" not in refused.stderr
+
+
 def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Path) -> None:
     clip = tmp_path / "corrupt.mkv"
     make_clip_with_a_corrupt_frame(media / "walk.mkv", clip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -170,6 +171,11 @@ def run(
         )
         if text is not None and engine.model.info.name == "identity":
             console.print("note: the identity model ignores the prompt (see `mirage-lsd models`)")
+        if compile is None and engine.model.info.compile and not quiet:  # chosen for the user
+            console.print(
+                "note: compiling the model in the background (about 40 s the first time);"
+                " it runs slower until then (--no-compile to skip)"
+            )
         # 3. stream until the input ends or Ctrl-C
         with _StopOnSignal(engine) as stopper:
             engine.start(source, output=output, mode="live" if live else "offline")
@@ -388,6 +394,28 @@ app.command()(serve)
 
 def main() -> None:
     """Entry point: usage errors become one line and exit code 2."""
+    try:
+        _main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        _leave_during_a_compile(code)
+        raise
+
+
+def _leave_during_a_compile(code: int) -> None:
+    """Exit at once if the built-in model is still compiling in the background.
+
+    Every output is closed by now; a normal exit would wait for a compile nobody will use
+    (interpreter shutdown must not meet it midway: the process would abort).
+    """
+    compiled = sys.modules.get("mirage_lsd.models.builtin.compiled")  # never import torch here
+    if compiled is not None and compiled.compiling():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _main() -> None:
     try:
         code = app(standalone_mode=False)
     except TyperException as exc:  # typer's usage errors (bad or missing options)

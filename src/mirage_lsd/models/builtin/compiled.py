@@ -7,14 +7,19 @@ cores the first time (then ~5 s from Inductor's on-disk cache), and a live strea
 not freeze for it. Until a size's compiled network is ready, and for the first frames
 of a stream (the KV cache is not full yet, so the graph would differ), the caller runs
 the network eagerly. If compiling fails (no C++ compiler, an unsupported platform), the
-stream keeps running eagerly and the failure is logged once.
+stream keeps running eagerly and the failure is logged once. A process must not
+finish while a compile is under way: interpreter shutdown tears torch's native threads
+down under it and the process aborts. So at exit Python waits for it (`_finish_at_exit`),
+and the CLI, whose outputs are closed by then, leaves at once instead (`compiling`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Size = tuple[int, int]  # (h, w) of the denoised image
 NetFn = Callable[..., NetOutput]
+_LIVE: weakref.WeakSet[BackgroundCompiler] = weakref.WeakSet()  # a running thread holds its own
 
 
 class BackgroundCompiler:
@@ -39,6 +45,13 @@ class BackgroundCompiler:
         self._pending: dict[Size, threading.Thread] = {}
         self._failed = False
         self._lock = threading.Lock()
+        _LIVE.add(self)
+
+    @property
+    def busy(self) -> bool:
+        """True while a size is being compiled."""
+        with self._lock:
+            return bool(self._pending)
 
     def request(self, size: Size) -> None:
         """Start compiling for `size` unless it is ready, under way, or compiling failed."""
@@ -80,6 +93,20 @@ class BackgroundCompiler:
         finally:
             with self._lock:
                 self._pending.pop(size, None)
+
+
+def compiling() -> bool:
+    """True while any network of this process is being compiled in the background."""
+    return any(compiler.busy for compiler in list(_LIVE))
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """Let a compile under way end before the interpreter shuts down (see the module doc)."""
+    if compiling():
+        log.warning("waiting for the background torch.compile to finish before exiting")
+        for compiler in list(_LIVE):
+            compiler.wait()
 
 
 def dummy_inputs(net: LSDNet, size: Size) -> tuple[object, ...]:
