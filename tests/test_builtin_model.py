@@ -345,6 +345,10 @@ def test_look_balance_weighs_each_look_by_its_running_loss(tmp_path: Path) -> No
     assert balance.state_dict()[0] == pytest.approx(0.98 * 0.35 + 0.02 * 0.2)
     assert balance.state_dict()[1:].tolist() == pytest.approx([0.15, 0.05])
     assert again.shape == (1,)
+    soft = LookBalance(3, power=0.5)  # a softer balance: the square root of those weights
+    torch.testing.assert_close(soft.weights(errors, mix), weights.sqrt())
+    with pytest.raises(UserError, match="look_balance_power"):
+        LookBalance(3, power=0.0)
     config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 6, "eval_every": 100}
     config["objective"] = {**config.get("objective", {}), "look_balance": True}
     (tmp_path / "balance.yaml").write_text(yaml.safe_dump(config))

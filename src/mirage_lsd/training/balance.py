@@ -14,14 +14,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mirage_lsd.errors import UserError
+
 DECAY = 0.98  # running means span about 50 steps
 
 
 class LookBalance:
     """Running mean loss per look column of `Batch.looks`, and the weights they give."""
 
-    def __init__(self, columns: int) -> None:
+    def __init__(self, columns: int, power: float = 1.0) -> None:
+        if not 0.0 < power <= 1.0:
+            raise UserError(f"objective.look_balance_power must be in (0, 1], got {power}")
         self.running = torch.full((columns,), float("nan"))
+        self.power = power
 
     def weights(self, errors: Tensor, mix: Tensor) -> Tensor:
         """Update the running means with this batch, then weigh its samples.
@@ -38,7 +43,7 @@ class LookBalance:
         self.running = torch.where(first, batch_mean, torch.where(seen, blended, self.running))
         difficulty = mix @ self.running.nan_to_num(0.0)  # (B,)
         scale = self.running[~self.running.isnan()].mean()
-        return (scale / difficulty.clamp_min(1e-8)).to(errors.dtype)
+        return (scale / difficulty.clamp_min(1e-8)).pow(self.power).to(errors.dtype)
 
     def state_dict(self) -> Tensor:
         return self.running.clone()

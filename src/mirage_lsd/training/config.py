@@ -35,6 +35,10 @@ class ObjectiveConfig:
     # divide each sample's loss by its look's running mean loss (`training/balance.py`):
     # every look's relative progress counts alike, as in the benchmark's mean of dB
     look_balance: bool = False
+    # the weights are (look's running loss)^-power, relative: 1 follows the log loss fully;
+    # below 1 starves the looks that stay hardest less (a full run at 1 turned thin lines
+    # to blocks)
+    look_balance_power: float = 1.0
     # history augmentation (diffusion forcing: the history has its own noise level)
     p_own_history: float = 0.7  # history from the model's own previous output
     # that output as at run time (a one-step jump from pure noise, no gradient; one more

@@ -369,7 +369,11 @@ def train(
     )
     if cfg.init_weights and not resume:
         net.load_state_dict(initial_weights(Path(cfg.init_weights), cfg.model))
-    balance = LookBalance(len(LOOKS) + 1) if cfg.objective.look_balance else None
+    balance = (
+        LookBalance(len(LOOKS) + 1, cfg.objective.look_balance_power)
+        if cfg.objective.look_balance
+        else None
+    )
     start, losses = load_checkpoint(out / CHECKPOINT, net, opt, balance) if resume else (0, [])
     log.info(
         "training %s: %d parameters, steps %d..%d",
