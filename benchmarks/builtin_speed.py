@@ -9,7 +9,8 @@
    variant (alternating, so all see the same machine), repeated; medians over the
    repeats of FPS and latency percentiles, and each variant's FPS over the first's.
    Variants: `eager`, `compiled` (--compile), either with `:dsN` (--downscale N; without
-   it the model picks its downscale, e.g. 5 at 1280x720).
+   it the model picks its downscale, e.g. 5 at 1280x720) and/or `@MODEL` (another model
+   or weight file than --model: two networks side by side, e.g. `compiled@wide.safetensors`).
 The model's share of the machine: FLOPs per frame / model-stage median time, over (2).
 Run it alone: anything else on the CPU changes every number.
 """
@@ -63,20 +64,24 @@ def conv_throughput(repeats: int = 20) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def parse_variant(variant: str) -> tuple[bool, int | None]:
-    """'eager' or 'compiled', optionally ':dsN' -> (compiled, downscale)."""
-    kind, _, ds = variant.partition(":ds")
+def parse_variant(variant: str, default_model: str) -> tuple[bool, int | None, str]:
+    """'eager' or 'compiled', optionally ':dsN', optionally '@MODEL' -> (compiled,
+    downscale, model)."""
+    spec, _, model = variant.partition("@")
+    kind, _, ds = spec.partition(":ds")
     if kind not in ("eager", "compiled") or (ds and not ds.isdigit()):
-        raise SystemExit(f"unknown variant {variant!r}: eager or compiled, optionally :dsN")
-    return kind == "compiled", int(ds) if ds else None
+        raise SystemExit(
+            f"unknown variant {variant!r}: eager or compiled, optionally :dsN and @MODEL"
+        )
+    return kind == "compiled", int(ds) if ds else None, model or default_model
 
 
 def bench(model: str, source: str, size: str, steps: int, frames: int, variant: str) -> dict:
+    compiled, downscale, model = parse_variant(variant, model)
     cmd = [
         sys.executable, "-m", "mirage_lsd.cli.app", "bench", source, "--model", model,
         "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
     ]  # fmt: skip
-    compiled, downscale = parse_variant(variant)
     cmd.append("--compile" if compiled else "--no-compile")
     if downscale is not None:
         cmd += ["--downscale", str(downscale)]
@@ -120,17 +125,17 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["eager", "compiled"])
     args = parser.parse_args()
     for variant in args.variants:
-        parse_variant(variant)  # fail before measuring anything
+        parse_variant(variant, args.model)  # fail before measuring anything
     threads = torch.get_num_threads()
     conv_gflops = conv_throughput()
     rows = []
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
         for steps in args.steps:
-            gflop = {
-                v: model_flops(args.model, height, width, steps, parse_variant(v)[1]) / 1e9
-                for v in args.variants
-            }
+            gflop = {}
+            for v in args.variants:
+                _, downscale, model = parse_variant(v, args.model)
+                gflop[v] = model_flops(model, height, width, steps, downscale) / 1e9
             runs: dict[str, list[dict]] = {v: [] for v in args.variants}
             for _ in range(args.repeats):  # alternate the variants
                 for variant in args.variants:
