@@ -32,13 +32,13 @@ class ObjectiveConfig:
     shortcut_fraction: float = 0.25  # self-consistency: one step of 2d = two steps of d
     direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
     full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
-    # divide each sample's loss by its look's running mean loss (`training/balance.py`):
-    # every look's relative progress counts alike, as in the benchmark's mean of dB
-    look_balance: bool = False
-    # the weights are (look's running loss)^-power, relative: 1 follows the log loss fully;
-    # below 1 starves the looks that stay hardest less (a full run at 1 turned thin lines
-    # to blocks)
-    look_balance_power: float = 1.0
+    # divide each sample's loss by a power of its look's running mean loss
+    # (`training/balance.py`), so that the looks a small network nearly has are not
+    # drowned out by those it never matches (the benchmark averages dB, a log of the error)
+    look_balance: bool = True
+    # the weights are (look's running loss)^-power, relative: 1 follows the log loss fully
+    # (a full run turned thin lines to blocks); 0.5 is the bundled recipe's
+    look_balance_power: float = 0.5
     # history augmentation (diffusion forcing: the history has its own noise level)
     p_own_history: float = 0.7  # history from the model's own previous output
     # that output as at run time (a one-step jump from pure noise, no gradient; one more
