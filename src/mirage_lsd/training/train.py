@@ -12,7 +12,8 @@ The whole recipe, top to bottom:
    - step sizes: flow matching (d=0), self-consistency (one step of 2d = two of d,
      the shortcut-model objective), and direct targets at the run-time step sizes
    - the low-res x0 is scored, and so is the guided-upsampled full-res output; with
-     `look_balance`, each sample's loss is divided by its look's running mean loss
+     `look_balance` (the default), each sample's loss is divided by a power (0.5) of
+     its look's running mean loss
 5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
    max steps
 6. checkpoint (atomic) every `checkpoint_every` steps
