@@ -12,8 +12,8 @@ The whole recipe, top to bottom:
    - step sizes: flow matching (d=0), self-consistency (one step of 2d = two of d,
      the shortcut-model objective), and direct targets at the run-time step sizes
    - the low-res x0 is scored, and so is the guided-upsampled full-res output; with
-     `look_balance` (the default), each sample's loss is divided by a power (0.5) of
-     its look's running mean loss
+     `look_balance` (on by default), each sample's loss is divided by a power of
+     its look's running mean loss (`look_balance_power`, 0.5 by default)
 5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
    max steps
 6. checkpoint (atomic) every `checkpoint_every` steps
