@@ -32,6 +32,7 @@ from mirage_lsd.models.builtin.model import (
     upsample_to_frame,
 )
 from mirage_lsd.models.builtin.network import (
+    LocalLook,
     LSDNet,
     Pointwise,
     PromptGrade,
@@ -425,6 +426,9 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("data:\n  eval_clips: please.mkv\n")
     with pytest.raises(ConfigError, match=r"data\.eval_clips"):
         load_train_config(bad)
+    bad.write_text("objective:\n  full_res_loss: l2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*objective\.full_res_loss.*l1, mse"):
+        load_train_config(bad)
     bad.write_text("model:\n  experts: 8\n  width: 16\n  experts: 0\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*'experts' is given twice"):
         load_train_config(bad)
@@ -508,6 +512,38 @@ def test_expert_layers_are_per_sample_blends_of_their_weight_sets(
     assert net.cfg.experts == 4 and net.mid[0].fc1.weight.shape[0] == 4
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=6))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_local_look_is_a_per_sample_mlp_of_each_pixels_neighbourhood(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`local_experts: K`: zero at start; then, per sample, the prompt's blend of K MLPs
+    of each pixel's 3x3 neighbourhood (edge pixels repeat the border)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_cfg, local_experts=3, local_width=4)
+    local = LocalLook(cfg)
+    image, prompts = torch.rand(2, 3, 5, 6) * 2 - 1, torch.randn(2, cfg.prompt_dim)
+    assert local(image, prompts).abs().max() == 0  # a fresh path adds nothing
+    with torch.no_grad():
+        local.weights[-1].normal_()
+        local.biases[-1].normal_()
+    out = local(image, prompts)
+    mix = torch.softmax(local.router(prompts), dim=1)
+    assert not torch.allclose(mix[0], mix[1], atol=1e-3)  # two prompts, two blends
+    for i in range(2):
+        x = F.pad(image[i : i + 1], (1, 1, 1, 1), mode="replicate")
+        for j, (weight, bias) in enumerate(zip(local.weights, local.biases, strict=True)):
+            x = F.conv2d(x, torch.einsum("k,koihw->oihw", mix[i], weight), mix[i] @ bias)
+            x = F.silu(x) if j < 2 else x
+        torch.testing.assert_close(out[i : i + 1], x)
+    path = tmp_path / "local.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.local is not None and net.local.weights[0].shape == (3, 4, 3, 3, 3)
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+    with pytest.raises(ConfigError, match="local_experts"):
+        dataclasses.replace(tiny_cfg, local_experts=-1)
 
 
 def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(

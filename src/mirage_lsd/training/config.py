@@ -12,6 +12,8 @@ import yaml
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig, config_from_dict
 from mirage_lsd.training.data import DataConfig
 
+FULL_RES_LOSSES = ("l1", "mse")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -31,7 +33,10 @@ class ObjectiveConfig:
     # the batch of each frame splits three ways by step size (the rest is flow matching)
     shortcut_fraction: float = 0.25  # self-consistency: one step of 2d = two steps of d
     direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
-    full_res_weight: float = 1.0  # L1 of the guided-upsampled output vs the full-res target
+    full_res_weight: float = 1.0  # weight of the guided-upsampled output's error
+    # that error: "l1" (the median: crisp where the look is ambiguous) or "mse" (the mean:
+    # what PSNR scores); the low-res x0 is always scored by its MSE
+    full_res_loss: str = "l1"
     # divide each sample's loss by a power of its look's running mean loss
     # (`training/balance.py`), so that the looks a small network nearly has are not
     # drowned out by those it never matches (the benchmark averages dB, a log of the error)
@@ -50,6 +55,13 @@ class ObjectiveConfig:
     history_misalign: float = 1.0  # largest flow error, flow pixels
     history_max_sigma: float = 0.3  # largest history noise level
     p_clean_history: float = 0.5  # share of frames whose history is not noised
+
+    def __post_init__(self) -> None:
+        if self.full_res_loss not in FULL_RES_LOSSES:
+            raise ConfigError(
+                f"objective.full_res_loss must be one of {', '.join(FULL_RES_LOSSES)}, "
+                f"got {self.full_res_loss!r}"
+            )
 
 
 @dataclass(frozen=True)

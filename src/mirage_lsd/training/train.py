@@ -223,14 +223,13 @@ def sequence_loss(
             x0_target = target.index_copy(0, idx, half_steps)
         out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache, batch.windows)
         full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
-        if per_sample:
-            loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
-                full - batch.targets[:, f]
-            ).abs().flatten(1).mean(1)  # (B,)
-        else:
-            loss = F.mse_loss(out.x0, x0_target) + obj.full_res_weight * F.l1_loss(
-                full, batch.targets[:, f]
-            )
+        full_error = full - batch.targets[:, f]
+        full_error = full_error.abs() if obj.full_res_loss == "l1" else full_error.pow(2)
+        loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
+            full_error.flatten(1).mean(1)
+        )  # (B,)
+        if not per_sample:
+            loss = loss.mean()
         losses.append(loss)
         if obj.own_history_run_time and net.cfg.temporal and f + 1 < frames:
             with torch.no_grad():  # the next history as the run-time model would make it

@@ -71,6 +71,10 @@ class ModelConfig:
     # the upsampler also adds, per channel, a learned share of an edge map of the
     # full-resolution input (thin lines: neon edges, blueprint, pencil)
     edge_guide: bool = False
+    # >= 1: x0's base also gets a small per-look MLP of each low-res input pixel's 3x3
+    # neighbourhood (`network.LocalLook`), this many weight sets mixed by the prompt
+    local_experts: int = 0
+    local_width: int = 32  # hidden channels of that MLP
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")
@@ -85,6 +89,8 @@ class ModelConfig:
             raise ConfigError("model.max_steps must be between 1 and 2**model.shortcut_levels")
         if self.cache_frames < 0:
             raise ConfigError("model.cache_frames must be >= 0")
+        if self.local_experts < 0 or self.local_width < 1:
+            raise ConfigError("model.local_experts must be >= 0 and model.local_width >= 1")
         if self.experts < 0:
             raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
         if self.grade_knots < 0 or self.grade_knots == 1:

@@ -54,6 +54,8 @@ ADDED_FIELDS: dict[str, object] = {
     "grade_grid": 0,
     "grade_bands": 0,
     "edge_guide": False,
+    "local_experts": 0,
+    "local_width": 32,
 }
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"
 NOISE_SEED = 0  # every stream starts from the same noise: the same input gives the same output

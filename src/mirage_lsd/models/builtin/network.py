@@ -224,6 +224,50 @@ class PromptGrade(nn.Module):
         return out
 
 
+class LocalLook(nn.Module):
+    """A small MLP of each low-res input pixel's 3x3 neighbourhood, its weights picked by
+    the prompt: a residual added to x0's base.
+
+    Why: a look is mostly a local function of the input's colours (a palette, a tone
+    map, a wash), and on raw pixel values a tiny per-look MLP learns it fast and carries
+    it to unseen footage, where the deep branches, behind norms and with a wide receptive
+    field, fit the training frames' content instead. No norm and no noise level: the
+    map depends on the input alone. A softmax of the prompt mixes `local_experts` weight
+    sets (once per frame, as `Pointwise` does); the last layer starts at zero, so the
+    model starts as it would without this path.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        k, width = cfg.local_experts, cfg.local_width
+        shapes = ((width, 3, 3), (width, width, 1), (3, width, 1))  # (out, in, kernel)
+        weights, biases = [], []
+        for i, (cout, cin, ksize) in enumerate(shapes):
+            convs = [nn.Conv2d(cin, cout, ksize) for _ in range(k)]  # default init
+            weight = torch.stack([c.weight.detach() for c in convs])  # (K, out, in, k, k)
+            bias = torch.stack([c.bias.detach() for c in convs])  # (K, out)
+            if i == len(shapes) - 1:
+                weight, bias = torch.zeros_like(weight), torch.zeros_like(bias)
+            weights.append(nn.Parameter(weight))
+            biases.append(nn.Parameter(bias))
+        self.weights, self.biases = nn.ParameterList(weights), nn.ParameterList(biases)
+        self.router = nn.Linear(cfg.prompt_dim, k)
+
+    def forward(self, image: Tensor, prompt: Tensor) -> Tensor:
+        """(B, 3, h, w) input image, (B, prompt_dim) -> (B, 3, h, w) residual."""
+        b, _, h, w = image.shape
+        mix = torch.softmax(self.router(prompt), dim=1).to(image.dtype)  # (B, K)
+        # the batch as conv groups: sample i's weights act on its own channels only
+        x = F.pad(image, (1, 1, 1, 1), mode="replicate").reshape(1, -1, h + 2, w + 2)
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            mixed = torch.einsum("bk,koihw->boihw", mix, weight.to(image.dtype))
+            x = F.conv2d(x, mixed.flatten(0, 1), (mix @ bias.to(image.dtype)).flatten(), groups=b)
+            if i < last:
+                x = F.silu(x)
+        return x.view(b, 3, h, w)
+
+
 def low_passes(image: Tensor, levels: int, window: Tensor | None = None) -> list[Tensor]:
     """`levels` blurred copies of (B, C, h, w): area means over 32, 16, 8, ... cells
     across the frame's short side, bilinearly enlarged back to (h, w).
@@ -334,6 +378,7 @@ class LSDNet(nn.Module):
         # x0 residual and one gain per upsampler guide, unshuffled
         self.head = nn.Conv2d(c0, (1 + cfg.guides) * ci, 1)
         self.grade = PromptGrade(cfg) if cfg.grade_knots else None
+        self.local = LocalLook(cfg) if cfg.local_experts else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -390,6 +435,8 @@ class LSDNet(nn.Module):
         residual, gain = out[:, :3], out[:, 3:]  # (B, 3, h, w), (B, 3 * guides, h, w)
         gain = torch.cat([1.0 + gain[:, :3], gain[:, 3:]], dim=1)  # detail kept at start
         base = image if self.grade is None else self.grade(image, prompt, window, grade_maps)
+        if self.local is not None:
+            base = base + self.local(image, prompt)
         return NetOutput(x0=base + residual, gain=gain, kv=tuple(kvs))
 
 
