@@ -34,6 +34,7 @@ from mirage_lsd.models.builtin.model import (
 from mirage_lsd.models.builtin.network import (
     LocalLook,
     LSDNet,
+    PaletteSnap,
     Pointwise,
     PromptGrade,
     edge_map,
@@ -544,6 +545,32 @@ def test_local_look_is_a_per_sample_mlp_of_each_pixels_neighbourhood(
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
     with pytest.raises(ConfigError, match="local_experts"):
         dataclasses.replace(tiny_cfg, local_experts=-1)
+
+
+def test_palette_snap_pulls_each_pixel_to_the_prompts_nearest_colour(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`palette_colours: P`: barely any pull at start; at full share and high sharpness,
+    each pixel becomes the nearest of the prompt's P colours."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_cfg, palette_colours=2)
+    snap = PaletteSnap(cfg)
+    x0, prompt = torch.rand(1, 3, 4, 5) * 2 - 1, torch.randn(1, cfg.prompt_dim)
+    assert (snap(x0, prompt) - x0).abs().max() < 0.05  # a share of 2% at start
+    with torch.no_grad():
+        snap.palette.weight.zero_()
+        snap.palette.bias.copy_(torch.atanh(torch.tensor([-0.5, -0.5, -0.5, 0.5, 0.5, 0.5])))
+        snap.control.bias.copy_(torch.tensor([30.0, 10.0]))  # share 1, sharpness e^10
+    nearest = torch.where(x0.sum(1, keepdim=True) < 0, -0.5, 0.5).expand(-1, 3, -1, -1)
+    torch.testing.assert_close(snap(x0, prompt), nearest)
+    path = tmp_path / "palette.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.snap is not None and net.snap.palette.out_features == 6
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=8))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+    with pytest.raises(ConfigError, match="palette_colours"):
+        dataclasses.replace(tiny_cfg, palette_colours=1)
 
 
 def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(

@@ -75,6 +75,9 @@ class ModelConfig:
     # neighbourhood (`network.LocalLook`), this many weight sets mixed by the prompt
     local_experts: int = 0
     local_width: int = 32  # hidden channels of that MLP
+    # >= 2: x0 is pulled, by a share the prompt picks, towards a soft nearest colour of
+    # a palette of this many colours the prompt picks (`network.PaletteSnap`)
+    palette_colours: int = 0
 
     def __post_init__(self) -> None:
         positive = ("image_downscale", "patch", "width", "mid_width", "kernel", "mlp_ratio")
@@ -91,6 +94,10 @@ class ModelConfig:
             raise ConfigError("model.cache_frames must be >= 0")
         if self.local_experts < 0 or self.local_width < 1:
             raise ConfigError("model.local_experts must be >= 0 and model.local_width >= 1")
+        if self.palette_colours < 0 or self.palette_colours == 1:
+            raise ConfigError(
+                f"model.palette_colours must be 0 or >= 2, got {self.palette_colours}"
+            )
         if self.experts < 0:
             raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
         if self.grade_knots < 0 or self.grade_knots == 1:

@@ -56,6 +56,7 @@ ADDED_FIELDS: dict[str, object] = {
     "edge_guide": False,
     "local_experts": 0,
     "local_width": 32,
+    "palette_colours": 0,
 }
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"
 NOISE_SEED = 0  # every stream starts from the same noise: the same input gives the same output
