@@ -14,7 +14,14 @@ style PSNR of three oracles that know the target and are limited only by that de
 What is left above the oracles is texture that is in neither the input nor the
 coarse image (film grain, halftone dots, scanlines fixed in the frame).
 
-    python benchmarks/builtin_ceiling.py --size 512x512 --downscale 4
+With `--blind K`, the same oracles are also fitted to the look's expectation over its
+frame-fixed noise (paper grain, watercolor blotches, underwater ripples, film dust): the
+mean of K renders whose noise seeds are all shifted, scored against the real render.
+That is the ceiling of a model that cannot know those noise fields. The K-sample mean
+keeps 1/K of the noise's variance, so these scores are low by at most 10 log10(1 + 1/K)
+dB (0.26 dB at K = 16).
+
+    python benchmarks/builtin_ceiling.py --size 512x512 --downscale 4 [--blind 16]
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -30,6 +39,7 @@ import numpy as np
 from mirage_lsd.errors import EndOfStream
 from mirage_lsd.evaluation.metrics import psnr
 from mirage_lsd.geometry import apply_fit, parse_size, plan_fit
+from mirage_lsd.looks import _ops
 from mirage_lsd.looks.catalog import LOOKS
 from mirage_lsd.models.builtin.network import LUMA
 from mirage_lsd.sources import open_source
@@ -85,9 +95,28 @@ def affine_oracle(guide: np.ndarray, target: np.ndarray, ds: int, r: int, eps: f
     return np.einsum("hwi,hwic->hwc", basis, coef)
 
 
-def oracles(frame: np.ndarray, target: np.ndarray, ds: int) -> dict[str, float]:
+def noise_blind_mean(render: Callable[[np.ndarray], np.ndarray], frame: np.ndarray, k: int):
+    """Mean of `k` renders of `frame` with every hash-noise seed shifted, (H, W, 3) float32.
+
+    The looks draw all their frame-fixed noise from `_ops.hash_noise` (`smooth_noise` too),
+    so shifting its seed gives an independent draw of every noise field.
+    """
+    real = _ops.hash_noise
+    total = np.zeros(frame.shape, np.float64)
+    for draw in range(1, k + 1):
+        shifted = lambda h, w, seed, d=draw: real(h, w, seed + 7919 * d)  # noqa: E731
+        with mock.patch.object(_ops, "hash_noise", shifted):
+            total += render(frame)
+    return (total / k).astype(np.float32)
+
+
+def oracles(
+    frame: np.ndarray, target: np.ndarray, ds: int, fit_to: np.ndarray | None = None
+) -> dict[str, float]:
+    """Oracle scores against `target`; `fit_to` (float, 0-255) is what they are fitted to
+    (the target itself by default, its noise-blind mean for `--blind`)."""
     f = frame.astype(np.float32) / 255.0
-    t = target.astype(np.float32) / 255.0
+    t = (target if fit_to is None else fit_to).astype(np.float32) / 255.0
     to8 = lambda x: np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
     luma = (f @ LUMA_WEIGHTS)[:, :, None]
     best = lambda guide: max(  # noqa: E731
@@ -96,6 +125,7 @@ def oracles(frame: np.ndarray, target: np.ndarray, ds: int) -> dict[str, float]:
         for eps in (1e-4, 1e-3)
     )
     return {
+        **({} if fit_to is None else {"full": psnr(to8(t), target)}),
         "coarse": psnr(to8(shrink_grow(t, ds)), target),
         "luma": best(luma),
         "rgb": best(f),
@@ -118,6 +148,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6, help="frames per clip")
     parser.add_argument("--every", type=int, default=10, help="frames apart")
     parser.add_argument("--media", type=Path, default=Path("../shared/media"))
+    parser.add_argument(
+        "--blind", type=int, default=0, metavar="K", help="also the noise-blind oracles, K draws"
+    )
     args = parser.parse_args()
     size = parse_size(args.size)
     frames = [
@@ -125,7 +158,15 @@ def main() -> None:
     ]
     rows = []
     for name, look in LOOKS.items():
-        scores = [oracles(f, look.render(f), args.downscale) for f in frames]
+        scores = []
+        for f in frames:
+            target = look.render(f)
+            score = oracles(f, target, args.downscale)
+            if args.blind:
+                mean = noise_blind_mean(look.render, f, args.blind)
+                blind = oracles(f, target, args.downscale, fit_to=mean)
+                score |= {f"blind_{k}": blind[k] for k in ("full", "coarse", "luma")}
+            scores.append(score)
         row = {
             "look": name,
             **{k: round(statistics.mean(s[k] for s in scores), 2) for k in scores[0]},
@@ -139,11 +180,15 @@ def main() -> None:
         "luma": "luma-guided",
         "rgb": "rgb-guided",
     }
+    if args.blind:
+        columns |= {
+            "blind_full": "noise-blind",
+            "blind_coarse": "noise-blind coarse",
+            "blind_luma": "noise-blind luma-guided",
+        }
     print_look_table(rows, columns)
-    mean = {
-        k: round(statistics.mean(r[k] for r in rows), 2)
-        for k in ("identity", "coarse", "luma", "rgb")
-    }
+    # the noise-blind mean itself is exact (100 dB) on looks without noise: no mean of it
+    mean = {k: round(statistics.mean(r[k] for r in rows), 2) for k in columns if k != "blind_full"}
     print(f"\nmean over {len(rows)} looks: {json.dumps(mean)}")
 
 
