@@ -218,6 +218,50 @@ def test_a_chosen_downscale_sets_the_denoised_size(tiny_cfg: ModelConfig) -> Non
         BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), downscale=0)
 
 
+@pytest.mark.parametrize("downscale", [3, 5, 6])
+def test_the_engine_pads_frames_to_what_a_chosen_downscale_needs(
+    tiny_cfg: ModelConfig, downscale: int
+) -> None:
+    model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), downscale=downscale)
+    assert model.size_multiple % (downscale * tiny_cfg.image_multiple) == 0
+    assert model.size_multiple % tiny_cfg.size_multiple == 0
+    engine = StreamEngine(model, device="cpu", resolution=(72, 100), prompt="thermal")
+    for image in frames(2, seed=3):
+        out = engine.process(image)
+        assert out.shape == (72, 100, 3) and out.dtype == np.uint8
+
+
+def test_fp16_is_for_cuda_only(tiny_cfg: ModelConfig) -> None:
+    model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), device="cpu", fp16=True)
+    assert not model.fp16 and model.info.dtype in ("float32", "bfloat16")
+
+
+@pytest.mark.gpu  # `pytest -m gpu` on a machine with CUDA
+def test_cuda_fp16_stream_is_close_to_float32(media: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    half = BuiltinModel.from_file(device="cuda", compile=False, fp16=True)
+    full = BuiltinModel.from_file(device="cuda", compile=False)
+    assert half.info.dtype == "float16" and full.info.dtype == "float32"
+    from mirage_lsd.evaluation.metrics import psnr
+    from mirage_lsd.sources import open_source
+
+    source = open_source(media / "please.mkv")
+    images = [
+        cv2.resize(source.recv().image, (512, 512), interpolation=cv2.INTER_AREA) for _ in range(8)
+    ]
+    source.close()
+    outs = []
+    for model in (half, full):
+        state, cond, out = model.init_state(512, 512), model.look_prompt("watercolor"), []
+        for image in images:
+            o, state = model.step(image, cond, state, 1)
+            out.append(o)
+        outs.append(out)
+    assert all(o.shape == (512, 512, 3) and o.dtype == np.uint8 for o in outs[0])
+    assert np.mean([psnr(a, b) for a, b in zip(*outs, strict=True)]) > 35.0
+
+
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])
 def test_sampler_with_an_exact_denoiser_returns_x0(steps: int) -> None:
     """Closed-form stand-in: a denoiser that knows x0 lands exactly on it in any steps."""

@@ -167,6 +167,27 @@ def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Pa
     assert "corrupt" in result.stderr.decode()
 
 
+def test_fp16_on_cpu_is_a_one_line_warning(media: Path) -> None:
+    args = ("bench", str(media / "walk.mkv"), "--model", "identity", "--device", "cpu")
+    result = mirage(*args, "--frames", "5", "--warmup", "0", "--fp16", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["dtype"] == "float32"
+    stderr = result.stderr.decode()
+    assert "warning: fp16 is not supported on CPU: using float32" in stderr
+    assert "device.py" not in stderr and "Traceback" not in stderr
+
+
+def test_report_in_a_missing_folder_is_refused_before_the_stream(
+    media: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.mp4"
+    report = tmp_path / "missing" / "r.json"
+    args = ("run", str(media / "walk.mkv"), "-o", str(out), "--model", "identity", "-q")
+    assert_one_line_error(mirage(*args, "--report", str(report)), "report", "no folder")
+    assert not out.exists()  # nothing was started
+    assert_one_line_error(mirage(*args, "--report", str(tmp_path)), "report", "folder")
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,6 +309,8 @@ def test_bench_json(media: Path) -> None:
     assert data["model"] == "identity" and data["size"] == "320x240" and data["steps"] == 1
     assert data["device"] == "cpu" and data["fps"] > 0 and data["ttff_ms"] > 0
     assert data["compile"] is False  # the identity model has nothing to compile
+    assert data["dtype"] == "float32"  # the model's own (the built-in one is bf16 on AMX CPUs)
+    assert data["drop_ratio"] == 0.0 and data["corrupt_frames"] == 0 and data["reconnects"] == 0
     assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
     assert data["latency_ms"]["p50"] <= data["latency_ms"]["p99"]
     assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}

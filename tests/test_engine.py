@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mirage_lsd import StreamEngine, UserError
+from mirage_lsd.device import resolve_dtype
 from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.sources import open_source
 
@@ -199,6 +200,13 @@ def test_fp16_on_cpu_warns_and_uses_float32() -> None:
     with pytest.warns(RuntimeWarning, match="fp16"):
         engine = StreamEngine("identity", device="cpu", fp16=True)
     assert engine.dtype == "float32"
+
+
+def test_precision_defaults_to_fp16_on_cuda_only() -> None:
+    assert resolve_dtype("cuda") == resolve_dtype("cuda:1") == "float16"
+    assert resolve_dtype("cuda", fp16=False) == "float32"
+    assert resolve_dtype("cpu") == "float32"
+    assert StreamEngine("identity", device="cpu").dtype == "float32"
 
 
 def test_bad_engine_arguments_are_user_errors() -> None:

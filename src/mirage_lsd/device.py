@@ -41,8 +41,14 @@ def resolve_device(device: str) -> str:
     return name
 
 
-def resolve_dtype(device: str, fp16: bool) -> str:
-    """float16 on CUDA when asked; on CPU fp16 falls back to float32 with one warning."""
+def resolve_dtype(device: str, fp16: bool | None = None) -> str:
+    """float16 on CUDA unless `fp16` is False; on CPU float32 (fp16=True warns once).
+
+    None picks for the user: half precision is what a GPU streams at, and CPUs have no
+    fast fp16 (the built-in model uses bf16 by itself where AMX makes it fast).
+    """
+    if fp16 is None:
+        return "float16" if device.startswith("cuda") else "float32"
     if not fp16:
         return "float32"
     if device.startswith("cuda"):

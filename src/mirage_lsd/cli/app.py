@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from typer.exceptions import TyperException
 
 from mirage_lsd.cli.diffusers_flags import with_diffusers_flags
 from mirage_lsd.cli.errors import fail, guarded
-from mirage_lsd.cli.options import CompileOpt
+from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
 from mirage_lsd.engine.prompt import validate_prompt
@@ -61,6 +62,12 @@ def _setup_logging(debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not debug:  # a warning is one line for the user, not a source location
+        warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    console.print(f"warning: {message}", highlight=False, markup=False)
 
 
 class _StopOnSignal:
@@ -140,6 +147,7 @@ def run(
     ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     compile: CompileOpt = None,
+    fp16: Fp16Opt = None,
     downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
@@ -153,6 +161,8 @@ def run(
         text = validate_prompt(prompt) if prompt is not None else None
         if mode not in (None, "live", "offline"):
             raise UserError(f"unknown mode '{mode}': use live or offline")
+        if report is not None:  # found out before the stream, not after it
+            _check_report_path(report)
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
@@ -167,6 +177,7 @@ def run(
             prompt=text,  # type: ignore[arg-type]
             model_options=model_options,
             compile=compile,
+            fp16=fp16,
             downscale=downscale,
         )
         if text is not None and engine.model.info.name == "identity":
@@ -199,6 +210,13 @@ def run(
         raise typer.Exit(code)
 
 
+def _check_report_path(path: Path) -> None:
+    if path.is_dir():
+        raise UserError(f"cannot write report {path}: it is a folder")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write report {path}: no folder {path.parent}")
+
+
 def _write_report(path: Path, stats: Stats, **context: Any) -> None:
     data = {**context, **stats.to_dict()}
     try:
@@ -221,6 +239,7 @@ def bench(
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     compile: CompileOpt = None,
+    fp16: Fp16Opt = None,
     downscale: DownscaleOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
@@ -241,6 +260,7 @@ def bench(
             resolution=resolution,
             model_options=model_options,
             compile=compile,
+            fp16=fp16,
             downscale=downscale,
         )
         if warmup:
@@ -269,13 +289,16 @@ def _bench_result(stats: Stats, engine: StreamEngine) -> dict[str, Any]:
         "fps": stats.fps,
         "frames": stats.frames_out,
         "dropped": stats.dropped,
+        "drop_ratio": stats.drop_ratio,
+        "corrupt_frames": stats.corrupt_frames,
+        "reconnects": stats.reconnects,
         "ttff_ms": stats.ttff_ms,
         "latency_ms": stats.latency_ms,
         "stages_ms": stats.stages_ms,
         "stages_p95_ms": stats.stages_p95_ms,
         "model": stats.model,
         "device": stats.device,
-        "dtype": engine.dtype,
+        "dtype": engine.model.info.dtype,  # what the model runs in (bf16 on AMX CPUs)
         "compile": engine.model.info.compile,
         "size": stats.to_dict()["size"],
         "steps": stats.steps,

@@ -15,3 +15,13 @@ CompileOpt = Annotated[
         show_default=False,
     ),
 ]
+
+Fp16Opt = Annotated[
+    bool | None,
+    typer.Option(
+        "--fp16/--no-fp16",
+        help="Half precision (default: on CUDA; CPUs run float32, or bf16 by themselves"
+        " on AMX CPUs).",
+        show_default=False,
+    ),
+]

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from mirage_lsd.cli.errors import guarded
-from mirage_lsd.cli.options import CompileOpt
+from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
@@ -42,6 +42,7 @@ def serve(
         int, typer.Option("--max-steps", help="Most denoising steps a session may ask for.")
     ] = 4,
     compile: CompileOpt = None,
+    fp16: Fp16Opt = None,
     downscale: Annotated[
         int | None,
         typer.Option("--downscale", help="Built-in model: denoise at frame / N.", min=1, max=16),
@@ -69,6 +70,7 @@ def serve(
             max_sessions=max_sessions,
             max_steps=max_steps,
             compile=compile,
+            fp16=fp16,
             downscale=downscale,
             token=token,
         ).resolved()

@@ -46,7 +46,8 @@ class StreamEngine:
     Args:
         model: a registered model name (see `mirage-lsd models`) or a `StreamModel`.
         device: "auto" (CUDA when present, else CPU), "cpu" or "cuda".
-        fp16: half precision on CUDA; on CPU it falls back to float32 with a warning.
+        fp16: half precision; None (the default) uses it on CUDA only, True on CPU falls
+            back to float32 with a warning.
         max_steps: upper bound on denoising steps per frame.
         resolution: output (height, width); None keeps the input size.
         fit: "crop" (fill, center crop) or "letterbox" (fit, pad) to keep aspect ratio.
@@ -69,7 +70,7 @@ class StreamEngine:
         model: str | StreamModel = DEFAULT_MODEL,
         *,
         device: str = "auto",
-        fp16: bool = False,
+        fp16: bool | None = None,
         max_steps: int = 1,
         resolution: tuple[int, int] | None = None,
         fit: FitMode = "crop",

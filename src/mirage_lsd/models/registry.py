@@ -43,7 +43,10 @@ def _load_builtin(opts: LoadOptions) -> StreamModel:
     from mirage_lsd.models.builtin.model import BuiltinModel
 
     return BuiltinModel.from_file(
-        device=opts.device, compile=opts.compile, downscale=opts.downscale
+        device=opts.device,
+        compile=opts.compile,
+        downscale=opts.downscale,
+        fp16=opts.dtype == "float16",
     )
 
 

@@ -40,6 +40,7 @@ class ServerSettings:
     max_sessions: int = 4
     max_steps: int = 4
     compile: bool | None = None  # torch.compile (None: the built-in model on CPU compiles)
+    fp16: bool | None = None  # half precision (None: on CUDA)
     downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     token: str | None = None
     max_prompt_chars: int = 500

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -243,6 +244,7 @@ class BuiltinModel(StreamModel):
         name: str = NAME,
         compile: bool | None = None,
         downscale: int | None = None,
+        fp16: bool = False,
     ) -> None:
         if downscale is not None and (not isinstance(downscale, int) or downscale < 1):
             raise UserError(f"downscale must be a whole number >= 1, got {downscale!r}")
@@ -251,9 +253,15 @@ class BuiltinModel(StreamModel):
         self.net = net.to(device).eval().requires_grad_(False)
         self.bank = bank
         self.device = torch.device(device)
-        self.size_multiple = self.cfg.size_multiple
+        # the engine pads frames to this; a fixed downscale needs its own multiple
+        self.size_multiple = (
+            self.cfg.size_multiple
+            if downscale is None
+            else math.lcm(self.cfg.size_multiple, downscale * self.cfg.image_multiple)
+        )
         self._local = threading.local()  # a flow estimator per thread: OpenCV's is not shared
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
+        self.fp16 = fp16 and self.device.type == "cuda"
         if compile is None:
             compile = compile_by_default(self.device.type)
         self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
@@ -261,7 +269,7 @@ class BuiltinModel(StreamModel):
             name=name,
             description="small causal live-stream diffusion model (1-4 steps)",
             device=str(self.device),
-            dtype="bfloat16" if self.bf16 else "float32",
+            dtype="bfloat16" if self.bf16 else "float16" if self.fp16 else "float32",
             max_steps=self.cfg.max_steps,
             looks=bank.names,
             compile=compile,
@@ -275,7 +283,9 @@ class BuiltinModel(StreamModel):
         return flow
 
     def _autocast(self) -> torch.autocast:
-        """bf16 on CPUs with AMX, fp32 elsewhere (a no-op context)."""
+        """fp16 on CUDA when asked, bf16 on CPUs with AMX, fp32 elsewhere (a no-op context)."""
+        if self.fp16:
+            return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     @classmethod
@@ -285,10 +295,11 @@ class BuiltinModel(StreamModel):
         device: str = "cpu",
         compile: bool | None = None,
         downscale: int | None = None,
+        fp16: bool = False,
     ) -> BuiltinModel:
         net, bank = load_weights(path)
         name = NAME if path == DEFAULT_WEIGHTS else str(path)
-        return cls(net, bank, device, name, compile, downscale)
+        return cls(net, bank, device, name, compile, downscale, fp16)
 
     def downscale_for(self, height: int, width: int) -> int:
         """How much smaller than the frame the denoiser's image is.
