@@ -86,6 +86,31 @@ def test_offline_file_to_file_keeps_every_frame(media: Path, tmp_path: Path) -> 
     assert decoded_frames(out) == 89
 
 
+def test_each_start_is_a_new_stream_at_its_own_size(media: Path, tmp_path: Path) -> None:
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu")
+    sizes = []
+    for clip, out in (("walk.mkv", "a.mp4"), ("classroom.gif", "b.mp4")):  # 640x480, 480x270
+        engine.start(media / clip, output=tmp_path / out, mode="offline", max_frames=3)
+        engine.wait()
+        with av.open(str(tmp_path / out)) as container:
+            stream = container.streams.video[0]
+            sizes.append((stream.codec_context.height, stream.codec_context.width))
+    assert sizes == [(480, 640), (270, 480)]
+    assert model.states == [0, 1, 2, 0, 1, 2]  # no history carried from the first clip
+
+
+def test_process_follows_the_input_size_without_a_fixed_resolution() -> None:
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu")
+    small, large = np.zeros((240, 320, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)
+    shapes = [engine.process(f).shape for f in (small, small, large, large)]
+    assert shapes == [(240, 320, 3)] * 2 + [(480, 640, 3)] * 2
+    assert model.states == [0, 1, 0, 1]  # the new size started afresh
+    fixed = StreamEngine(RecordingModel(), device="cpu", resolution=(240, 320))
+    assert [fixed.process(f).shape for f in (small, large)] == [(240, 320, 3)] * 2
+
+
 def test_live_mode_with_a_slow_model_drops_and_keeps_latency_bounded(media: Path) -> None:
     latencies: list[float] = []
     engine = StreamEngine(SlowModel(delay=0.1), device="cpu", resolution=(90, 160))

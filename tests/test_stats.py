@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from mirage_lsd.engine.stats import Histogram, StatsRecorder
@@ -40,3 +42,18 @@ def test_snapshot_counts_drops_and_ttff() -> None:
     data = stats.to_dict()
     assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
     assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
+
+
+def test_counting_drops_from_inside_a_snapshot_does_not_deadlock() -> None:
+    """Ctrl-C's handler runs on the main thread, which may be inside snapshot() then."""
+    recorder = StatsRecorder("m", "cpu", 1, "live")
+
+    def handler_inside_snapshot() -> None:
+        with recorder._lock:  # what snapshot() holds
+            recorder.discarded(3)  # what the handler's request_stop() does
+
+    thread = threading.Thread(target=handler_inside_snapshot, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert recorder.snapshot(running=False).dropped_input == 3

@@ -87,6 +87,14 @@ class _StopOnSignal:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
+        self._stop_stream()
+
+    def started(self) -> None:
+        """Call after engine.start(): a signal that came while it was opening stops it now."""
+        if self.signal is not None:
+            self._stop_stream()
+
+    def _stop_stream(self) -> None:
         pipeline = self.engine._pipeline
         if pipeline is not None:
             pipeline.request_stop()
@@ -190,6 +198,7 @@ def run(
         # 3. stream until the input ends or Ctrl-C
         with _StopOnSignal(engine) as stopper:
             engine.start(source, output=output, mode="live" if live else "offline")
+            stopper.started()
             stats = _follow(engine, source.frame_count, live, show=not quiet)
         # 4. report
         if report is not None:

@@ -15,8 +15,9 @@ from mirage_lsd.models.base import State, StreamModel
 class FrameProcessor:
     """Preprocess, model and postprocess for one stream, timing each stage.
 
-    The output size is fixed by `out_size`, or by the first frame when it is None.
-    The model's per-stream state lives here and is replaced on `reset()`. `strength`
+    The output size is fixed by `out_size`, or by the first frame when it is None
+    (taken again after `restart()`). The model's per-stream state lives here and is
+    replaced on `reset()`. `strength`
     below 1 blends the output back toward the input; `seed` picks the stream's noise.
     Both are plain attributes the engine may change between frames.
     """
@@ -32,17 +33,30 @@ class FrameProcessor:
         self.model = model
         self.prompts = prompts
         self.out_size = out_size
+        self._fixed_size = out_size
         self.fit = fit
         self.steps = steps
         self.strength = 1.0
         self.seed: int | None = None
         self._plan: FitPlan | None = None
+        self._plan_src: tuple[int, ...] = ()
         self._state: State = None
         self._state_ready = False
 
     def reset(self) -> None:
         """Forget the stream's history; the next frame starts a fresh state."""
         self._state_ready = False
+
+    def restart(self) -> None:
+        """A new stream: a fresh state, and an automatic output size taken anew."""
+        self.out_size = self._fixed_size
+        self._plan = None
+        self.reset()
+
+    @property
+    def input_size(self) -> tuple[int, ...] | None:
+        """(height, width) of the frames this stream has had, None before the first."""
+        return None if self._plan is None else self._plan_src
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         # 1. preprocess: fit to the output size, pad to what the model takes

@@ -93,7 +93,9 @@ class StatsRecorder:
     """Collects timings from the pipeline threads; `snapshot()` reads them consistently."""
 
     def __init__(self, model: str, device: str, steps: int, mode: str) -> None:
-        self._lock = threading.Lock()
+        # reentrant: Ctrl-C's handler counts discarded frames on the main thread, which may
+        # be inside snapshot() at that moment
+        self._lock = threading.RLock()
         self.model, self.device, self.steps, self.mode = model, device, steps, mode
         self.size: tuple[int, int] | None = None
         self.start_time: float | None = None

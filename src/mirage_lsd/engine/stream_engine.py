@@ -163,13 +163,20 @@ class StreamEngine:
 
     # -- one frame at a time -----------------------------------------------------
     def process(self, frame: np.ndarray) -> np.ndarray:
-        """Transform one (H, W, 3) uint8 RGB frame now; consecutive calls form one stream."""
+        """Transform one (H, W, 3) uint8 RGB frame now; consecutive calls form one stream.
+
+        Without a fixed `resolution`, a frame of another size starts a new stream at that
+        size (a browser camera stepping up its resolution, for example).
+        """
         if self.running:
             raise RuntimeError("process() cannot be used while a stream is running")
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
             raise UserError("process() takes an (H, W, 3) uint8 RGB numpy array")
         if frame.dtype != np.uint8:
             raise UserError(f"process() takes uint8 frames, got {frame.dtype}")
+        seen = self._processor.input_size
+        if self.resolution is None and seen is not None and seen != frame.shape[:2]:
+            self._processor.restart()
         image, stage_ms = self._processor(np.ascontiguousarray(frame))
         now = time.monotonic()
         self._recorder.output_ready(sum(stage_ms.values()), stage_ms, now)
@@ -222,7 +229,8 @@ class StreamEngine:
         try:
             # 2. open the output now when its size is known, so bad outputs fail here
             fps = source.fps or DEFAULT_FPS
-            size = self.resolution or self._processor.out_size or source.size
+            self._processor.restart()  # each start() is a new stream: no history carried over
+            size = self.resolution or source.size
             sink = self._resolve_sink(output, size, fps, run_mode == "live", source)
         except BaseException:
             source.close()
@@ -305,12 +313,14 @@ class StreamEngine:
             self._pipeline_request_stop()
 
     def close(self) -> None:
-        """Stop any stream and close the window."""
-        self.stop()
-        with self._lock:
-            if self._window is not None:
-                self._window.close()
-                self._window = None
+        """Stop any stream and close the window (also when stopping raised)."""
+        try:
+            self.stop()
+        finally:
+            with self._lock:
+                if self._window is not None:
+                    self._window.close()
+                    self._window = None
 
     def __enter__(self) -> StreamEngine:
         return self

@@ -243,8 +243,9 @@ class Session:
         for task in (self._pump, *self._drains):
             if task is not None:
                 task.cancel()
-        for viewer_id in list(self.viewers):
-            await self.remove_viewer(viewer_id)
+        for pc in [self.viewers.pop(v, None) for v in list(self.viewers)]:
+            if pc is not None:  # a viewer may have left meanwhile
+                await pc.close()
         await self.pc.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.prompt_executor.shutdown(wait=False, cancel_futures=True)
@@ -305,4 +306,4 @@ class SessionManager:
 
     async def close_all(self) -> None:
         for session_id in list(self.sessions):
-            await self.close(session_id)
+            await self.discard(session_id)  # one may close by itself meanwhile
