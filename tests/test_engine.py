@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -129,6 +130,21 @@ def test_live_mode_with_a_slow_model_drops_and_keeps_latency_bounded(media: Path
     # latency never builds up: a frame waits at most one model step before inference
     assert max(latencies) < 350.0
     assert np.mean(latencies[-5:]) < np.mean(latencies[:5]) + 50.0
+
+
+def test_a_live_recording_lasts_as_long_as_what_it_recorded(media: Path, tmp_path: Path) -> None:
+    out = tmp_path / "live.mp4"
+    engine = StreamEngine(SlowModel(delay=0.1), device="cpu", resolution=(90, 160))
+    engine.start(media / "bottle-detection.mp4", output=out, mode="live")  # 30 fps source
+    time.sleep(3.0)
+    stats = engine.stop()
+    assert stats.dropped_input > stats.frames_written  # about 10 of 30 frames a second kept
+    with av.open(str(out)) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    assert len(times) == stats.frames_written
+    assert all(b > a for a, b in itertools.pairwise(times))
+    # stamped by capture time: ~3 s long, where a constant 30 fps would give ~1 s
+    assert times[-1] - times[0] > 2.0
 
 
 def test_set_prompt_while_running_reaches_the_model_at_the_next_frame(media: Path) -> None:

@@ -390,7 +390,8 @@ class StreamEngine:
                 )
             if self._sink is not None:
                 t0 = time.perf_counter()
-                self._sink.write(image, info.pts)
+                # live: the capture clock (a looped or restarted source's pts jump back)
+                self._sink.write(image, info.capture_time if live else info.pts)
                 recorder.written((time.perf_counter() - t0) * 1000.0)
                 if getattr(self._sink, "closed", False):
                     self._pipeline_request_stop()

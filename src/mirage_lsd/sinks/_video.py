@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 
 import av
@@ -54,6 +55,29 @@ def add_video_stream(
     stream.pix_fmt = pix_fmt
     stream.codec_context.time_base = 1 / rate
     return stream
+
+
+class LiveClock:
+    """Millisecond pts from the frames' capture times, for live streams.
+
+    A live stream drops frames when the model is slower than the source, so frame
+    counts are not time: stamping by capture time keeps a recording as long as what
+    it recorded. Strictly increasing, as muxers require.
+    """
+
+    TIME_BASE = Fraction(1, 1000)
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._last = -1
+
+    def __call__(self, pts: float | None) -> int:
+        """`pts` in seconds (None: now) -> milliseconds since the first frame."""
+        now = time.monotonic() if pts is None else pts
+        if self._t0 is None:
+            self._t0 = now
+        self._last = max(self._last + 1, round((now - self._t0) / self.TIME_BASE))
+        return self._last
 
 
 def encode(

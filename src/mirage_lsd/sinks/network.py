@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from fractions import Fraction
 
 import av
 import numpy as np
 
 from mirage_lsd.errors import UserError
-from mirage_lsd.sinks._video import add_video_stream, check_frame, encode, frame_rate, reason
+from mirage_lsd.sinks._video import (
+    LiveClock,
+    add_video_stream,
+    check_frame,
+    encode,
+    frame_rate,
+    reason,
+)
 from mirage_lsd.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -28,7 +33,6 @@ _FORMATS = {
     "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": "5000000"}),
 }
 _X264 = {"preset": "ultrafast", "tune": "zerolatency"}
-_TIME_BASE = Fraction(1, 1000)  # FLV counts milliseconds
 _KEYFRAME_SECONDS = 2.0  # how long a viewer who joins late waits for a picture
 
 
@@ -46,8 +50,7 @@ class StreamPushSink(Sink):
         self.frames_written = 0
         self._lock = threading.Lock()
         self._closed = False
-        self._t0: float | None = None
-        self._last_pts = -1
+        self._clock = LiveClock()
         # 4:2:0 needs even sides and streaming players expect 4:2:0: pad odd sizes by a pixel.
         self._pad = (size[0] % 2, size[1] % 2)
         coded = (size[0] + self._pad[0], size[1] + self._pad[1])
@@ -60,7 +63,7 @@ class StreamPushSink(Sink):
                 self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
             )
             self._video.codec_context.gop_size = max(1, round(_KEYFRAME_SECONDS * rate))
-            self._video.codec_context.time_base = _TIME_BASE
+            self._video.codec_context.time_base = LiveClock.TIME_BASE  # FLV counts milliseconds
             self._container.start_encoding()
         except av.error.ProtocolNotFoundError as exc:
             raise UserError(
@@ -80,7 +83,7 @@ class StreamPushSink(Sink):
             if self._closed:
                 return
             try:
-                encode(self._container, self._video, image, self._next_pts(pts))
+                encode(self._container, self._video, image, self._clock(pts))
             except (av.FFmpegError, OSError) as exc:
                 raise UserError(f"stream to {self.url} broke off: {reason(exc)}") from exc
             self.frames_written += 1
@@ -100,11 +103,3 @@ class StreamPushSink(Sink):
                 except (av.FFmpegError, OSError) as exc:
                     log.warning("closing the stream to %s: %s", self.url, reason(exc))
         log.info("pushed %d frames to %s", self.frames_written, self.url)
-
-    def _next_pts(self, pts: float | None) -> int:
-        """Milliseconds since the first frame, strictly increasing as the muxer requires."""
-        now = time.monotonic() if pts is None else pts
-        if self._t0 is None:
-            self._t0 = now
-        self._last_pts = max(self._last_pts + 1, round((now - self._t0) / _TIME_BASE))
-        return self._last_pts

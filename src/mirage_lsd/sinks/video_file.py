@@ -1,8 +1,10 @@
 """Encode frames to an .mp4, .mkv or .webm file with PyAV, optionally with the source's audio.
 
-Frames are stamped from a counter at a constant frame rate: players and editors
-handle constant-rate files best, and a late frame must not leave a gap. The order
-of writes is kept; input timestamps are ignored.
+Offline, frames are stamped from a counter at a constant frame rate: players and
+editors handle constant-rate files best, and every input frame is there. Live, frames
+are stamped from their capture times in milliseconds: a live stream drops frames when
+the model is slower than the source, and a recording must last as long as what it
+recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.sinks import VIDEO_SUFFIXES
 from mirage_lsd.sinks._audio import AudioCarry
 from mirage_lsd.sinks._video import (
+    LiveClock,
     add_video_stream,
     check_frame,
     encode,
@@ -77,6 +80,9 @@ class VideoFileSink(Sink):
         self._video = add_video_stream(
             self._container, codec, size, self._rate, pixel_format(size), dict(options)
         )
+        self._clock = LiveClock() if live else None
+        if self._clock is not None:
+            self._video.codec_context.time_base = LiveClock.TIME_BASE
         self._audio = None if audio_from is None else AudioCarry.open(audio_from, self._container)
 
         # 3. write the header now, so an unwritable path fails here and not mid-stream
@@ -88,7 +94,7 @@ class VideoFileSink(Sink):
         log.info("writing %s (%s, %dx%d at %s fps)", self.path, codec, size[1], size[0], fps)
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
-        """Encode the next frame; `pts` is ignored (constant frame rate)."""
+        """Encode the next frame; `pts` (capture time, s) is used live only."""
         check_frame(image, self.size)
         with self._lock:
             if self._closed:
@@ -96,7 +102,8 @@ class VideoFileSink(Sink):
                     log.warning("%s is closed: dropping frames written after close()", self.path)
                     self._warned_closed = True
                 return
-            encode(self._container, self._video, image, self.frames_written)
+            stamp = self.frames_written if self._clock is None else self._clock(pts)
+            encode(self._container, self._video, image, stamp)
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.mux_until(self.duration)
