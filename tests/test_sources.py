@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
 from mirage_lsd.sources import (
@@ -383,6 +384,22 @@ def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:
     assert source.counters.reconnect_attempts == 2 and source.counters.reconnects == 0
     with pytest.raises(EndOfStream):
         source.recv()
+
+
+def test_stopping_cuts_a_reconnect_wait_short(media: Path) -> None:
+    slow = RetryPolicy(attempts=3, initial_delay_s=5.0)
+    with http_server(media) as (base, server):
+        source = NetworkSource(f"{base}/walk.mkv", retry=slow)
+        engine = StreamEngine("identity", device="cpu")
+        engine.start(source, mode="live", on_frame=lambda image: None)
+        time.sleep(0.5)  # streaming
+        server.shutdown()
+        server.server_close()
+        time.sleep(1.0)  # the source has lost the server and waits 5 s to reconnect
+        start = time.monotonic()
+        engine.stop(timeout=10)
+    assert time.monotonic() - start < 3.0
+    assert not engine.running
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,7 @@ class Pipeline:
     def request_stop(self) -> None:
         """Stop taking new frames; frames already processed are still written."""
         self._stop.set()
+        self.source.interrupt()  # a source waiting to reconnect stops waiting
         self.stats.discarded(len(self._inputs.close(discard=True)))
 
     def join(self, timeout: float | None = None) -> bool:

@@ -64,6 +64,10 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices and files. Safe to call twice."""
 
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """From another thread: cut short a wait inside `recv()` (a reconnect backoff), which
+        then ends the stream. Sources that never wait long need not implement it."""
+
     def __enter__(self) -> Source:
         return self
 

@@ -102,6 +102,9 @@ class CameraSource(Source):
         self._frame_index += 1
         return frame
 
+    def interrupt(self) -> None:
+        self._ended.set()  # a backoff wait returns at once, recv() ends
+
     def close(self) -> None:
         self._ended.set()
         if self._cap is not None:

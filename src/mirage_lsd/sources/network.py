@@ -115,6 +115,9 @@ class NetworkSource(Source):
                 return out
         raise EndOfStream
 
+    def interrupt(self) -> None:
+        self._ended.set()  # a backoff wait returns at once, recv() ends
+
     def close(self) -> None:
         self._ended.set()
         self._container.close()
