@@ -436,6 +436,34 @@ def test_slow_model_drops_stale_frames_without_blocking(still: np.ndarray) -> No
         asyncio.run(run(server))
 
 
+class SlowTextModel(LookModel):
+    """A text encoder that takes a second, as a diffusers model's may on a CPU."""
+
+    def encode_prompt(self, text: str | None) -> Conditioning:
+        time.sleep(1.0)
+        return super().encode_prompt(text)
+
+
+def test_opening_a_session_does_not_stall_the_server(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            offer = {"sdp": await ice_complete(pc)}
+            opening = asyncio.create_task(http.post("/api/sessions", json=offer))
+            await asyncio.sleep(0.3)  # the new session's engine is encoding the empty prompt
+            t0 = time.monotonic()
+            assert (await http.get("/api/sessions")).status_code == 200
+            assert time.monotonic() - t0 < 0.5  # the event loop was free meanwhile
+            r = await opening
+            assert r.status_code == 200, r.text
+            await http.delete(f"/api/sessions/{r.json()['session_id']}")
+        await pc.close()
+
+    with running_server(ServerSettings(), SlowTextModel()) as server:
+        asyncio.run(run(server))
+
+
 # -- the CLI command -------------------------------------------------------------------------------
 def test_serve_command_reports_bad_options_in_one_line() -> None:
     import typer

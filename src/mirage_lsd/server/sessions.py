@@ -64,7 +64,7 @@ class Session:
         self,
         manager: SessionManager,
         kind: Kind,
-        model: StreamModel,
+        engine: StreamEngine,
         options: SessionOptions,
         settings: ServerSettings,
     ) -> None:
@@ -74,10 +74,9 @@ class Session:
         self.created = time.monotonic()
         self._manager = manager
         self._settings = settings
-        self.engine = StreamEngine(
-            model, max_steps=options.steps, strength=options.strength, seed=options.seed
-        )
-        self.recorder = StatsRecorder(model.info.name, model.info.device, options.steps, "live")
+        self.engine = engine
+        info = engine.model.info
+        self.recorder = StatsRecorder(info.name, info.device, options.steps, "live")
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-model-{self.id}")
         # Prompt encoding may be slow (a text encoder): its own thread, in order, so the
         # event loop stays free and frames keep flowing with the old prompt meanwhile.
@@ -270,7 +269,18 @@ class SessionManager:
         self._pending += 1
         try:
             # 2. engine and peer, 3. answer (gathers ICE candidates)
-            session = Session(self, kind, self.model, options, self.settings)
+            # the engine encodes the empty prompt (a text encoder pass for diffusers
+            # models): off the event loop, which carries every session's media
+            engine = await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: StreamEngine(
+                    self.model,
+                    max_steps=options.steps,
+                    strength=options.strength,
+                    seed=options.seed,
+                ),
+            )
+            session = Session(self, kind, engine, options, self.settings)
             try:
                 if options.prompt:
                     params = LiveParams(
