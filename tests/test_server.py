@@ -436,6 +436,22 @@ def test_slow_model_drops_stale_frames_without_blocking(still: np.ndarray) -> No
         asyncio.run(run(server))
 
 
+def test_a_session_whose_peer_never_connects_is_closed(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            assert r.status_code == 200
+            await pc.close()  # gone before it ever took the answer
+            assert len((await http.get("/api/sessions")).json()) == 1
+            await asyncio.sleep(2.0)
+            assert (await http.get("/api/sessions")).json() == []  # the slot is free again
+
+    with running_server(ServerSettings(connect_timeout_s=1.0), LookModel()) as server:
+        asyncio.run(run(server))
+
+
 class SlowTextModel(LookModel):
     """A text encoder that takes a second, as a diffusers model's may on a CPU."""
 

@@ -89,6 +89,7 @@ class Session:
         self.output = TransformTrack(self.slot, self.engine, self.executor, self.recorder)
         self._pump: asyncio.Task[None] | None = None
         self._drains: list[asyncio.Task[None]] = []
+        self._deadline: asyncio.Task[None] | None = None  # see SessionManager.open
         self._closed = False
         self._watch(self.pc)
 
@@ -239,8 +240,8 @@ class Session:
         self.recorder.finished()
         self.slot.end()
         self.output.stop()
-        for task in (self._pump, *self._drains):
-            if task is not None:
+        for task in (self._pump, *self._drains, self._deadline):
+            if task is not None and task is not asyncio.current_task():
                 task.cancel()
         for pc in [self.viewers.pop(v, None) for v in list(self.viewers)]:
             if pc is not None:  # a viewer may have left meanwhile
@@ -292,9 +293,21 @@ class SessionManager:
                 await session.close()
                 raise
             self.sessions[session.id] = session
+            session._deadline = asyncio.create_task(self._close_if_never_connected(session))
             return session, answer
         finally:
             self._pending -= 1
+
+    async def _close_if_never_connected(self, session: Session) -> None:
+        """A client that sent an offer and vanished must not hold a slot for good."""
+        await asyncio.sleep(self.settings.connect_timeout_s)
+        if session.pc.connectionState != "connected":
+            log.info(
+                "session %s: no connection after %.0f s, closing",
+                session.id,
+                self.settings.connect_timeout_s,
+            )
+            await self.discard(session.id)
 
     def get(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)

@@ -47,6 +47,7 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
     control_rate_per_s: float = 10.0  # control messages per session: sustained rate
     control_burst: int = 20  # ... and burst
+    connect_timeout_s: float = 30.0  # a session whose peer has not connected by then is closed
     extra_origins: tuple[str, ...] = field(default_factory=tuple)
 
     def resolved(self) -> ServerSettings:
