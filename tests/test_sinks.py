@@ -136,6 +136,19 @@ def test_live_video_file_is_stamped_by_capture_time_in_order(
     assert times == pytest.approx(expected, abs=0.002)
 
 
+def test_an_encoder_that_cannot_start_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mirage_lsd.sinks import video_file
+
+    def no_encoder(*args: object, **kwargs: object) -> None:
+        raise av.FFmpegError(22, "Invalid argument")
+
+    monkeypatch.setattr(video_file, "add_video_stream", no_encoder)
+    with pytest.raises(UserError, match=r"cannot write .*out\.mp4: Invalid argument"):
+        VideoFileSink(tmp_path / "out.mp4", size=(64, 64), fps=FPS)
+
+
 def test_odd_size_is_encoded_yuv444p(walk: list[np.ndarray], tmp_path: Path) -> None:
     frames = [np.ascontiguousarray(image[:241, :321]) for image in walk[:5]]
     path = tmp_path / "odd.mp4"

@@ -57,7 +57,11 @@ class AudioCarry:
             log.info("%s has no audio to carry", path)
             source.close()
             return None
-        return cls(source, output)
+        try:
+            return cls(source, output)
+        except BaseException:
+            source.close()
+            raise
 
     def mux_until(self, end: float) -> None:
         """Mux the source audio that starts before `end` seconds of output video."""

@@ -77,20 +77,23 @@ class VideoFileSink(Sink):
             codec, options = "libvpx-vp9", _VP9
         else:
             codec, options = "libx264", _X264_LIVE if live else _X264_OFFLINE
-        self._video = add_video_stream(
-            self._container, codec, size, self._rate, pixel_format(size), dict(options)
-        )
+        self._audio: AudioCarry | None = None
         self._clock = LiveClock() if live else None
-        if self._clock is not None:
-            self._video.codec_context.time_base = LiveClock.TIME_BASE
-        self._audio = None if audio_from is None else AudioCarry.open(audio_from, self._container)
-
-        # 3. write the header now, so an unwritable path fails here and not mid-stream
         try:
+            self._video = add_video_stream(
+                self._container, codec, size, self._rate, pixel_format(size), dict(options)
+            )
+            if self._clock is not None:
+                self._video.codec_context.time_base = LiveClock.TIME_BASE
+            if audio_from is not None:
+                self._audio = AudioCarry.open(audio_from, self._container)
+            # 3. write the header now, so an unwritable path fails here and not mid-stream
             self._container.start_encoding()
-        except (av.FFmpegError, OSError) as exc:
-            self._abort()
-            raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+        except BaseException as exc:
+            self._abort()  # the container (and the audio input) are not left open
+            if isinstance(exc, (av.FFmpegError, OSError)):
+                raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+            raise
         log.info("writing %s (%s, %dx%d at %s fps)", self.path, codec, size[1], size[0], fps)
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
