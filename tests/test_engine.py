@@ -237,6 +237,36 @@ def test_context_manager_stops_the_stream(media: Path) -> None:
     assert not engine.running
 
 
+class SlowStartModel(RecordingModel):
+    """init_state() waits until released: a reset can land while a state is being made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeds: list[int | None] = []
+        self.in_init = threading.Event()
+        self.finish_init = threading.Event()
+
+    def init_state(self, height: int, width: int, seed: int | None = None) -> int:
+        self.seeds.append(seed)
+        self.in_init.set()
+        self.finish_init.wait(5)
+        return 0
+
+
+def test_a_seed_set_while_a_state_is_being_made_is_not_lost() -> None:
+    model = SlowStartModel()
+    engine = StreamEngine(model, device="cpu")
+    frame = np.zeros((64, 64, 3), np.uint8)
+    first = threading.Thread(target=engine.process, args=(frame,))
+    first.start()
+    assert model.in_init.wait(5)
+    engine.set_seed(5)  # lands inside init_state()
+    model.finish_init.set()
+    first.join(5)
+    engine.process(frame)
+    assert model.seeds == [None, 5]
+
+
 def test_fp16_on_cpu_warns_and_uses_float32() -> None:
     with pytest.warns(RuntimeWarning, match="fp16"):
         engine = StreamEngine("identity", device="cpu", fp16=True)

@@ -41,11 +41,14 @@ class FrameProcessor:
         self._plan: FitPlan | None = None
         self._plan_src: tuple[int, ...] = ()
         self._state: State = None
-        self._state_ready = False
+        # reset() bumps the generation; a state made for an older one is remade. A counter,
+        # not a flag: a reset() from another thread during init_state() is not lost.
+        self._generation = 0
+        self._state_generation = -1
 
     def reset(self) -> None:
         """Forget the stream's history; the next frame starts a fresh state."""
-        self._state_ready = False
+        self._generation += 1
 
     def restart(self) -> None:
         """A new stream: a fresh state, and an automatic output size taken anew."""
@@ -68,9 +71,10 @@ class FrameProcessor:
             self._plan, self._plan_src = plan_fit(src, self.out_size, self.fit), src
         fitted = apply_fit(image, self._plan)
         padded = pad_to_multiple(fitted, self.model.size_multiple)
-        if not self._state_ready:
+        if self._state_generation != self._generation:
+            generation = self._generation
             self._state = self.model.init_state(*padded.shape[:2], seed=self.seed)
-            self._state_ready = True
+            self._state_generation = generation
         cond = self.prompts.next()
         # 2. model
         t1 = time.perf_counter()
