@@ -343,6 +343,32 @@ def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
     asyncio.run(run())
 
 
+def test_busy_beyond_max_viewers(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        viewers = [RTCPeerConnection() for _ in range(2)]
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            assert r.status_code == 201, r.text
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            codes = []
+            for viewer in viewers:
+                viewer.addTransceiver("video", direction="recvonly")
+                offer = await ice_complete(viewer)
+                codes.append(
+                    (await http.post(f"/whep/{sid}", content=offer, headers=sdp)).status_code
+                )
+            assert codes == [201, 503]
+            await http.delete(f"/whip/{sid}")
+        for pc in (publisher, *viewers):
+            await pc.close()
+
+    with running_server(ServerSettings(max_viewers=1), LookModel()) as server:
+        asyncio.run(run(server))
+
+
 def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
     with httpx.Client(base_url=server.url) as http:
         # body size, content type, origin, host (DNS rebinding), unknown session

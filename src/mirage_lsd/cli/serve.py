@@ -29,6 +29,9 @@ def serve(
     max_sessions: Annotated[
         int, typer.Option("--max-sessions", help="Streams at once; more get 503 busy.")
     ] = 4,
+    max_viewers: Annotated[
+        int, typer.Option("--max-viewers", help="WHEP viewers per stream; more get 503 busy.")
+    ] = 8,
     token: Annotated[
         str | None,
         typer.Option(
@@ -68,6 +71,7 @@ def serve(
             model=model,
             device=device,
             max_sessions=max_sessions,
+            max_viewers=max_viewers,
             max_steps=max_steps,
             compile=compile,
             fp16=fp16,

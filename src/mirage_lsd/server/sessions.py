@@ -130,6 +130,8 @@ class Session:
 
     async def add_viewer(self, sdp: str) -> tuple[str, RTCSessionDescription]:
         """WHEP: a receive-only peer that watches this session's output."""
+        if len(self.viewers) >= self._settings.max_viewers:
+            raise BusyError
         viewer_id = uuid.uuid4().hex[:12]
         pc = RTCPeerConnection()
         self.viewers[viewer_id] = pc

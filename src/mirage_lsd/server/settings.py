@@ -38,6 +38,7 @@ class ServerSettings:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     max_sessions: int = 4
+    max_viewers: int = 8  # WHEP viewers per session: each one runs its own encoder
     max_steps: int = 4
     compile: bool | None = None  # torch.compile (None: the built-in model on CPU compiles)
     fp16: bool | None = None  # half precision (None: on CUDA)
@@ -54,6 +55,8 @@ class ServerSettings:
         """Checked settings, with a generated token when bound beyond loopback."""
         if not 1 <= self.max_sessions <= 64:
             raise UserError(f"--max-sessions must be from 1 to 64, got {self.max_sessions}")
+        if not 1 <= self.max_viewers <= 64:
+            raise UserError(f"--max-viewers must be from 1 to 64, got {self.max_viewers}")
         if not 0 <= self.port <= 65535:
             raise UserError(f"--port must be from 0 to 65535, got {self.port}")
         if self.token is not None and len(self.token) < 16:
