@@ -88,7 +88,7 @@ def _vae() -> torch.nn.Module:
     )
 
 
-def _scheduler_config() -> dict[str, object]:
+def scheduler_config() -> dict[str, object]:
     return {
         "_class_name": "LCMScheduler",
         "num_train_timesteps": 1000,
@@ -101,13 +101,13 @@ def _scheduler_config() -> dict[str, object]:
     }
 
 
-def _write_index(folder: Path, cls: str, parts: dict[str, tuple[str, str]]) -> None:
+def write_index(folder: Path, cls: str, parts: dict[str, tuple[str, str]]) -> None:
     index: dict[str, object] = {"_class_name": cls, "_diffusers_version": "0.30.0"}
     index.update({k: list(v) for k, v in parts.items()})
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
     sched = folder / "scheduler"
     sched.mkdir(parents=True, exist_ok=True)
-    (sched / "scheduler_config.json").write_text(json.dumps(_scheduler_config(), indent=1))
+    (sched / "scheduler_config.json").write_text(json.dumps(scheduler_config(), indent=1))
 
 
 def save_tiny_sd(folder: Path, lcm: bool = False) -> Path:
@@ -134,7 +134,7 @@ def save_tiny_sd(folder: Path, lcm: bool = False) -> Path:
     _vae().save_pretrained(folder / "vae")
     _text_encoder(projection=False).save_pretrained(folder / "text_encoder")
     write_tokenizer(folder / "tokenizer")
-    _write_index(
+    write_index(
         folder,
         "StableDiffusionPipeline",
         {
@@ -180,7 +180,7 @@ def save_tiny_sdxl(folder: Path) -> Path:
     _text_encoder(projection=True).save_pretrained(folder / "text_encoder_2")
     write_tokenizer(folder / "tokenizer")
     write_tokenizer(folder / "tokenizer_2")
-    _write_index(
+    write_index(
         folder,
         "StableDiffusionXLPipeline",
         {

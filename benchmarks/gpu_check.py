@@ -1,0 +1,257 @@
+"""Every check that needs a CUDA GPU, in one run: a lent GPU's minutes are few.
+
+    python benchmarks/gpu_check.py --out gpu_check.json        # on a machine with CUDA
+
+1. the device and the torch / CUDA versions;
+2. `pytest -m gpu`: the fp16 and compiled paths of both kinds of model;
+3. the built-in model through the engine (`mirage-lsd bench`, 1 step) at 1280x720 and
+   512x512, fp16 (the default on CUDA) and float32, eager and compiled; the issue's
+   target is 1280x720 >= 300 FPS in fp16;
+4. an sd-turbo-shaped pipeline through the engine at 512x512, 1 and 2 steps, eager and
+   compiled (targets: 1 step >= 100 FPS with p95 latency <= 20 ms, 2 steps >= 60 FPS),
+   against a plain diffusers StableDiffusionImg2ImgPipeline call per frame on the same
+   weights. The UNet is SD 2.1's architecture from its config with random weights (its
+   timing does not depend on them), the VAE a TAESD-shaped AutoencoderTiny; the text
+   encoder has SD 2.1's width but 2 layers, as it runs only when the prompt changes.
+
+Each result is printed as it comes (one JSON object per line) and all are written to
+`--out`. `--shape tiny --device cpu --frames 5` runs the same steps on the test suite's
+tiny pipeline, to check the script itself on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from diffusers_tiny import save_tiny_sd, save_tiny_taesd, write_index, write_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
+
+
+def report(results: list[dict[str, Any]], **row: Any) -> None:
+    """Print one result line now (a run cut short keeps what it printed) and keep it."""
+    results.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def input_clip(folder: Path) -> Path:
+    """The shared clip, or (on a machine without ../shared) 120 frames of moving noise."""
+    if CLIP.exists():
+        return CLIP
+    path = folder / "moving.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (720 + 120, 1280 + 120, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        for i in range(120):
+            frame = av.VideoFrame.from_ndarray(base[i : i + 720, i : i + 1280], format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def bench(clip: Path, *args: str, frames: int) -> dict[str, Any]:
+    """`mirage-lsd bench CLIP ARGS --json` in a fresh process (its own CUDA context)."""
+    cmd = [sys.executable, "-c", "from mirage_lsd.cli.app import main; main()", "bench"]
+    cmd += [str(clip), *args, "--frames", str(frames), "--warmup", "20", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    data = json.loads(done.stdout)
+    return {
+        "fps": round(data["fps"], 1),
+        "p50_ms": data["latency_ms"]["p50"],
+        "p95_ms": data["latency_ms"]["p95"],
+        "model_ms": data["stages_ms"]["model"],
+        "dtype": data["dtype"],
+    }
+
+
+def save_sd_turbo_shaped(folder: Path) -> Path:
+    """SD 2.1's UNet (sd-turbo's architecture) with random weights, saved in fp16."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(  # the SD 2.1 config; the rest are diffusers' defaults
+        attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024,
+        use_linear_projection=True,
+        sample_size=64,
+    )
+    unet.half().save_pretrained(folder / "unet")
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_attention_heads=16,
+            num_hidden_layers=2,
+            vocab_size=520,
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+        )
+    )
+    text.half().save_pretrained(folder / "text_encoder")
+    AutoencoderKL(  # SD's VAE architecture, for --vae full
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    ).half().save_pretrained(folder / "vae")
+    write_tokenizer(folder / "tokenizer")
+    write_index(
+        folder,
+        "StableDiffusionPipeline",
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+            "scheduler": ("diffusers", "LCMScheduler"),
+            "safety_checker": (None, None),  # type: ignore[dict-item]
+            "feature_extractor": (None, None),  # type: ignore[dict-item]
+        },
+    )
+    return folder
+
+
+def save_taesd_shaped(folder: Path) -> Path:
+    """AutoencoderTiny at its default config: TAESD's architecture, random weights."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny().save_pretrained(folder)
+    return folder
+
+
+def plain_img2img_fps(
+    model: Path, taesd: Path, device: str, size: int, steps: int, frames: int
+) -> dict[str, Any]:
+    """A StableDiffusionImg2ImgPipeline call per frame: the comparison the issue asks for."""
+    from diffusers import AutoencoderTiny, StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    vae = AutoencoderTiny.from_pretrained(taesd, torch_dtype=dtype)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+        model, vae=vae, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    ).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), np.uint8))
+
+    def call() -> None:  # strength 0.5 of 2 * steps: `steps` denoising steps
+        pipe(
+            "a watercolor painting",
+            image=image,
+            num_inference_steps=2 * steps,
+            strength=0.5,
+            guidance_scale=0.0,
+            output_type="np",
+        )
+
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(frames):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "fps": round(1000.0 / float(np.mean(times)), 1),
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p95_ms": round(float(np.percentile(times, 95)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--frames", type=int, default=300, help="frames per engine bench")
+    parser.add_argument("--shape", choices=("sd-turbo", "tiny"), default="sd-turbo")
+    parser.add_argument("--skip-pytest", action="store_true")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: no CUDA device here (use --device cpu --shape tiny to check the script)")
+    results: list[dict[str, Any]] = []
+    cuda = args.device == "cuda"
+    report(
+        results,
+        check="device",
+        name=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        date=time.strftime("%Y-%m-%d"),
+    )
+    # 1. the gpu-marked tests
+    if not args.skip_pytest:
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        tail = (done.stdout.strip().splitlines() or ["?"])[-1]
+        report(results, check="pytest -m gpu", rc=done.returncode, summary=tail,
+               seconds=round(time.monotonic() - t0, 1))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        clip = input_clip(tmp_path)
+        dev = ["--device", args.device]
+        # 2. the built-in model
+        for size in ("1280x720", "512x512"):
+            for precision in ("--fp16", "--no-fp16"):
+                for compile_flag in ("--no-compile", "--compile"):
+                    flags = ["--size", size, "--steps", "1", precision, compile_flag]
+                    row = bench(clip, *dev, *flags, frames=args.frames)
+                    report(results, check="built-in", size=size, flags=" ".join(flags), **row)
+        # 3. an sd-turbo-shaped pipeline, through the engine and as a plain img2img call
+        if args.shape == "sd-turbo":
+            model = save_sd_turbo_shaped(tmp_path / "sd-turbo-shaped")
+            taesd = save_taesd_shaped(tmp_path / "taesd")
+        else:
+            model = save_tiny_sd(tmp_path / "tiny")
+            taesd = save_tiny_taesd(tmp_path / "taesd")
+        size = 512 if args.shape == "sd-turbo" else 256
+        for steps in (1, 2):
+            for compile_flag in ("--no-compile", "--compile"):
+                flags = ["--model", str(model), "--vae", str(taesd), "--size", f"{size}x{size}"]
+                flags += ["--steps", str(steps), "--strength", "0.5", compile_flag]
+                row = bench(clip, *dev, *flags, frames=args.frames)
+                report(results, check=f"{args.shape}-shaped via engine", size=f"{size}x{size}",
+                       steps=steps, compile=compile_flag == "--compile", **row)  # fmt: skip
+            row = plain_img2img_fps(model, taesd, args.device, size, steps, min(args.frames, 50))
+            report(results, check=f"{args.shape}-shaped plain img2img pipeline",
+                   size=f"{size}x{size}", steps=steps, **row)  # fmt: skip
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
