@@ -150,6 +150,16 @@ def test_studio_page_end_to_end(driver: list[str], fake_camera: Path) -> None:
     assert result["whep_location"].startswith("/whep/")
     assert look_error(result["underwater"], "underwater") < 15 < colour_shift(result["underwater"])
     assert result["whip_freed"]
+    # a fast slider drag is throttled in the page: no rate-limit error, the last value applied
+    assert result["drag"] == {"error": "", "sent": 1}
+    # an input that ends by itself stops the page: camera off, session freed, Start enabled
+    assert result["ended"] == {
+        "state": "error",
+        "error": "the input ended",
+        "track": "ended",
+        "start_enabled": True,
+    }
+    assert result["ended_freed"]
 
 
 def test_page_needs_the_token_beyond_loopback(driver: list[str], fake_camera: Path) -> None:
@@ -157,3 +167,4 @@ def test_page_needs_the_token_beyond_loopback(driver: list[str], fake_camera: Pa
         result = drive(driver, "token", server.url, fake_camera, token=server.token)
     assert result["without_token"].startswith("401")
     assert result["with_token_presets"] == ["night_vision", "sunset", "underwater"]
+    assert "token" not in result["url_after_load"]  # out of the address bar and history

@@ -76,6 +76,7 @@ try {
     const allowed = await open(cfg.token);
     await allowed.waitForSelector("#presets button");
     result.with_token_presets = await allowed.$$eval("#presets button", (bs) => bs.map((b) => b.dataset.look));
+    result.url_after_load = await allowed.evaluate(() => location.href);
   } else {
     // 1. page A: camera, a look preset, start; output plays, then a typed prompt changes it
     const a = await open();
@@ -123,6 +124,22 @@ try {
     await a.waitForFunction(() => window.studio.acks >= 3);
     await a.waitForTimeout(1500);
 
+    // dragging the slider fast: 40 changes in about half a second, then back to 1
+    await a.evaluate(async () => {
+      const slider = document.getElementById("strength");
+      for (let i = 0; i < 40; i++) {
+        slider.value = String((i % 20) / 20);
+        slider.dispatchEvent(new Event("input"));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      slider.value = "1";
+      slider.dispatchEvent(new Event("input"));
+    });
+    await a.waitForTimeout(1500);
+    result.drag = await a.evaluate(() => ({
+      error: document.getElementById("error").textContent, sent: window.studio.sent.strength,
+    }));
+
     // 2. page B: its own session with no prompt (identity) while A keeps its look
     const b = await open();
     await b.waitForSelector("#presets button");
@@ -162,6 +179,21 @@ try {
       await fetch(window.whip.location, { method: "DELETE" });
     });
     result.whip_freed = await waitFor(async () => (await sessions(c)).length === 0, 15000);
+
+    // 5. the input ends by itself (a screen share's "Stop sharing"): the page stops cleanly
+    const d = await open();
+    await d.waitForSelector("#presets button");
+    await d.click("#start");
+    await d.waitForFunction(() => window.studio.state === "live", null, { timeout: 30000 });
+    result.ended = await d.evaluate(async () => {
+      const track = window.studio.input.stream.getVideoTracks()[0];
+      track.dispatchEvent(new Event("ended"));
+      return {
+        state: window.studio.state, error: window.studio.lastError, track: track.readyState,
+        start_enabled: !document.getElementById("start").disabled,
+      };
+    });
+    result.ended_freed = await waitFor(async () => (await sessions(d)).length === 0, 15000);
   }
 } catch (error) {
   result.error = String(error && error.stack || error);

@@ -1,8 +1,13 @@
 // mirage-lsd studio: WebRTC both ways, control over the data channel. Plain JS, no build step.
 "use strict";
 
+// The token is read once, then taken out of the address bar (history, screen shares).
 const token = new URLSearchParams(location.search).get("token");
+if (token) history.replaceState(null, "", location.pathname);
 const $ = (id) => document.getElementById(id);
+const MAX_SEED = 2 ** 31 - 1;
+const TUNING_INTERVAL_MS = 150;  // the server allows 10 control messages a second
+const KEPT_DOWNLOADS = 6;  // older download links are dropped and their memory released
 
 function authHeaders(extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -15,6 +20,7 @@ async function api(method, path, body, contentType = "application/json") {
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
     throw new Error(`${response.status}: ${detail}`);
   }
   return response;
@@ -33,103 +39,179 @@ async function offerWithCandidates(pc) {
   return pc.localDescription.sdp;
 }
 
+// The chosen input as {stream, clip}: `clip` is the <video> playing a file, if any.
 async function openInput(kind) {
-  if (kind === "camera") return navigator.mediaDevices.getUserMedia({ video: true, audio: false });
-  if (kind === "screen") return navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  if (kind === "camera") return { stream: await navigator.mediaDevices.getUserMedia({ video: true, audio: false }) };
+  if (kind === "screen") return { stream: await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false }) };
   const file = $("file").files[0];
   if (!file) { $("file").click(); throw new Error("choose a video clip, then press Start again"); }
   const clip = document.createElement("video");
   clip.src = URL.createObjectURL(file);
   clip.muted = true; clip.loop = true;
   await clip.play();
-  return clip.captureStream();
+  const capture = clip.captureStream || clip.mozCaptureStream;
+  if (!capture) throw new Error("this browser cannot stream a video clip: use the camera or a screen share");
+  return { stream: capture.call(clip), clip };
+}
+
+function closeInput(input) {
+  if (!input) return;
+  input.stream.getTracks().forEach((t) => t.stop());
+  if (input.clip) { input.clip.pause(); URL.revokeObjectURL(input.clip.src); }
+}
+
+function readSteps() {
+  const max = Number($("steps").max) || 4;
+  return Math.min(max, Math.max(1, Math.round(Number($("steps").value) || 1)));
 }
 
 function readSeed() {
   const value = $("seed").value.trim();
-  return value === "" ? null : Math.max(0, Math.floor(Number(value)));
+  if (value === "" || !Number.isFinite(Number(value))) return null;
+  return Math.min(MAX_SEED, Math.max(0, Math.floor(Number(value))));
+}
+
+function recordingType() {
+  const types = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm", "video/mp4"];
+  return types.find((t) => window.MediaRecorder && MediaRecorder.isTypeSupported(t)) || null;
 }
 
 const studio = {
   state: "idle", sessionId: null, pc: null, channel: null, input: null,
   stats: null, acks: 0, lastError: null, recorder: null, timer: null,
+  run: 0,  // bumped by every start and stop: a start overtaken by either gives up
+  sent: {},  // the prompt and tuning the server has (or will have from the offer)
+  pendingTuning: null, tuningTimer: null,
 
   setState(state, message = "") {
     this.state = state;
     $("status").textContent = state; $("status").dataset.state = state;
     $("error").textContent = message;
     if (message) this.lastError = message;
-    const live = state === "live" || state === "connecting";
-    $("start").disabled = live; $("stop").disabled = !live;
+    const busy = state === "live" || state === "connecting";
+    $("start").disabled = busy; $("stop").disabled = !busy;
+    $("source").disabled = busy; $("steps").disabled = busy;  // they apply at start
     $("snapshot").disabled = state !== "live"; $("record").disabled = state !== "live";
   },
 
+  fail(message) {
+    this.stop();
+    this.setState("error", message);
+  },
+
   async start() {
+    const run = ++this.run;
+    const stale = () => run !== this.run;
+    let input = null, pc = null;
     try {
       this.setState("connecting");
-      this.input = await openInput($("source").value);
-      $("input").srcObject = this.input;
-      const pc = (this.pc = new RTCPeerConnection());
-      pc.addTransceiver(this.input.getVideoTracks()[0], { direction: "sendrecv", streams: [this.input] });
+      input = await openInput($("source").value);
+      if (stale()) { closeInput(input); return; }
+      this.input = input;
+      const track = input.stream.getVideoTracks()[0];
+      track.onended = () => { if (!stale()) this.fail("the input ended"); };  // "Stop sharing"
+      $("input").srcObject = input.stream;
+      pc = this.pc = new RTCPeerConnection();
+      pc.addTransceiver(track, { direction: "sendrecv", streams: [input.stream] });
       pc.ontrack = (event) => { $("output").srcObject = event.streams[0] || new MediaStream([event.track]); };
       pc.onconnectionstatechange = () => {
+        if (stale()) return;
         if (pc.connectionState === "connected") this.setState("live");
-        if (pc.connectionState === "failed") this.setState("error", "connection failed");
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+          this.fail("connection lost");
+        }
       };
-      this.channel = pc.createDataChannel("control");
-      this.channel.onmessage = (event) => this.onControl(JSON.parse(event.data));
-      const prompt = $("prompt").value.trim();
+      const channel = this.channel = pc.createDataChannel("control");
+      channel.onmessage = (event) => this.onControl(JSON.parse(event.data));
+      channel.onopen = () => this.catchUp();
+      const prompt = $("prompt").value.trim() || null;
+      const strength = Number($("strength").value);
+      const seed = readSeed();
       const body = {
-        sdp: await offerWithCandidates(pc), type: "offer",
-        steps: Number($("steps").value) || 1,
-        transition_frames: 0, prompt: prompt || null,
-        strength: Number($("strength").value), seed: readSeed(),
+        sdp: await offerWithCandidates(pc), type: "offer", steps: readSteps(),
+        transition_frames: 0, prompt, strength, seed,
       };
+      if (stale()) return;
+      this.sent = { prompt, strength, seed };
       const answer = await (await api("POST", "/api/sessions", body)).json();
+      if (stale()) { this.deleteSession(answer.session_id); return; }
       this.sessionId = answer.session_id;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      if (stale()) return;
       this.timer = setInterval(() => this.send({ type: "stats" }), 1000);
     } catch (error) {
-      this.stop();
-      this.setState("error", String(error.message || error));
+      if (stale()) return;  // stopped meanwhile: whoever stopped owns the page now
+      this.fail(String(error.message || error));
     }
   },
 
   stop() {
-    clearInterval(this.timer);
+    this.run += 1;
+    clearInterval(this.timer); clearTimeout(this.tuningTimer);
+    this.timer = this.tuningTimer = this.pendingTuning = null;
     if (this.recorder && this.recorder.state !== "inactive") this.recorder.stop();
-    if (this.sessionId) {
-      fetch(`/api/sessions/${this.sessionId}`, { method: "DELETE", headers: authHeaders(), keepalive: true });
-    }
+    if (this.sessionId) this.deleteSession(this.sessionId);
     if (this.pc) this.pc.close();
-    if (this.input) this.input.getTracks().forEach((t) => t.stop());
+    closeInput(this.input);
     this.pc = this.channel = this.input = this.sessionId = null;
     this.setState("idle");
   },
 
+  deleteSession(id) {
+    fetch(`/api/sessions/${id}`, { method: "DELETE", headers: authHeaders(), keepalive: true });
+  },
+
   send(message) {
-    if (this.channel && this.channel.readyState === "open") this.channel.send(JSON.stringify(message));
+    if (this.channel && this.channel.readyState === "open") {
+      this.channel.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  },
+
+  // Changes made while the data channel was still opening: sent once it is open.
+  catchUp() {
+    const prompt = $("prompt").value.trim() || null;
+    if (prompt && prompt !== this.sent.prompt) this.setPrompt(prompt);
+    const strength = Number($("strength").value), seed = readSeed();
+    const tuning = {};
+    if (strength !== this.sent.strength) tuning.strength = strength;
+    if (seed !== null && seed !== this.sent.seed) tuning.seed = seed;
+    if (Object.keys(tuning).length) this.setTuning(tuning);
   },
 
   setPrompt(prompt, transitionFrames = Number($("transition").value) || 0) {
     $("prompt").value = prompt;
-    if (!this.channel) return;  // applied at start
-    this.send({ type: "params", prompt, transition_frames: transitionFrames });
+    if (this.send({ type: "params", prompt, transition_frames: transitionFrames })) {
+      this.sent.prompt = prompt;
+    }
   },
 
-  // Strength and seed: live, without touching the prompt.
+  // Strength and seed: live, without touching the prompt; at most one message per
+  // TUNING_INTERVAL_MS (the last value wins), so dragging the slider is not rate limited.
   setTuning(params) {
-    if (this.channel) this.send({ type: "params", ...params });
+    this.pendingTuning = { ...this.pendingTuning, ...params };
+    if (this.tuningTimer) return;
+    const flush = () => {
+      this.tuningTimer = null;
+      const pending = this.pendingTuning;
+      if (!pending) return;
+      this.pendingTuning = null;
+      if (this.send({ type: "params", ...pending })) Object.assign(this.sent, pending);
+      this.tuningTimer = setTimeout(flush, TUNING_INTERVAL_MS);
+    };
+    flush();
   },
 
   onControl(message) {
     if (message.type === "stats") this.showStats(message.stats);
-    else if (message.type === "ack") this.acks += 1;
+    else if (message.type === "ack") { this.acks += 1; $("error").textContent = ""; }
     else if (message.type === "error") $("error").textContent = message.error;
   },
 
   showStats(stats) {
     this.stats = stats;
+    if (stats.extra && stats.extra.error) { this.fail(`the model failed: ${stats.extra.error}`); return; }
     const fmt = (v, d = 0) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
     $("fps").textContent = fmt(stats.fps, 1);
     $("ttff").textContent = fmt(stats.ttff_ms);
@@ -140,20 +222,29 @@ const studio = {
 
   snapshot() {
     const video = $("output");
+    if (!video.videoWidth) { $("error").textContent = "no output frame yet"; return; }
     const canvas = document.createElement("canvas");
     canvas.width = video.videoWidth; canvas.height = video.videoHeight;
     canvas.getContext("2d").drawImage(video, 0, 0);
-    canvas.toBlob((blob) => this.offerDownload(blob, "snapshot.png"), "image/png");
+    canvas.toBlob((blob) => { if (blob) this.offerDownload(blob, "snapshot.png"); }, "image/png");
   },
 
   toggleRecord() {
     if (this.recorder && this.recorder.state === "recording") { this.recorder.stop(); return; }
+    const type = recordingType();
+    if (!type) { $("error").textContent = "this browser cannot record video"; return; }
     const chunks = [];
-    this.recorder = new MediaRecorder($("output").srcObject, { mimeType: "video/webm" });
+    try {
+      this.recorder = new MediaRecorder($("output").srcObject, { mimeType: type });
+    } catch (error) {
+      $("error").textContent = `cannot record: ${error.message || error}`;
+      return;
+    }
     this.recorder.ondataavailable = (event) => chunks.push(event.data);
     this.recorder.onstop = () => {
       $("record").textContent = "Record";
-      this.offerDownload(new Blob(chunks, { type: "video/webm" }), "recording.webm");
+      const extension = type.startsWith("video/mp4") ? "mp4" : "webm";
+      this.offerDownload(new Blob(chunks, { type: type.split(";")[0] }), `recording.${extension}`);
     };
     this.recorder.start(1000);
     $("record").textContent = "Stop recording";
@@ -163,6 +254,10 @@ const studio = {
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob); link.download = name; link.textContent = name;
     $("downloads").prepend(link);
+    for (const old of [...$("downloads").children].slice(KEPT_DOWNLOADS)) {
+      URL.revokeObjectURL(old.href);
+      old.remove();
+    }
   },
 
   // WHIP: publish `stream` as a new session; returns {sessionId, location, pc}.
@@ -218,7 +313,13 @@ $("strength").oninput = () => {
   $("strength-value").textContent = Number($("strength").value).toFixed(2);
   studio.setTuning({ strength: Number($("strength").value) });
 };
-$("seed").onchange = () => { const seed = readSeed(); if (seed !== null) studio.setTuning({ seed }); };
+$("seed").onchange = () => {
+  const seed = readSeed();
+  if (seed === null) return;
+  $("seed").value = seed;  // shows the value actually used
+  studio.setTuning({ seed });
+};
+$("steps").onchange = () => { $("steps").value = readSteps(); };
 window.addEventListener("pagehide", () => studio.stop());
 studio.setState("idle");
 loadPresets();
