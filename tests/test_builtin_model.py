@@ -48,6 +48,7 @@ from mirage_lsd.models.builtin.sampler import (
     shortcut_target,
     timesteps,
 )
+from mirage_lsd.models.registry import LoadOptions, load_model
 from mirage_lsd.training.balance import LookBalance
 from mirage_lsd.training.config import TrainConfig, load_train_config
 from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
@@ -447,6 +448,27 @@ def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
         train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)
 
 
+def test_a_run_is_never_overwritten_nor_resumed_into_another(tmp_path: Path) -> None:
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 4, "eval_every": 100}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, stop_at=2)
+    with pytest.raises(UserError, match=r"already holds a training run.*--resume"):
+        train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False)
+    changed = config | {"optim": {**config.get("optim", {}), "lr": 0.1}, "steps": 6}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    with pytest.raises(UserError, match=r"other values of optim\.lr:"):
+        train(tmp_path / "changed.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+    longer = config | {"steps": 6}  # more steps is a longer run of the same training
+    (tmp_path / "longer.yaml").write_text(yaml.safe_dump(longer))
+    assert (
+        train(tmp_path / "longer.yaml", out_dir=tmp_path, show_progress=False, resume=True).step
+        == 6
+    )
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint" * 4)
+    with pytest.raises(UserError, match="corrupted or not a training checkpoint"):
+        train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -477,6 +499,24 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("model:\n  experts: 8\n  width: 16\n  experts: 0\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*'experts' is given twice"):
         load_train_config(bad)
+    for text, field in (
+        ("steps: 0\n", "steps"),
+        ("eval_every: 0\n", "eval_every"),
+        ("data:\n  crop: 200\n", r"data\.crop must be a multiple of 16"),
+        ("data:\n  view: 520\n", r"data\.view must be a multiple of 16"),
+        ("data:\n  seq_len: 0\n", r"data\.seq_len"),
+        ("data:\n  p_blend: 1.5\n", r"data\.p_blend"),
+        ("model:\n  prompt_temperature: 0\n", r"model\.prompt_temperature"),
+        ("model:\n  prompt_top_k: 0\n", r"model\.prompt_top_k"),
+        ("model:\n  mid_blocks: -1\n", r"model\.mid_blocks"),
+        ("- steps: 10\n", "must be a mapping"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=field):
+            load_train_config(bad)
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_train_config(bad)
 
 
 def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -> None:
@@ -503,6 +543,14 @@ def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -
     mismatched.write_bytes(raw.replace(wide, narrow))
     with pytest.raises(WeightsError, match=r"mismatched\.safetensors.*shape"):
         load_weights(mismatched)
+    # another format version of our own file: the format error, also through --model
+    raw = good.read_bytes()
+    newer = tmp_path / "newer.safetensors"
+    newer.write_bytes(raw.replace(b"mirage-lsd-v1/1", b"mirage-lsd-v1/9"))
+    with pytest.raises(WeightsError, match=r"newer\.safetensors.*format 'mirage-lsd-v1/9'"):
+        load_weights(newer)
+    with pytest.raises(WeightsError, match=r"format 'mirage-lsd-v1/9'"):
+        load_model(str(newer), LoadOptions(device="cpu"))
 
 
 def test_frame_coordinates_span_the_frame_at_any_size() -> None:

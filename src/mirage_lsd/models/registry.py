@@ -90,7 +90,11 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
 
         if is_weight_file(Path(name)):  # weights of our own model, e.g. from `mirage-lsd train`
             return BuiltinModel.from_file(
-                Path(name), device=opts.device, compile=opts.compile, downscale=opts.downscale
+                Path(name),
+                device=opts.device,
+                compile=opts.compile,
+                downscale=opts.downscale,
+                fp16=opts.dtype == "float16",
             )
     if entry is None:
         from mirage_lsd.models.diffusers_backend import (

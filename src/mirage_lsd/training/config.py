@@ -82,6 +82,23 @@ class TrainConfig:
     # config must be `model`. Empty: from scratch. Ignored on --resume.
     init_weights: str = ""
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "threads", "eval_every", "eval_sequences",
+                     "checkpoint_every"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        # the network takes frames whose sides divide by this; found here, not at step 500
+        m = self.model.size_multiple
+        for name in ("crop", "view"):
+            side = getattr(self.data, name)
+            if side % m:
+                raise ConfigError(
+                    f"data.{name} must be a multiple of {m} (model.image_downscale x "
+                    f"the network's grid), got {side}"
+                )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -111,8 +128,12 @@ def load_train_config(path: Path) -> TrainConfig:
         data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of fields, got a {type(data).__name__}")
     try:
         return config_from_dict(TrainConfig, data, "")
     except ConfigError as exc:

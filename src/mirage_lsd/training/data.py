@@ -39,6 +39,7 @@ from torch import Tensor
 
 from mirage_lsd.errors import UserError
 from mirage_lsd.looks import LOOKS
+from mirage_lsd.models.builtin.config import ConfigError
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
 from mirage_lsd.models.builtin.prompt_embedding import LookBank, blend_anchors
 
@@ -78,6 +79,16 @@ class DataConfig:
     max_rotation: float = 2.0  # camera roll, degrees per frame
     p_identity: float = 0.05  # share of sequences with no prompt: the target is the input
     p_blend: float = 0.15  # share of sequences whose target blends two looks
+
+    def __post_init__(self) -> None:
+        for name in ("crop", "seq_len", "clip_max_frames", "clip_max_stride"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("p_still", "p_identity", "p_blend", "min_view"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.view < 0 or self.source_scale <= 0:
+            raise ConfigError("data.view must be >= 0 and data.source_scale > 0")
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ The whole recipe, top to bottom:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -299,22 +301,62 @@ def save_checkpoint(
     tmp.replace(path)
 
 
+#: Fields a resumed run may change: how long it runs and how it reports, not what it learns.
+RUN_CONTROL = (
+    "steps", "out_dir", "threads", "eval_every", "eval_sequences", "checkpoint_every",
+    "init_weights",
+)  # fmt: skip
+
+
+def changed_fields(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields of `now` that differ in `saved` (a field `saved` lacks
+    was added since, and counts as unchanged)."""
+    out = []
+    for key, value in now.items():
+        name = f"{prefix}{key}"
+        if key not in saved or (not prefix and key in RUN_CONTROL):
+            continue
+        if isinstance(value, dict):
+            out += changed_fields(saved[key], value, f"{name}.")
+        elif json.dumps(saved[key]) != json.dumps(value):  # tuples and lists alike
+            out.append(name)
+    return out
+
+
 def load_checkpoint(
-    path: Path, net: LSDNet, opt: torch.optim.Optimizer, balance: LookBalance | None = None
+    path: Path,
+    cfg: TrainConfig,
+    net: LSDNet,
+    opt: torch.optim.Optimizer,
+    balance: LookBalance | None = None,
 ) -> tuple[int, list[float]]:
     if not path.is_file():
         raise UserError(f"nothing to resume: no checkpoint {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise UserError(f"checkpoint {path} is corrupted: {exc}") from None
+        model_config = state["config"]["model"]
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"checkpoint {path} is corrupted or not a training checkpoint: {reason}"
+        ) from None
     # a checkpoint from before a model field existed was made with that field's old value
-    if {**ADDED_FIELDS, **state["config"]["model"]} != net.cfg.to_dict():
+    if {**ADDED_FIELDS, **model_config} != net.cfg.to_dict():
         raise UserError(f"checkpoint {path} was made with a different model config")
-    net.load_state_dict(state["net"])
-    opt.load_state_dict(state["optim"])
-    if balance is not None and "look_balance" in state:
-        balance.load_state_dict(state["look_balance"])
+    changed = changed_fields({**state["config"], "model": {}}, {**cfg.to_dict(), "model": {}})
+    if changed:  # a resumed run must be the run it continues
+        raise UserError(
+            f"checkpoint {path} was made with other values of {', '.join(changed)}: "
+            "resume with its config, or start a new run in another --out-dir"
+        )
+    try:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optim"])
+        if balance is not None and "look_balance" in state:
+            balance.load_state_dict(state["look_balance"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {path} does not fit this run: {reason}") from None
     return int(state["step"]), list(state["losses"])
 
 
@@ -374,7 +416,12 @@ def train(
         if cfg.objective.look_balance
         else None
     )
-    start, losses = load_checkpoint(out / CHECKPOINT, net, opt, balance) if resume else (0, [])
+    if not resume and (out / CHECKPOINT).exists():  # never overwrite a run by accident
+        raise UserError(
+            f"{out} already holds a training run ({CHECKPOINT}): add --resume to continue it, "
+            "or choose another --out-dir to start over"
+        )
+    start, losses = load_checkpoint(out / CHECKPOINT, cfg, net, opt, balance) if resume else (0, [])
     log.info(
         "training %s: %d parameters, steps %d..%d",
         NAME,

@@ -90,8 +90,15 @@ class ModelConfig:
             raise ConfigError(f"model.kernel must be odd, got {self.kernel}")
         if not 1 <= self.max_steps <= 2**self.shortcut_levels:
             raise ConfigError("model.max_steps must be between 1 and 2**model.shortcut_levels")
-        if self.cache_frames < 0:
-            raise ConfigError("model.cache_frames must be >= 0")
+        for name in ("cache_frames", "enc_blocks", "mid_blocks", "dec_blocks"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if self.prompt_top_k < 1:
+            raise ConfigError(f"model.prompt_top_k must be >= 1, got {self.prompt_top_k}")
+        if not self.prompt_temperature > 0:
+            raise ConfigError(
+                f"model.prompt_temperature must be > 0, got {self.prompt_temperature}"
+            )
         if self.local_experts < 0 or self.local_width < 1:
             raise ConfigError("model.local_experts must be >= 0 and model.local_width >= 1")
         if self.palette_colours < 0 or self.palette_colours == 1:

@@ -172,12 +172,13 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
 
 
 def is_weight_file(path: Path) -> bool:
-    """True for a safetensors file written by `save_weights` (reads the header only)."""
+    """True for a safetensors file written by `save_weights`, of any format version, so
+    that `load_weights` can say what is wrong with it (reads the header only)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == WEIGHTS_FORMAT
+            return str((f.metadata() or {}).get("format", "")).startswith("mirage-lsd")
     except (SafetensorError, OSError, ValueError, RuntimeError):
         return False
 
@@ -207,7 +208,7 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
         bank = LookBank(
             names, tensors["looks.descriptions"], tensors["looks.owner"], tensors["looks.anchors"]
         )
-    except (KeyError, ValueError, ConfigError) as exc:
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise WeightsError(f"weight file {path} has a bad config or look bank: {exc}") from None
     # 3. the network: every tensor present, with the shape its config implies
     net = LSDNet(cfg)
