@@ -14,9 +14,12 @@
    timing does not depend on them), the VAE a TAESD-shaped AutoencoderTiny; the text
    encoder has SD 2.1's width but 2 layers, as it runs only when the prompt changes.
 
-Each result is printed as it comes (one JSON object per line) and all are written to
-`--out`. `--shape tiny --device cpu --frames 5` runs the same steps on the test suite's
-tiny pipeline, to check the script itself on a machine without a GPU.
+Each result is printed and appended to `--out` (JSON lines) as it comes, so a run cut
+short keeps what it measured; `--parts` runs some of the three (pytest, builtin,
+diffusers), to fit a device call's 10 minutes. On the device tool's bare machine,
+`benchmarks/gpu_run.sh PART` installs what it lacks first. `--shape tiny --device cpu
+--frames 5` runs the same steps on the test suite's tiny pipeline, to check the script
+itself on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
 
 
-def report(results: list[dict[str, Any]], **row: Any) -> None:
-    """Print one result line now (a run cut short keeps what it printed) and keep it."""
-    results.append(row)
-    print(json.dumps(row), flush=True)
+def report(out: Path, **row: Any) -> None:
+    """Print one result line and append it to `out` now: a run cut short keeps it."""
+    line = json.dumps(row)
+    print(line, flush=True)
+    with out.open("a") as f:
+        f.write(line + "\n")
 
 
 def input_clip(folder: Path) -> Path:
@@ -70,11 +75,16 @@ def bench(clip: Path, *args: str, frames: int) -> dict[str, Any]:
     """`mirage-lsd bench CLIP ARGS --json` in a fresh process (its own CUDA context)."""
     cmd = [sys.executable, "-c", "from mirage_lsd.cli.app import main; main()", "bench"]
     cmd += [str(clip), *args, "--frames", str(frames), "--warmup", "20", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after 300 s"}
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
     data = json.loads(done.stdout)
     return {
+        # a compile that failed falls back to eager: its numbers are not compiled ones
+        "compile_failed": "torch.compile failed" in done.stderr,
         "fps": round(data["fps"], 1),
         "p50_ms": data["latency_ms"]["p50"],
         "p95_ms": data["latency_ms"]["p95"],
@@ -188,69 +198,91 @@ def plain_img2img_fps(
     }
 
 
+PARTS = ("pytest", "builtin", "diffusers")
+GPU_TESTS = ["tests/test_builtin_model.py", "tests/test_diffusers_backend.py"]
+
+
+def run_gpu_tests(out: Path) -> None:
+    """The gpu-marked tests; a skip counts as a failure here (no CUDA, a missing package)."""
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider"]
+    done = subprocess.run([*cmd, *GPU_TESTS], cwd=ROOT, capture_output=True, text=True)
+    log = out.with_name(out.stem + "_pytest.log")
+    log.write_text(done.stdout + done.stderr)
+    tail = (done.stdout.strip().splitlines() or ["?"])[-1]
+    ok = done.returncode == 0 and "skipped" not in tail
+    report(out, check="pytest -m gpu", ok=ok, rc=done.returncode, summary=tail, log=log.name,
+           seconds=round(time.monotonic() - t0, 1))  # fmt: skip
+
+
+def run_builtin(out: Path, clip: Path, dev: list[str], frames: int) -> None:
+    """The built-in model, 1 step: fp16 and float32 eager at both sizes, fp16 compiled."""
+    runs = [(size, precision, "--no-compile") for size in ("1280x720", "512x512")
+            for precision in ("--fp16", "--no-fp16")]  # fmt: skip
+    runs += [(size, "--fp16", "--compile") for size in ("1280x720", "512x512")]
+    for size, precision, compile_flag in runs:
+        flags = ["--size", size, "--steps", "1", precision, compile_flag]
+        report(out, check="built-in", size=size, flags=" ".join(flags),
+               **bench(clip, *dev, *flags, frames=frames))  # fmt: skip
+
+
+def run_diffusers(out: Path, clip: Path, dev: list[str], frames: int, shape: str) -> None:
+    """The sd-turbo-shaped pipeline through the engine (1 and 2 steps eager, 1 compiled)
+    and as a plain diffusers img2img call per frame."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if shape == "sd-turbo":
+            model = save_sd_turbo_shaped(Path(tmp) / "sd-turbo-shaped")
+            taesd = save_taesd_shaped(Path(tmp) / "taesd")
+        else:
+            model = save_tiny_sd(Path(tmp) / "tiny")
+            taesd = save_tiny_taesd(Path(tmp) / "taesd")
+        size = 512 if shape == "sd-turbo" else 256
+        common = ["--model", str(model), "--vae", str(taesd), "--size", f"{size}x{size}"]
+        for steps, compile_flag in ((1, "--no-compile"), (2, "--no-compile"), (1, "--compile")):
+            flags = [*common, "--steps", str(steps), compile_flag]
+            report(out, check=f"{shape}-shaped via engine", size=f"{size}x{size}", steps=steps,
+                   compile=compile_flag == "--compile",
+                   **bench(clip, *dev, *flags, frames=frames))  # fmt: skip
+        device = dev[1]
+        for steps in (1, 2):
+            row = plain_img2img_fps(model, taesd, device, size, steps, min(frames, 50))
+            report(out, check=f"{shape}-shaped plain img2img pipeline", size=f"{size}x{size}",
+                   steps=steps, **row)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--out", type=Path, default=Path("gpu_check.jsonl"))
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--frames", type=int, default=300, help="frames per engine bench")
+    parser.add_argument("--frames", type=int, default=200, help="frames per engine bench")
     parser.add_argument("--shape", choices=("sd-turbo", "tiny"), default="sd-turbo")
-    parser.add_argument("--skip-pytest", action="store_true")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS)
+    )
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        sys.exit(f"error: unknown part(s) {', '.join(sorted(unknown))}: use {', '.join(PARTS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device here (use --device cpu --shape tiny to check the script)")
-    results: list[dict[str, Any]] = []
     cuda = args.device == "cuda"
     report(
-        results,
+        args.out,
         check="device",
         name=torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         torch=torch.__version__,
         cuda=torch.version.cuda,
         date=time.strftime("%Y-%m-%d"),
     )
-    # 1. the gpu-marked tests
-    if not args.skip_pytest:
-        t0 = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-        tail = (done.stdout.strip().splitlines() or ["?"])[-1]
-        report(results, check="pytest -m gpu", rc=done.returncode, summary=tail,
-               seconds=round(time.monotonic() - t0, 1))  # fmt: skip
+    if "pytest" in parts:
+        run_gpu_tests(args.out)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        clip = input_clip(tmp_path)
-        dev = ["--device", args.device]
-        # 2. the built-in model
-        for size in ("1280x720", "512x512"):
-            for precision in ("--fp16", "--no-fp16"):
-                for compile_flag in ("--no-compile", "--compile"):
-                    flags = ["--size", size, "--steps", "1", precision, compile_flag]
-                    row = bench(clip, *dev, *flags, frames=args.frames)
-                    report(results, check="built-in", size=size, flags=" ".join(flags), **row)
-        # 3. an sd-turbo-shaped pipeline, through the engine and as a plain img2img call
-        if args.shape == "sd-turbo":
-            model = save_sd_turbo_shaped(tmp_path / "sd-turbo-shaped")
-            taesd = save_taesd_shaped(tmp_path / "taesd")
-        else:
-            model = save_tiny_sd(tmp_path / "tiny")
-            taesd = save_tiny_taesd(tmp_path / "taesd")
-        size = 512 if args.shape == "sd-turbo" else 256
-        for steps in (1, 2):
-            for compile_flag in ("--no-compile", "--compile"):
-                flags = ["--model", str(model), "--vae", str(taesd), "--size", f"{size}x{size}"]
-                flags += ["--steps", str(steps), "--strength", "0.5", compile_flag]
-                row = bench(clip, *dev, *flags, frames=args.frames)
-                report(results, check=f"{args.shape}-shaped via engine", size=f"{size}x{size}",
-                       steps=steps, compile=compile_flag == "--compile", **row)  # fmt: skip
-            row = plain_img2img_fps(model, taesd, args.device, size, steps, min(args.frames, 50))
-            report(results, check=f"{args.shape}-shaped plain img2img pipeline",
-                   size=f"{size}x{size}", steps=steps, **row)  # fmt: skip
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+        clip, dev = input_clip(Path(tmp)), ["--device", args.device]
+        if "builtin" in parts:
+            run_builtin(args.out, clip, dev, args.frames)
+        if "diffusers" in parts:
+            run_diffusers(args.out, clip, dev, args.frames, args.shape)
+    print(f"results in {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,26 @@ def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int], guides: in
     assert diff.max() <= 1.0 + 1.5 * gain.abs().max().item() and diff.mean() < 0.5
 
 
+def test_the_upsampler_on_the_device_agrees_with_the_opencv_one(media: Path) -> None:
+    """The GPU run-time path (forced here on the CPU) gives the OpenCV path's frames."""
+    from mirage_lsd.sources import open_source
+
+    source = open_source(media / "please.mkv")
+    images = [cv2.resize(source.recv().image, (256, 256), interpolation=cv2.INTER_AREA)]
+    images += [cv2.resize(source.recv().image, (256, 256), interpolation=cv2.INTER_AREA)]
+    source.close()
+    outs = []
+    for on_device in (False, True):
+        model = BuiltinModel.from_file(compile=False)
+        model.upsample_on_device = on_device
+        state, cond = model.init_state(256, 256), model.look_prompt("neon_edges")  # both guides
+        outs.append([model.step(image, cond, state, 1)[0] for image in images])
+    for opencv, device in zip(*outs, strict=True):
+        assert device.shape == (256, 256, 3) and device.dtype == np.uint8
+        diff = np.abs(opencv.astype(np.float32) - device.astype(np.float32))
+        assert diff.mean() < 0.5 and diff.max() <= 16
+
+
 def cv2_blur(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), 1.5)
 

@@ -33,7 +33,7 @@ from mirage_lsd.models.builtin.cache import KVCache, StreamState
 from mirage_lsd.models.builtin.compiled import BackgroundCompiler
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
-from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput
+from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput, guided_upsample
 from mirage_lsd.models.builtin.prompt_embedding import (
     LookBank,
     PromptMatch,
@@ -84,6 +84,19 @@ def to_tensor(image: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None]
     return tensor.float().div_(127.5).sub_(1.0).contiguous()
+
+
+def upsample_on_device(x0: Tensor, gain: Tensor, frame: np.ndarray, image: Tensor) -> np.ndarray:
+    """`network.guided_upsample` where the network ran: the run-time path on a GPU.
+
+    On a GPU the OpenCV path would cost more than the network (a 720p frame's upsampling
+    is a few ms on many CPU cores); here only the uint8 frame goes up and the uint8 output
+    comes down. x0, image: (1, 3, h, w); gain: (1, 3 * guides, h, w); frame: (H, W, 3).
+    """
+    full = torch.from_numpy(frame).to(x0.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    out = guided_upsample(x0.float(), gain.float(), full, image.float())
+    pixels = ((out[0].clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 UPSAMPLE_BAND = 16  # low-res rows per band: a band's working set stays in the CPU cache
@@ -263,6 +276,8 @@ class BuiltinModel(StreamModel):
         self._local = threading.local()  # a flow estimator per thread: OpenCV's is not shared
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
         self.fp16 = fp16 and self.device.type == "cuda"
+        # the guided upsampler runs where the network runs on a GPU, with OpenCV on a CPU
+        self.upsample_on_device = self.device.type != "cpu"
         if compile is None:
             compile = compile_by_default(self.device.type)
         self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
@@ -425,7 +440,10 @@ class BuiltinModel(StreamModel):
 
         # 4. denoise at low resolution, upsample guided by the full-resolution input
         result: NetOutput = sample(denoiser, state.noise.clone(), steps).extra
-        output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
+        if self.upsample_on_device:
+            output = upsample_on_device(result.x0, result.gain, image, image_t)
+        else:
+            output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
         # 5. the next state
         new_state = replace(
             state,
