@@ -275,6 +275,22 @@ def test_similarity_filter_skips_duplicates_but_not_forever(tiny: dict[str, Path
     moving = frames(6)
     _, state = run(load(tiny, similarity_threshold=0.999, similarity_max_skip=3), moving)
     assert state.skipped_total == 0
+    # a new prompt is drawn at once, still scene or not
+    model = load(tiny, similarity_threshold=0.98, similarity_max_skip=3)
+    first, second = model.encode_prompt("a cat"), model.encode_prompt("a dog")
+    state = model.init_state(SIZE, SIZE)
+    outs = []
+    for cond in (first, first, second, second):
+        out, state = model.step(still, cond, state, 1)
+        outs.append(out)
+    assert state.skipped_total == 2  # the second frame of each prompt
+    assert outs[2] is not outs[1] and outs[3] is outs[2]
+    # through the engine, whose prompt schedule hands the same conditioning each frame
+    engine = StreamEngine(load(tiny, similarity_threshold=0.98, similarity_max_skip=3),
+                          device="cpu", prompt="a cat")  # fmt: skip
+    for _ in range(4):
+        engine.process(still)
+    assert engine._processor._state.skipped_total == 3
 
 
 def test_feature_bank_changes_output(tiny: dict[str, Path]) -> None:

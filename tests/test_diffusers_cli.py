@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import av
@@ -54,6 +55,7 @@ def test_run_writes_every_frame_with_all_the_flags(tiny: dict[str, Path], tmp_pa
         "--guidance", "self", "--negative-prompt", "blurry", "--seed", "7",
         "--bank-size", "2", "--flow-blend", "0.2", "--device", "cpu", "--quiet",
         "--report", str(report), timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},  # as offline users run it: nothing fetched
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     frames_in, _, _ = video_info(MEDIA / "classroom.gif")

@@ -14,6 +14,7 @@ import pytest
 from mirage_lsd import StreamEngine, UserError
 from mirage_lsd.device import resolve_dtype
 from mirage_lsd.models.base import ModelInfo, StreamModel
+from mirage_lsd.sinks.base import Sink
 from mirage_lsd.sources import open_source
 
 
@@ -227,6 +228,30 @@ def test_model_failure_reaches_the_caller(media: Path) -> None:
     with pytest.raises(ValueError, match="exploded"):
         engine.wait(timeout=10)
     assert not engine.running
+
+
+def test_frames_made_before_a_model_failure_are_still_written(media: Path) -> None:
+    class FailsAtSix(SlowModel):
+        def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+            self.made = getattr(self, "made", 0) + 1
+            if self.made == 6:
+                raise ValueError("model exploded")
+            return image, state
+
+    class SlowSink(Sink):
+        def __init__(self) -> None:
+            self.written: list[int] = []
+
+        def write(self, image: np.ndarray, pts: float | None) -> None:
+            time.sleep(0.1)  # the made frames wait in the output queue when the model fails
+            self.written.append(len(self.written))
+
+    sink = SlowSink()
+    engine = StreamEngine(FailsAtSix(0), device="cpu")
+    engine.start(media / "walk.mkv", output=sink, mode="offline")
+    with pytest.raises(ValueError, match="exploded"):
+        engine.wait(timeout=10)
+    assert len(sink.written) == 5  # every frame the model made before it failed
 
 
 def test_context_manager_stops_the_stream(media: Path) -> None:

@@ -73,7 +73,9 @@ class Pipeline:
         self._lock = threading.Lock()
         self.error: BaseException | None = None
         self._threads = [
-            threading.Thread(target=self._guard, args=(fn,), name=f"mirage-{name}", daemon=True)
+            threading.Thread(
+                target=self._guard, args=(fn, name), name=f"mirage-{name}", daemon=True
+            )
             for name, fn in (
                 ("capture", self._capture),
                 ("inference", self._infer),
@@ -108,7 +110,7 @@ class Pipeline:
         return any(t.is_alive() for t in self._threads if t is not threading.current_thread())
 
     # -- threads ---------------------------------------------------------------
-    def _guard(self, body: Callable[[], None]) -> None:
+    def _guard(self, body: Callable[[], None], role: str) -> None:
         try:
             body()
         except BaseException as exc:  # reported to the caller by the engine
@@ -117,8 +119,10 @@ class Pipeline:
                     self.error = exc
             log.debug("pipeline thread %s failed", threading.current_thread().name, exc_info=exc)
             self._stop.set()
+            self.source.interrupt()
             self._inputs.close(discard=True)
-            self._outputs.close(discard=True)
+            # frames already transformed are still written, unless writing is what failed
+            self._outputs.close(discard=role == "output")
 
     def _capture(self) -> None:
         source, inputs = self.source, self._inputs

@@ -363,11 +363,16 @@ def load_vae(choice: str, parts: Components, device: str, dtype: Any) -> Any:
     path = Path(choice).expanduser()
     if path.is_file():
         try:
-            return AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
+            vae = AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
         except Exception as exc:
             raise UserError(
                 f"--vae '{choice}' is not a VAE checkpoint ({exc}): check the file"
             ) from None
+        # a bare VAE file does not say its family: diffusers assumes SD 1.5's latent
+        # scale, which would wash out an SDXL model's frames; the model's own VAE knows
+        if parts.vae is not None:
+            vae.register_to_config(scaling_factor=parts.vae.config.scaling_factor)
+        return vae
     if not path.exists() and not _HUB_ID.match(choice):
         raise UserError(
             f"--vae '{choice}' does not exist: use auto, tiny, full, a folder or hub id"

@@ -76,6 +76,7 @@ class StreamState:
     buffer: Tensor | None = None  # (n - 1, 4, h, w): stream batch, frames at stages 1..n-1
     filled: int = 0  # valid entries of `buffer` (warm-up)
     prev_input: Tensor | None = None  # (1, 3, H, W): last input that was processed
+    prev_cond: Any = None  # the conditioning it was processed with
     prev_output: np.ndarray | None = None  # (H, W, 3) uint8
     prev_latent: Tensor | None = None  # (1, 4, h, w): last output latent
     prev_gray: np.ndarray | None = None  # (H, W) uint8: last input, for optical flow
@@ -260,7 +261,7 @@ class DiffusersStreamModel(StreamModel):
         schedule = self._prepare(state, steps)
         x = self._to_tensor(image)  # (1, 3, H, W) in [-1, 1]
         # 2. similarity filter
-        if self._skip(x, state):
+        if self._skip(x, cond, state):
             assert state.prev_output is not None
             return state.prev_output, state
         # 3. flow-warped blend of the previous output
@@ -297,17 +298,19 @@ class DiffusersStreamModel(StreamModel):
         # 6. decode
         return latent, self._decode(latent)
 
-    def _skip(self, x: Tensor, state: StreamState) -> bool:
-        """Skip an input nearly equal to the last processed one, at most max_skip in a row."""
+    def _skip(self, x: Tensor, cond: Any, state: StreamState) -> bool:
+        """Skip an input nearly equal to the last processed one, at most max_skip in a row,
+        unless the prompt changed since (a new prompt or each frame of a transition)."""
         threshold = self.options.similarity_threshold
         prev = state.prev_input
-        if threshold > 0 and prev is not None and state.prev_output is not None:
+        same_prompt = cond is state.prev_cond
+        if threshold > 0 and prev is not None and state.prev_output is not None and same_prompt:
             sim = float(torch.nn.functional.cosine_similarity(prev.flatten(), x.flatten(), dim=0))
             if sim >= threshold and state.skipped < self.options.similarity_max_skip:
                 state.skipped += 1
                 state.skipped_total += 1
                 return True
-        state.prev_input = x
+        state.prev_input, state.prev_cond = x, cond
         state.skipped = 0
         return False
 
