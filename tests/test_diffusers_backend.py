@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
+from conftest import MEDIA  # noqa: E402
 from diffusers_tiny import save_tiny_lora, save_tiny_sd, save_tiny_sdxl, save_tiny_taesd  # noqa: E402
 
 from mirage_lsd.engine.stream_engine import StreamEngine  # noqa: E402
@@ -248,6 +249,21 @@ def test_stream_batch_matches_sequential_with_lag(tiny: dict[str, Path]) -> None
     bat = run(load(tiny, t_index_list=idx, batch_mode="stream_batch"), images)[0]
     for i in range(len(images) - 2):
         assert diff(bat[i + 2], seq[i]) <= 2, i
+
+
+def test_stream_batch_lag_is_reported_and_refused_for_files(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    model = load(tiny, t_index_list="10,25,40", batch_mode="stream_batch")
+    assert model.lag_frames(3) == 2 and load(tiny).lag_frames(3) == 0
+    engine = StreamEngine(model, device="cpu", max_steps=3, prompt="a cat")
+    with pytest.raises(UserError, match=r"2 frame.*late.*latency_first for files"):
+        engine.start(MEDIA / "walk.mkv", output=tmp_path / "out.mp4", mode="offline")
+    assert not (tmp_path / "out.mp4").exists()
+    engine.start(MEDIA / "walk.mkv", mode="live", max_frames=4, on_frame=lambda image: None)
+    assert engine.wait(timeout=60).extra["lag_frames"] == 2
+    with pytest.raises(UserError, match="--flow-blend needs --batch-mode latency_first"):
+        DiffusersOptions.from_kwargs(batch_mode="stream_batch", flow_blend=0.3)
 
 
 @pytest.mark.parametrize("guidance", ["full", "self", "initialize"])

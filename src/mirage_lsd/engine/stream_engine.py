@@ -226,6 +226,13 @@ class StreamEngine:
             else open_source(input_source, realtime=realtime, loop=loop)
         )
         run_mode: Mode = mode or ("live" if source.live else "offline")
+        lag = self.model.lag_frames(self.max_steps)
+        if lag and run_mode == "offline":  # its last frames would never come out
+            source.close()
+            raise UserError(
+                f"--batch-mode stream_batch outputs each frame {lag} frame(s) late, so a file "
+                "would lose its last frames: use it for live streams, latency_first for files"
+            )
         try:
             # 2. open the output now when its size is known, so bad outputs fail here
             fps = source.fps or DEFAULT_FPS
@@ -299,7 +306,8 @@ class StreamEngine:
         """Telemetry of the current or last stream (or of `process()` calls)."""
         stats = self._recorder.snapshot(self.running)
         prompt = {"text": self._prompts.text, **self.model.describe_prompt(self._prompts.current)}
-        return replace(stats, extra={**stats.extra, "prompt": prompt})
+        extra = {**stats.extra, "prompt": prompt, "lag_frames": self.model.lag_frames(stats.steps)}
+        return replace(stats, extra=extra)
 
     def render(self, image: np.ndarray, info: FrameInfo | None = None) -> None:
         """Show a frame in a window (use as `on_frame=engine.render`). Closing it stops."""

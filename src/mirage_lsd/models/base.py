@@ -65,6 +65,10 @@ class StreamModel(ABC):
         noise ignore it.
         """
 
+    def lag_frames(self, steps: int) -> int:
+        """How many frames late each output comes (a model that pipelines frames); 0 here."""
+        return 0
+
     def wait_ready(self, timeout: float | None = None) -> None:  # noqa: B027 - optional hook
         """Block until work the model does in the background (compiling) is done.
 

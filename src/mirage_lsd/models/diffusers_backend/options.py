@@ -98,6 +98,11 @@ class DiffusersOptions:
         ):
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UserError(f"--{name} must be from 0 to 1, got {value}")
+        if self.flow_blend > 0 and self.batch_mode == "stream_batch":
+            raise UserError(
+                "--flow-blend needs --batch-mode latency_first: in stream_batch the output "
+                "lags the input, so the input's motion would move the wrong frame"
+            )
         if self.latent_feedback >= 1.0:
             raise UserError("--latent-feedback must be below 1 (1 would ignore the input)")
         if self.similarity_max_skip < 0:

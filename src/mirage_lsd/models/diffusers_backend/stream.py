@@ -247,6 +247,9 @@ class DiffusersStreamModel(StreamModel):
 
     # -- one frame ---------------------------------------------------------------
     @torch.inference_mode()
+    def lag_frames(self, steps: int) -> int:
+        return steps - 1 if self.options.batch_mode == "stream_batch" else 0
+
     def step(
         self, image: np.ndarray, cond: Any, state: StreamState, steps: int
     ) -> tuple[np.ndarray, StreamState]:
