@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from diffusers_tiny import save_tiny_sd, save_tiny_taesd, write_index, write_tokenizer
+from diffusers_tiny import save_tiny_sd, save_tiny_taesd, write_sd_index, write_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
@@ -130,19 +130,7 @@ def save_sd_turbo_shaped(folder: Path) -> Path:
         sample_size=512,
     ).half().save_pretrained(folder / "vae")
     write_tokenizer(folder / "tokenizer")
-    write_index(
-        folder,
-        "StableDiffusionPipeline",
-        {
-            "unet": ("diffusers", "UNet2DConditionModel"),
-            "vae": ("diffusers", "AutoencoderKL"),
-            "text_encoder": ("transformers", "CLIPTextModel"),
-            "tokenizer": ("transformers", "CLIPTokenizer"),
-            "scheduler": ("diffusers", "LCMScheduler"),
-            "safety_checker": (None, None),  # type: ignore[dict-item]
-            "feature_extractor": (None, None),  # type: ignore[dict-item]
-        },
-    )
+    write_sd_index(folder)
     return folder
 
 

@@ -110,6 +110,23 @@ def write_index(folder: Path, cls: str, parts: dict[str, tuple[str, str]]) -> No
     (sched / "scheduler_config.json").write_text(json.dumps(scheduler_config(), indent=1))
 
 
+def write_sd_index(folder: Path) -> None:
+    """model_index.json and scheduler of an SD 1.5/2.1 folder (unet, vae, one text encoder)."""
+    write_index(
+        folder,
+        "StableDiffusionPipeline",
+        {
+            "unet": ("diffusers", "UNet2DConditionModel"),
+            "vae": ("diffusers", "AutoencoderKL"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "tokenizer": ("transformers", "CLIPTokenizer"),
+            "scheduler": ("diffusers", "LCMScheduler"),
+            "safety_checker": (None, None),  # type: ignore[dict-item]
+            "feature_extractor": (None, None),  # type: ignore[dict-item]
+        },
+    )
+
+
 def save_tiny_sd(folder: Path, lcm: bool = False) -> Path:
     """An SD 1.5/2.1-shaped pipeline folder with random weights (seed 0); `lcm` adds the
     guidance-embedding input of LCM-distilled UNets (time_cond_proj_dim)."""
@@ -134,19 +151,7 @@ def save_tiny_sd(folder: Path, lcm: bool = False) -> Path:
     _vae().save_pretrained(folder / "vae")
     _text_encoder(projection=False).save_pretrained(folder / "text_encoder")
     write_tokenizer(folder / "tokenizer")
-    write_index(
-        folder,
-        "StableDiffusionPipeline",
-        {
-            "unet": ("diffusers", "UNet2DConditionModel"),
-            "vae": ("diffusers", "AutoencoderKL"),
-            "text_encoder": ("transformers", "CLIPTextModel"),
-            "tokenizer": ("transformers", "CLIPTokenizer"),
-            "scheduler": ("diffusers", "LCMScheduler"),
-            "safety_checker": (None, None),  # type: ignore[dict-item]
-            "feature_extractor": (None, None),  # type: ignore[dict-item]
-        },
-    )
+    write_sd_index(folder)
     return folder
 
 
