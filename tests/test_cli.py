@@ -177,6 +177,23 @@ def test_fp16_on_cpu_is_a_one_line_warning(media: Path) -> None:
     assert "device.py" not in stderr and "Traceback" not in stderr
 
 
+def test_the_input_file_is_never_the_output(media: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes((media / "walk.mkv").read_bytes())
+    before = clip.read_bytes()
+    result = mirage("run", str(clip), "-o", str(clip), "--model", "identity", "-q")
+    assert_one_line_error(result, "is the input file")
+    assert clip.read_bytes() == before
+
+
+def test_a_home_relative_path_is_expanded(media: Path, tmp_path: Path) -> None:
+    (tmp_path / "walk.mkv").write_bytes((media / "walk.mkv").read_bytes())
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = mirage("run", "~/walk.mkv", "-o", "~/frames", "--model", "identity", "-q", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 89
+
+
 def test_report_in_a_missing_folder_is_refused_before_the_stream(
     media: Path, tmp_path: Path
 ) -> None:

@@ -58,6 +58,17 @@ def test_crop_keeps_the_center_and_letterbox_pads_black() -> None:
     assert boxed[50, 50].min() == 255
 
 
+@pytest.mark.parametrize("mode", ["crop", "letterbox"])
+@pytest.mark.parametrize(
+    ("src", "out"), [((513, 512), (512, 512)), ((301, 300), (300, 300)), ((100, 1000), (4096, 16))]
+)
+def test_near_and_extreme_sizes_are_fitted_exactly(
+    src: tuple[int, int], out: tuple[int, int], mode: str
+) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (*src, 3), dtype=np.uint8)
+    assert apply_fit(image, plan_fit(src, out, mode)).shape == (*out, 3)  # type: ignore[arg-type]
+
+
 def test_same_size_is_passed_through_without_copy() -> None:
     image = np.zeros((48, 64, 3), np.uint8)
     assert apply_fit(image, plan_fit((48, 64), (48, 64))) is image

@@ -51,11 +51,11 @@ class FitPlan:
     resized: tuple[int, int]  # (h, w) the crop is resized to
     offset: tuple[int, int]  # (y, x) where it lands in the output
     out: tuple[int, int]  # output (h, w)
+    src: tuple[int, int] = (0, 0)  # the source (h, w) it was planned for
 
     @property
     def is_identity(self) -> bool:
-        h, w = self.out
-        return self.crop == (0, h, 0, w) and self.resized == self.out
+        return self.src == self.out and self.resized == self.out
 
 
 def plan_fit(src: tuple[int, int], out: tuple[int, int], mode: FitMode = "crop") -> FitPlan:
@@ -64,13 +64,13 @@ def plan_fit(src: tuple[int, int], out: tuple[int, int], mode: FitMode = "crop")
     oh, ow = out
     if mode == "crop":
         scale = max(oh / sh, ow / sw)
-        ch, cw = min(sh, round(oh / scale)), min(sw, round(ow / scale))
+        ch, cw = max(1, min(sh, round(oh / scale))), max(1, min(sw, round(ow / scale)))
         y0, x0 = (sh - ch) // 2, (sw - cw) // 2
-        return FitPlan((y0, y0 + ch, x0, x0 + cw), (oh, ow), (0, 0), out)
+        return FitPlan((y0, y0 + ch, x0, x0 + cw), (oh, ow), (0, 0), out, (sh, sw))
     if mode == "letterbox":
         scale = min(oh / sh, ow / sw)
         rh, rw = max(1, min(oh, round(sh * scale))), max(1, min(ow, round(sw * scale)))
-        return FitPlan((0, sh, 0, sw), (rh, rw), ((oh - rh) // 2, (ow - rw) // 2), out)
+        return FitPlan((0, sh, 0, sw), (rh, rw), ((oh - rh) // 2, (ow - rw) // 2), out, (sh, sw))
     raise UserError(f"unknown fit mode '{mode}': use crop or letterbox")
 
 

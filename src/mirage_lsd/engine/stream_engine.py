@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -371,6 +373,9 @@ class StreamEngine:
             self._sink = output
             return output
         self._sink = None
+        target = Path(os.fspath(output)).expanduser()
+        if source.path is not None and target.exists() and target.samefile(source.path):
+            raise UserError(f"the output {output} is the input file: choose another name")
         if size is None:
             return None  # opened at the first frame, when the size is known
         audio = None if live else source.audio_path

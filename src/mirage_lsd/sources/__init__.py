@@ -76,6 +76,7 @@ def open_source(
         if url_scheme(text) is not None:
             return NetworkSource(text, retry=retry)
     # 3. paths: image folders and patterns, image and video files
+    text = os.path.expanduser(text)  # a quoted "~/clips/*.mp4" reaches us unexpanded
     path = Path(text)
     kind = _path_kind(path)
     if kind == "dir" or (kind == "missing" and any(c in text for c in "*?[")):

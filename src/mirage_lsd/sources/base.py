@@ -53,6 +53,8 @@ class Source(ABC):
     frame_count: int | None = None
     #: A media file whose audio a file sink may carry over (file inputs only).
     audio_path: Path | None = None
+    #: The video file read, if any (an output must not overwrite it).
+    path: Path | None = None
 
     def __init__(self) -> None:
         self.counters = SourceCounters()
