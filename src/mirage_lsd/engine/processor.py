@@ -17,9 +17,9 @@ class FrameProcessor:
 
     The output size is fixed by `out_size`, or by the first frame when it is None
     (taken again after `restart()`). The model's per-stream state lives here and is
-    replaced on `reset()`. `strength`
-    below 1 blends the output back toward the input; `seed` picks the stream's noise.
-    Both are plain attributes the engine may change between frames.
+    replaced on `reset()`. `strength` below 1 blends the output back toward the input;
+    `seed` picks the stream's noise. Both are plain attributes the engine may change
+    between frames.
     """
 
     def __init__(

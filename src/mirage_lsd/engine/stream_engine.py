@@ -228,14 +228,14 @@ class StreamEngine:
             else open_source(input_source, realtime=realtime, loop=loop)
         )
         run_mode: Mode = mode or ("live" if source.live else "offline")
-        lag = self.model.lag_frames(self.max_steps)
-        if lag and run_mode == "offline":  # its last frames would never come out
-            source.close()
-            raise UserError(
-                f"--batch-mode stream_batch outputs each frame {lag} frame(s) late, so a file "
-                "would lose its last frames: use it for live streams, latency_first for files"
-            )
         try:
+            lag = self.model.lag_frames(self.max_steps)
+            if lag and run_mode == "offline":  # its last frames would never come out
+                raise UserError(
+                    f"--batch-mode stream_batch outputs each frame {lag} frame(s) late, so a "
+                    "file would lose its last frames: use it for live streams, latency_first "
+                    "for files"
+                )
             # 2. open the output now when its size is known, so bad outputs fail here
             fps = source.fps or DEFAULT_FPS
             self._processor.restart()  # each start() is a new stream: no history carried over
