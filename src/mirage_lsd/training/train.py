@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,17 +444,20 @@ def train(
         ThreadPoolExecutor(max_workers=1) as prefetch,
     ):
         task = progress.add_task("train", total=cfg.steps, completed=start, status="")
-        # 4. the loop; batch i + 1 is rendered on a thread while batch i trains (the
-        # looks and the flow are numpy/OpenCV work that overlaps torch's)
+        # 4. the loop; with a core to spare, batch i + 1 is rendered on a thread while
+        # batch i trains (the looks and the flow are numpy/OpenCV work). Without one the
+        # thread only preempts torch's threads: on 2 cores, 2 torch threads and the
+        # thread took 0.81 s a step, one after the other 0.70 (benchmarks/RESULTS.md).
         end = min(cfg.steps, stop_at or cfg.steps)
         make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
-        upcoming = prefetch.submit(make_batch, start)
+        overlap = device != "cpu" or (os.cpu_count() or 1) > cfg.threads
+        upcoming = prefetch.submit(make_batch, start) if overlap else None
         for step in range(start, end):
             net.train()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            batch = upcoming.result().to(device)
-            if step + 1 < end:
+            batch = (upcoming.result() if upcoming else make_batch(step)).to(device)
+            if overlap and step + 1 < end:
                 upcoming = prefetch.submit(make_batch, step + 1)
             noise = Noise(cfg.seed, step, torch.device(device))
             if balance is None:
