@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -184,6 +185,55 @@ def test_the_input_file_is_never_the_output(media: Path, tmp_path: Path) -> None
     result = mirage("run", str(clip), "-o", str(clip), "--model", "identity", "-q")
     assert_one_line_error(result, "is the input file")
     assert clip.read_bytes() == before
+
+
+def vfr_clip_with_tone(media: Path, path: Path) -> list[float]:
+    """walk.mkv's first 40 frames at 30 fps with a 1 s pause after frame 20 (a
+    variable-rate file, as phones and screen recorders make) and a tone as long as the
+    video; returns the frame times."""
+    with av.open(str(media / "walk.mkv")) as src:
+        frames = itertools.islice(src.decode(video=0), 40)
+        images = [frame.to_ndarray(format="rgb24") for frame in frames]
+    times = [i / 30 + (1.0 if i >= 20 else 0.0) for i in range(40)]
+    rate = 48000
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        video.height, video.width = images[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        audio = out.add_stream("aac", rate=rate, layout="mono")
+        for image, t in zip(images, times, strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        tone = (0.3 * np.sin(np.arange(int(rate * (times[-1] + 1 / 30))) * 0.05)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = np.ascontiguousarray(tone[None, start : start + 1024])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(audio.encode(frame))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+    return times
+
+
+def test_a_variable_rate_file_keeps_its_timing_and_audio_sync(media: Path, tmp_path: Path) -> None:
+    clip, out = tmp_path / "vfr.mkv", tmp_path / "out.mp4"
+    times = vfr_clip_with_tone(media, clip)
+    result = mirage("run", str(clip), "-o", str(out), "--model", "identity", "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    with av.open(str(out)) as container:
+        step = 1 / float(container.streams.video[0].average_rate)
+        video = [frame.time for frame in container.decode(video=0)]
+    with av.open(str(out)) as container:
+        last = list(container.decode(audio=0))[-1]
+        audio_end = float(last.pts * last.time_base) + last.samples / last.sample_rate
+    assert len(video) == 40
+    # the pause is kept: the output lasts as long as the source (constant-rate stamps
+    # would have lost the second), and the audio ends with the video
+    assert video[-1] - video[0] == pytest.approx(times[-1] - times[0], abs=2 * step)
+    assert max(np.diff(video)) == pytest.approx(1.0 + 1 / 30, abs=2 * step)
+    assert audio_end == pytest.approx(video[-1] + step, abs=0.1)
 
 
 def test_a_home_relative_path_is_expanded(media: Path, tmp_path: Path) -> None:

@@ -136,6 +136,25 @@ def test_live_video_file_is_stamped_by_capture_time_in_order(
     assert times == pytest.approx(expected, abs=0.002)
 
 
+def test_offline_file_follows_the_source_times_on_the_frame_grid(
+    walk: list[np.ndarray], tmp_path: Path
+) -> None:
+    frames = walk[::8][:8]
+    step = 1 / FPS
+    # a start offset, a 1 s gap (a variable-rate source), two frames within one step,
+    # a time that goes back, then a 20 s jump (a broken timeline)
+    stamps = [0.5, 0.5 + step, 1.5, 1.5 + step, 1.5 + 1.5 * step, 1.5, 30.0, 30.0 + step]
+    path = tmp_path / "vfr.mp4"
+    with VideoFileSink(path, size=(480, 640), fps=FPS) as sink:
+        for image, pts in zip(frames, stamps, strict=True):
+            sink.write(image, pts)
+        assert sink.duration == pytest.approx(36 * step)
+    with av.open(str(path)) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    ticks = [0, 1, 30, 31, 32, 33, 34, 35]  # the 1 s gap kept, the rest one step apart
+    assert times == pytest.approx([t * step for t in ticks], abs=0.002)
+
+
 def test_an_encoder_that_cannot_start_is_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

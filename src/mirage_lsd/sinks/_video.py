@@ -79,6 +79,44 @@ class LiveClock:
         self._last = max(self._last + 1, round((now - self._t0) / self.TIME_BASE))
         return self._last
 
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds from the first frame to the last one stamped."""
+        return float(max(self._last, 0) * self.TIME_BASE)
+
+
+class FrameGrid:
+    """Frame-step pts that follow the source's times, for files written offline.
+
+    A constant-rate source maps onto 0, 1, 2, ...; a variable-rate one (phone videos,
+    screen recordings, GIFs) keeps its gaps, so the video lasts as long as the source
+    and its audio stays in sync, while every frame still lands on the nominal grid that
+    players and editors handle best. Frames closer than a step are pushed one step on
+    (strictly increasing, as muxers require). A jump of more than `MAX_GAP_S` (a broken
+    or restarted timeline) is closed up rather than held as a frozen frame.
+    """
+
+    MAX_GAP_S = 5.0
+
+    def __init__(self, rate: Fraction) -> None:
+        self._rate = rate
+        self._origin: float | None = None  # source time of tick 0
+        self.last = -1
+
+    def __call__(self, pts: float | None) -> int:
+        """`pts` in seconds on the source's clock (None: unknown) -> a tick of 1/rate."""
+        tick = self.last + 1
+        if pts is not None:
+            if self._origin is None:
+                self._origin = pts - tick / self._rate
+            wanted = round((pts - self._origin) * self._rate)
+            if (wanted - tick) / self._rate > self.MAX_GAP_S:
+                self._origin = pts - tick / self._rate  # start the grid again from here
+            else:
+                tick = max(tick, wanted)
+        self.last = tick
+        return tick
+
 
 def encode(
     container: OutputContainer, stream: VideoStream, image: np.ndarray | None, pts: int

@@ -1,7 +1,8 @@
 """Encode frames to an .mp4, .mkv or .webm file with PyAV, optionally with the source's audio.
 
-Offline, frames are stamped from a counter at a constant frame rate: players and
-editors handle constant-rate files best, and every input frame is there. Live, frames
+Offline, frames are stamped on the source's nominal frame grid, at their source times
+(`FrameGrid`): players and editors handle that grid best, and a variable-rate source
+keeps its timing and its audio sync. Live, frames
 are stamped from their capture times in milliseconds: a live stream drops frames when
 the model is slower than the source, and a recording must last as long as what it
 recorded.
@@ -21,6 +22,7 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.sinks import VIDEO_SUFFIXES
 from mirage_lsd.sinks._audio import AudioCarry
 from mirage_lsd.sinks._video import (
+    FrameGrid,
     LiveClock,
     add_video_stream,
     check_frame,
@@ -79,6 +81,7 @@ class VideoFileSink(Sink):
             codec, options = "libx264", _X264_LIVE if live else _X264_OFFLINE
         self._audio: AudioCarry | None = None
         self._clock = LiveClock() if live else None
+        self._grid = FrameGrid(self._rate)
         try:
             self._video = add_video_stream(
                 self._container, codec, size, self._rate, pixel_format(size), dict(options)
@@ -97,7 +100,8 @@ class VideoFileSink(Sink):
         log.info("writing %s (%s, %dx%d at %s fps)", self.path, codec, size[1], size[0], fps)
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
-        """Encode the next frame; `pts` (capture time, s) is used live only."""
+        """Encode the next frame; `pts`: its capture time live, its source time offline
+        (seconds; None when the source has no clock)."""
         check_frame(image, self.size)
         with self._lock:
             if self._closed:
@@ -105,7 +109,7 @@ class VideoFileSink(Sink):
                     log.warning("%s is closed: dropping frames written after close()", self.path)
                     self._warned_closed = True
                 return
-            stamp = self.frames_written if self._clock is None else self._clock(pts)
+            stamp = self._grid(pts) if self._clock is None else self._clock(pts)
             encode(self._container, self._video, image, stamp)
             self.frames_written += 1
             if self._audio is not None:
@@ -114,7 +118,9 @@ class VideoFileSink(Sink):
     @property
     def duration(self) -> float:
         """Seconds of video written so far."""
-        return float(self.frames_written / self._rate)
+        if self._clock is not None:
+            return self._clock.elapsed_s
+        return float((self._grid.last + 1) / self._rate)
 
     def close(self) -> None:
         """Flush the encoder, end the audio with the video, write the trailer. Idempotent."""
