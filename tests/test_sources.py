@@ -22,6 +22,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from av.stream import Disposition
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -159,6 +160,55 @@ def test_missing_and_unreadable_files_are_user_errors(tmp_path: Path) -> None:
         out.mux(stream.encode())
     with pytest.raises(UserError, match="no video stream"):
         open_source(audio_only)
+
+
+def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
+    song = tmp_path / "song.m4a"
+    with av.open(str(song), "w", format="mp4") as out:
+        audio = out.add_stream("aac", rate=8000, layout="mono")
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), "rgb24")
+        picture = picture.reformat(format="yuvj420p")
+        picture.pts = 0
+        out.mux(cover.encode(picture))
+        out.mux(cover.encode())
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), "fltp", "mono")
+        samples.sample_rate, samples.pts = 8000, 0
+        out.mux(audio.encode(samples))
+        out.mux(audio.encode())
+    with av.open(str(song)) as container:  # what the source must see past
+        assert container.streams.video[0].disposition & Disposition.attached_pic
+    with pytest.raises(UserError, match="only cover art, no video stream") as err:
+        open_source(song)
+    assert_one_line(err)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_a_rotated_phone_clip_comes_upright(media: Path, tmp_path: Path, degrees: int) -> None:
+    """Phones store portrait video as landscape frames plus a display rotation."""
+    upright = first_frames(media / "walk.mkv", 5)  # 640x480, the way it should look
+    stored = [np.ascontiguousarray(np.rot90(image, -degrees // 90)) for image in upright]
+    clip = tmp_path / f"phone{degrees}.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
+        video.height, video.width = stored[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        video.set_display_rotation(degrees)
+        for i, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    source = VideoFileSource(clip)
+    assert source.size == (480, 640)
+    frames = drain(source)
+    assert [f.image.shape for f in frames] == [(480, 640, 3)] * 5
+    assert all(f.image.flags.c_contiguous for f in frames)
+    for frame, want in zip(frames, upright, strict=True):
+        error = np.abs(frame.image.astype(np.float32) - want.astype(np.float32)).mean()
+        assert error < 3, error
 
 
 def test_realtime_paces_to_the_timestamps(media: Path) -> None:

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 from av.container import InputContainer
+from av.stream import Disposition
 from av.video.stream import VideoStream
 
 from mirage_lsd.errors import EndOfStream, UserError
@@ -23,8 +25,10 @@ DEFAULT_FPS = 30.0  # frame step for pts and pacing when the file gives no rate
 
 
 class VideoFileSource(Source):
-    """Frames of the first video stream of a media file.
+    """Frames of the first video stream of a media file (cover art is not video).
 
+    Frames come upright: a display rotation in the file (phones record portrait video
+    as landscape frames plus a rotation) is applied, as players do.
     `realtime=True` hands frames out at the pace of their timestamps, so a file
     can stand in for a live camera (and the source reports `live`). `loop=True`
     starts over at the end, with indices and pts that keep increasing (benchmarks).
@@ -37,7 +41,6 @@ class VideoFileSource(Source):
         self.loop = loop
         self._container, self._stream = self._open()
         self.fps = frame_rate(self._stream)
-        self.size = (self._stream.height, self._stream.width)
         self.frame_count = self._stream.frames or None
         self.audio_path = self.path if self._container.streams.audio else None
         step = 1.0 / (self.fps or DEFAULT_FPS)
@@ -47,6 +50,16 @@ class VideoFileSource(Source):
         self._index = 0
         self._pass_frames = 0  # frames of the current pass, so an empty file cannot loop forever
         self._closed = False
+        # The first frame is decoded now: its display rotation sets the upright size.
+        try:
+            self._pending: av.VideoFrame | None = self._next_frame()
+        except EndOfStream:
+            self._pending = None
+        self._turns = quarter_turns(self._pending)
+        height, width = self._stream.height, self._stream.width
+        self.size = (width, height) if self._turns % 2 else (height, width)
+        if self._turns:
+            log.info("%s: turning frames %d degrees upright", self.path, 90 * self._turns)
 
     def _open(self) -> tuple[InputContainer, VideoStream]:
         if not self.path.exists():
@@ -57,11 +70,12 @@ class VideoFileSource(Source):
             raise UserError(
                 f"cannot read video '{self.path}': {describe(exc)}. Is it a video file?"
             ) from exc
-        if not container.streams.video:
+        videos = container.streams.video
+        stream = next((v for v in videos if not v.disposition & Disposition.attached_pic), None)
+        if stream is None:
             container.close()
-            reason = "no video stream"
+            reason = "only cover art, no video stream" if videos else "no video stream"
             raise UserError(f"cannot read video '{self.path}': {reason}. Is it a video file?")
-        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         return container, stream
 
@@ -91,8 +105,11 @@ class VideoFileSource(Source):
             self._pass_frames = 0
 
     def recv(self) -> Frame:
-        frame = self._next_frame()
+        frame = self._pending if self._pending is not None else self._next_frame()
+        self._pending = None
         image, pts = to_rgb(frame), self._timeline(frame.time)
+        if self._turns:
+            image = np.ascontiguousarray(np.rot90(image, self._turns))
         if self._pacer is not None:
             self._pacer.wait_until(pts)
         out = Frame(image, self._index, pts)
@@ -102,4 +119,15 @@ class VideoFileSource(Source):
     def close(self) -> None:
         self._closed = True
         self._frames = iter(())
+        self._pending = None
         self._container.close()
+
+
+def quarter_turns(frame: av.VideoFrame | None) -> int:
+    """Counter-clockwise quarter turns (0-3) that show `frame` upright, from the file's
+    display matrix; a rotation that is not a multiple of 90 degrees is ignored."""
+    degrees = 0 if frame is None else frame.rotation
+    if degrees % 90:
+        log.warning("ignoring a display rotation of %s degrees (not a multiple of 90)", degrees)
+        return 0
+    return round(degrees / 90) % 4
