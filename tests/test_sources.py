@@ -320,6 +320,58 @@ def test_missing_camera_is_a_user_error() -> None:
         assert_one_line(exc)
 
 
+class FakeCapture:
+    """A camera driver that opens and then delivers `frames` (BGR) before going silent;
+    no camera is attached to the test machines."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self._frames = list(frames)
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480}.get(prop, 0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return (True, self._frames.pop(0)) if self._frames else (False, None)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("sent", "frames", "reconnects"),
+    [
+        ((), 0, 0),  # opens, never sends: an error, not "0 frames"
+        ((3,), 3, 0),  # sends, drops, reopens silent until the backoff runs out: the end
+        ((3, 0, 2), 5, 1),  # sends, drops, silent once, back with 2 more, drops for good
+    ],
+)
+def test_a_camera_that_drops_is_reopened_until_the_backoff_runs_out(
+    media: Path, monkeypatch: pytest.MonkeyPatch, sent: tuple[int, ...], frames: int,
+    reconnects: int,
+) -> None:  # fmt: skip
+    from mirage_lsd.sources import camera
+
+    clip = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in first_frames(media / "walk.mkv", 3)]
+    drivers = iter([FakeCapture(clip[:n]) for n in sent])  # then silent ones
+    monkeypatch.setattr(camera.cv2, "VideoCapture", lambda index: next(drivers, FakeCapture([])))
+    source = camera.CameraSource(0, retry=FAST_RETRY)
+    assert source.size == (480, 640)
+    if not frames:
+        with pytest.raises(UserError, match="camera 0 opened but sent no frames") as err:
+            source.recv()
+        assert_one_line(err)
+        return
+    assert [f.index for f in drain(source)] == list(range(frames))
+    assert source.counters.reconnects == reconnects
+    assert source.counters.reconnect_attempts == 2 * (reconnects + 1)
+
+
 def test_screen_spec_parsing() -> None:
     assert parse_screen_spec("screen") == (1, None)
     assert parse_screen_spec("screen:2") == (2, None)

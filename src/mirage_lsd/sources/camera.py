@@ -55,6 +55,7 @@ class CameraSource(Source):
         self._ended = threading.Event()  # closed or given up; also cuts a backoff wait short
         self._t0: float | None = None
         self._frame_index = 0
+        self._failures = 0  # failed reads since the last frame: the place in the backoff
 
     def _open(self) -> cv2.VideoCapture | None:
         # OpenCV prints its own warnings for an absent camera; ours is the one line users see
@@ -68,23 +69,35 @@ class CameraSource(Source):
                 cap.set(prop, value)
         return cap
 
-    def _reconnect(self) -> None:
-        """Reopen the camera with backoff; EndOfStream if it does not come back."""
-        log.warning("camera %d stopped delivering frames: reopening", self.index)
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-        for delay in self.retry.delays():
+    def _recover(self) -> None:
+        """After a failed read: wait out the next backoff delay and reopen the camera.
+
+        The schedule only starts over once a frame arrives, so a camera that reopens
+        but stays silent also runs it out. Then EndOfStream, or a UserError if the
+        camera never sent a frame at all.
+        """
+        delays = self.retry.delays()
+        if self._failures == 0 and self._frame_index:
+            log.warning("camera %d stopped delivering frames: reopening", self.index)
+        while self._failures < len(delays):
+            delay = delays[self._failures]
+            self._failures += 1
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
             if self._ended.wait(delay):  # closed meanwhile
                 raise EndOfStream
             self.counters.reconnect_attempts += 1
             self._cap = self._open()
             if self._cap is not None:
-                self.counters.reconnects += 1
-                log.info("camera %d is back", self.index)
                 return
-        log.warning("camera %d did not come back: ending the stream", self.index)
         self._ended.set()
+        if self._frame_index == 0:  # it never worked: say so, not "0 frames"
+            raise UserError(
+                f"camera {self.index} opened but sent no frames: it may be in use by another "
+                "program, or not support the requested size or frame rate"
+            )
+        log.warning("camera %d did not come back: ending the stream", self.index)
         raise EndOfStream
 
     def recv(self) -> Frame:
@@ -94,7 +107,12 @@ class CameraSource(Source):
             ok, bgr = self._cap.read() if self._cap is not None else (False, None)
             if ok:
                 break
-            self._reconnect()
+            self._recover()
+        if self._failures:
+            self._failures = 0
+            if self._frame_index:
+                self.counters.reconnects += 1
+                log.info("camera %d is back", self.index)
         now = time.monotonic()
         if self._t0 is None:
             self._t0 = now
