@@ -203,6 +203,8 @@ class StreamEngine:
         `mode`: "live" (newest frame wins, stale frames dropped), "offline" (every
         frame in order) or "bench" (every frame, captured when the model is free);
         by default live for cameras, screens and URLs, offline for files.
+        `max_frames` caps the frames read from the source: offline and bench each one
+        gives an output frame; live, those the model was too slow for are dropped.
         """
         return self._launch(input_source, on_frame, output, mode, max_frames, loop, None)
 
