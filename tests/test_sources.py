@@ -439,11 +439,59 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class _LiveHandler(_QuietHandler):
+    """Serves a file as a live broadcast would: no length, so no duration to know."""
+
+    def do_GET(self) -> None:
+        data = Path(self.translate_path(self.path)).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+
+class _CutOnceHandler(_QuietHandler):
+    """Serves files whole, except the first answer, cut after 40% of the file; with
+    `ranges`, answers range requests ("bytes=N-") as web servers and CDNs do."""
+
+    cut = threading.Event()
+    ranges = False
+
+    def do_GET(self) -> None:
+        data = Path(self.translate_path(self.path)).read_bytes()
+        start = 0
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if self.ranges and asked and int(asked.group(1)) < len(data):
+            start = int(asked.group(1))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        if self.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        end = len(data)
+        if not self.cut.is_set():
+            self.cut.set()
+            end = max(start, len(data) * 2 // 5)
+        self.wfile.write(data[start:end])
+        self.close_connection = True
+
+
+class _RangeCutOnceHandler(_CutOnceHandler):
+    ranges = True
+
+
 @contextmanager
-def http_server(directory: Path) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+def http_server(
+    directory: Path, handler: type[SimpleHTTPRequestHandler] = _QuietHandler
+) -> Iterator[tuple[str, ThreadingHTTPServer]]:
     """A loopback HTTP server of `directory`: (base URL, server)."""
     server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
     )
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
@@ -474,30 +522,31 @@ def test_unreachable_stream_fails_fast() -> None:
 
 
 def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:
-    with http_server(media) as (base, server):
+    _CutOnceHandler.cut.clear()
+    with http_server(media, _CutOnceHandler) as (base, server):
         source = NetworkSource(f"{base}/walk.mkv", retry=FAST_RETRY)
-        assert source.live and source.size == (480, 640)
+        assert not source.live and source.size == (480, 640)  # a file: on demand
         frames = [source.recv() for _ in range(5)]
-        server.shutdown()
+        server.shutdown()  # the answer is cut short, and the server is gone
         server.server_close()
         frames += drain(source)
-    assert 5 < len(frames) <= 89
+    assert 5 < len(frames) < 89
     assert frames[0].image.shape == (480, 640, 3)
     assert source.counters.reconnect_attempts == 2 and source.counters.reconnects == 0
     with pytest.raises(EndOfStream):
         source.recv()
 
 
-def test_stopping_cuts_a_reconnect_wait_short(media: Path) -> None:
+def test_stopping_cuts_a_reconnect_wait_short(ts_folder: Path) -> None:
     slow = RetryPolicy(attempts=3, initial_delay_s=5.0)
-    with http_server(media) as (base, server):
-        source = NetworkSource(f"{base}/walk.mkv", retry=slow)
+    with http_server(ts_folder, _LiveHandler) as (base, server):
+        source = NetworkSource(f"{base}/walk.ts", retry=slow)
         engine = StreamEngine("identity", device="cpu")
         engine.start(source, mode="live", on_frame=lambda image: None)
         time.sleep(0.5)  # streaming
         server.shutdown()
         server.server_close()
-        time.sleep(1.0)  # the source has lost the server and waits 5 s to reconnect
+        time.sleep(1.0)  # the broadcast has ended and the source waits 5 s to reconnect
         start = time.monotonic()
         engine.stop(timeout=10)
     assert time.monotonic() - start < 3.0
@@ -520,10 +569,66 @@ def hls_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_hls_playlist_reconnects_with_monotonic_pts(hls_folder: Path) -> None:
+def test_a_finished_hls_playlist_plays_once_every_frame(hls_folder: Path) -> None:
     with http_server(hls_folder) as (base, _):
         source = open_source(f"{base}/index.m3u8", retry=FAST_RETRY)
-        frames = [source.recv() for _ in range(40)]  # the playlist has 30: one reconnection
+        assert not source.live  # on demand: offline by default, every frame in order
+        frames = drain(source)
+    assert [f.index for f in frames] == list(range(30))
+    assert frames[0].image.shape == (480, 640, 3)
+    assert source.counters.reconnect_attempts == 0
+
+
+@pytest.mark.parametrize("handler", [_RangeCutOnceHandler, _CutOnceHandler])
+def test_an_http_file_cut_short_resumes_where_it_broke(
+    media: Path, handler: type[_CutOnceHandler]
+) -> None:
+    """With range requests the source seeks back to where it broke; without, it skips."""
+    handler.cut.clear()
+    with http_server(media, handler) as (base, _):
+        source = NetworkSource(f"{base}/walk.mkv", retry=FAST_RETRY)
+        frames = drain(source)
+        assert handler.cut.is_set()
+    assert source.counters.reconnects == (1 if handler.ranges else 2)  # a failed seek: 2
+    want = first_frames(media / "walk.mkv", 89)
+    assert len(frames) == 89  # once each: nothing lost, nothing replayed
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+    for frame, image in zip(frames[::11], want[::11], strict=True):
+        assert np.abs(frame.image.astype(np.int16) - image).max() == 0
+
+
+def test_an_http_file_paced_in_realtime_is_live(media: Path) -> None:
+    with http_server(media) as (base, _):
+        source = open_source(f"{base}/walk.mkv", realtime=True)
+        assert source.live
+        start = time.monotonic()
+        frames = [source.recv() for _ in range(16)]
+        elapsed = time.monotonic() - start
+        source.close()
+    assert elapsed >= 15 / 30 - 0.05  # 15 frame steps at 30 fps
+    assert frames[-1].pts == pytest.approx(15 / 30)
+
+
+@pytest.fixture(scope="module")
+def ts_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """walk.ts: the first 30 frames of walk.mkv as MPEG-TS, as a broadcast carries them."""
+    folder = tmp_path_factory.mktemp("ts")
+    with av.open(str(folder / "walk.ts"), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "5"})
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for i, image in enumerate(first_frames(media / "walk.mkv", 30)):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return folder
+
+
+def test_a_live_stream_that_ends_reconnects_with_monotonic_pts(ts_folder: Path) -> None:
+    with http_server(ts_folder, _LiveHandler) as (base, _):
+        source = open_source(f"{base}/walk.ts", retry=FAST_RETRY)
+        assert source.live
+        frames = [source.recv() for _ in range(40)]  # the broadcast has 30: one reconnection
         source.close()
     assert frames[0].image.shape == (480, 640, 3)
     assert source.counters.reconnects == 1

@@ -48,9 +48,10 @@ def open_source(
 ) -> Source:
     """Open the source that `spec` names.
 
-    `realtime=True` paces a video file to its timestamps, as a camera would
-    (default: as fast as it decodes). `loop=True` restarts files and image
-    folders at their end. `retry` governs reconnection of cameras and streams.
+    `realtime=True` paces a video file or a video on demand (an HTTP file, a finished
+    HLS playlist) to its timestamps, as a camera would (default: as fast as it
+    decodes). `loop=True` restarts files and image folders at their end. `retry`
+    governs reconnection of cameras and streams.
     Bad or missing inputs raise `UserError`.
     """
     # 1. Python objects: camera index or frames
@@ -74,7 +75,7 @@ def open_source(
             monitor, region = parse_screen_spec(text)
             return ScreenSource(monitor, region)
         if url_scheme(text) is not None:
-            return NetworkSource(text, retry=retry)
+            return NetworkSource(text, retry=retry, realtime=bool(realtime))
     # 3. paths: image folders and patterns, image and video files
     text = os.path.expanduser(text)  # a quoted "~/clips/*.mp4" reaches us unexpanded
     path = Path(text)

@@ -13,7 +13,7 @@ from av.video.stream import VideoStream
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
 from mirage_lsd.sources._av import decode_frames, describe, frame_rate, to_rgb
-from mirage_lsd.sources._clock import Timeline
+from mirage_lsd.sources._clock import Pacer, Timeline
 from mirage_lsd.sources.base import RetryPolicy, Source
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,24 @@ class _NoVideo(Exception):
 class NetworkSource(Source):
     """Frames of the first video stream at `url`.
 
-    A network stream has no natural end: when it drops or ends, it is reopened
-    per `retry` with exponential backoff, and `recv()` raises `EndOfStream` only
-    when it does not come back. pts stay monotonic across reconnections.
+    A live stream has no natural end: when it drops or ends, it is reopened per
+    `retry` with exponential backoff, and `recv()` raises `EndOfStream` only when
+    it does not come back; pts stay monotonic across reconnections. A video on
+    demand (an HTTP file, a finished HLS playlist: it has a duration) is not live:
+    every frame is wanted, its end is the end, and a drop resumes where it broke;
+    with `realtime=True` it is handed out at the pace of its timestamps, as a live
+    stream would be (and reports `live`).
     """
 
     live = True
 
-    def __init__(self, url: str, retry: RetryPolicy | None = None, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        retry: RetryPolicy | None = None,
+        timeout_s: float = 5.0,
+        realtime: bool = False,
+    ) -> None:
         super().__init__()
         scheme = url_scheme(url)
         if scheme not in SCHEMES:
@@ -61,10 +71,21 @@ class NetworkSource(Source):
             ) from exc
         self.fps = frame_rate(stream)
         self.size = (stream.height, stream.width) if stream.width and stream.height else None
+        duration = self._container.duration  # microseconds; None for a live stream
+        self._duration_s = duration / 1e6 if duration and duration > 0 else None
+        on_demand = self._duration_s is not None
+        self.live = not on_demand or realtime
+        self._last_time: float | None = None  # stream time of the last frame handed out
         self._frames = decode_frames(self._container, stream, self.counters, url)
-        self._timeline = Timeline(1.0 / (self.fps or DEFAULT_FPS))
+        step = 1.0 / (self.fps or DEFAULT_FPS)
+        self._timeline = Timeline(step)
+        self._pacer = Pacer(slack_s=step) if on_demand and realtime else None
         self._ended = threading.Event()  # closed or given up; also cuts a backoff wait short
         self._index = 0
+        self._fresh_connection = True  # no frame yet since the last (re)connection
+        self._failures = 0  # reconnections since the last frame: the place in the backoff
+        self._seekable = True  # a video on demand resumes by a seek until one fails
+        self._seeked = False  # this connection was resumed by a seek
 
     def _connect(self) -> tuple[InputContainer, VideoStream]:
         container = av.open(
@@ -78,10 +99,16 @@ class NetworkSource(Source):
         return container, stream
 
     def _reconnect(self, cause: str) -> None:
-        """Reopen the stream with backoff; EndOfStream if it does not come back."""
-        log.warning("stream %s dropped (%s): reconnecting", self.url, cause)
+        """Reopen the stream after the next backoff delay; EndOfStream once the delays
+        run out. The schedule starts over only when a frame arrives, so a stream that
+        reopens and fails at once cannot loop forever."""
+        if self._failures == 0:
+            log.warning("stream %s dropped (%s): reconnecting", self.url, cause)
         self._container.close()
-        for delay in self.retry.delays():
+        delays = self.retry.delays()
+        while self._failures < len(delays):
+            delay = delays[self._failures]
+            self._failures += 1
             if self._ended.wait(delay):  # closed meanwhile
                 raise EndOfStream
             self.counters.reconnect_attempts += 1
@@ -92,25 +119,62 @@ class NetworkSource(Source):
                 continue
             self.counters.reconnects += 1
             self._frames = decode_frames(self._container, stream, self.counters, self.url)
-            self._timeline.restart()
+            if self._duration_s is None:
+                self._timeline.restart()
+            else:
+                self._resume()
+            self._fresh_connection = True
             log.info("stream %s is back", self.url)
             return
-        log.warning(
-            "stream %s did not come back after %d attempts: ending", self.url, self.retry.attempts
-        )
+        log.warning("stream %s did not come back after %d attempts: ending", self.url, len(delays))
         self._ended.set()
         raise EndOfStream
+
+    def _resume(self) -> None:
+        """A video on demand reopened after a drop: on from the last frame handed out,
+        by a seek where the server allows one (range requests), else by skipping."""
+        last = self._last_time
+        if last is None:
+            return
+        self._seeked = self._seekable
+        if self._seeked:
+            try:
+                self._container.seek(int(last * 1e6))
+            except (av.FFmpegError, OSError):
+                self._seekable = self._seeked = False
+        frames = self._frames
+        self._frames = (f for f in frames if f.time is None or f.time > last)
+
+    def _at_end(self) -> bool:
+        """A video on demand ended cleanly: within a second of its duration, or it had
+        nothing new after a reconnection (the duration was only an estimate)."""
+        if self._duration_s is None:
+            return False
+        last = self._last_time
+        return last is None or last >= self._duration_s - 1.0 or self._fresh_connection
 
     def recv(self) -> Frame:
         while not self._ended.is_set():
             try:
                 frame = next(self._frames)
             except StopIteration:
+                if self._at_end():
+                    self._ended.set()
+                    break
                 self._reconnect("end of stream")
             except (av.FFmpegError, OSError) as exc:
+                if self._fresh_connection and self._seeked:  # the seek broke the read
+                    log.info("stream %s cannot seek: skipping to where it broke", self.url)
+                    self._seekable = False
                 self._reconnect(describe(exc))
             else:
-                out = Frame(to_rgb(frame), self._index, self._timeline(frame.time))
+                self._fresh_connection = self._seeked = False
+                self._failures = 0
+                self._last_time = frame.time
+                pts = self._timeline(frame.time)
+                if self._pacer is not None:
+                    self._pacer.wait_until(pts)
+                out = Frame(to_rgb(frame), self._index, pts)
                 self._index += 1
                 return out
         raise EndOfStream
