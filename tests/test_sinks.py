@@ -168,17 +168,22 @@ def test_an_encoder_that_cannot_start_is_one_clear_error(
         VideoFileSink(tmp_path / "out.mp4", size=(64, 64), fps=FPS)
 
 
-def test_odd_size_is_encoded_yuv444p(walk: list[np.ndarray], tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_odd_size_is_padded_to_an_even_one_that_players_decode(
+    walk: list[np.ndarray], tmp_path: Path, suffix: str
+) -> None:
     frames = [np.ascontiguousarray(image[:241, :321]) for image in walk[:5]]
-    path = tmp_path / "odd.mp4"
+    path = tmp_path / f"odd{suffix}"
     with VideoFileSink(path, size=(241, 321), fps=FPS) as sink:
         write_all(sink, frames)
     out = decode(path)
     assert len(out) == 5
-    assert out[0].shape == (241, 321, 3)
-    assert mean_abs_diff(out[0], frames[0]) < 4
+    assert out[0].shape == (242, 322, 3)  # one row and one column of the edge repeated
+    assert mean_abs_diff(out[0][:241, :321], frames[0]) < 4
+    assert mean_abs_diff(out[0][241, :321], frames[0][240]) < 6
+    assert mean_abs_diff(out[0][:241, 321], frames[0][:, 320]) < 6
     with av.open(str(path)) as container:
-        assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
 
 
 @pytest.mark.parametrize(("suffix", "audio_codec"), [(".mp4", "aac"), (".webm", "opus")])
@@ -224,6 +229,8 @@ def test_bad_video_paths(tmp_path: Path) -> None:
         open_sink(tmp_path / "out.avi", size=(48, 64), fps=FPS)
     with pytest.raises(UserError, match=r"\.mp4 \.mkv \.webm"):
         VideoFileSink(tmp_path / "out.mov", size=(48, 64), fps=FPS)
+    with pytest.raises(UserError, match="does not exist"):  # no such user: not expanded
+        open_sink("~no-such-user-0/out.mp4", size=(48, 64), fps=FPS)
 
 
 # -- other sinks ---------------------------------------------------------------------

@@ -375,7 +375,7 @@ class StreamEngine:
             self._sink = output
             return output
         self._sink = None
-        target = Path(os.fspath(output)).expanduser()
+        target = Path(os.path.expanduser(os.fspath(output)))
         if source.path is not None and target.exists() and target.samefile(source.path):
             raise UserError(f"the output {output} is the input file: choose another name")
         if size is None:

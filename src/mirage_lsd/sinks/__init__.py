@@ -84,7 +84,7 @@ def open_sink(
             return __getattr__("StreamPushSink")(text, size, fps)
     if not text.strip():
         raise UserError(f"no output given: {_HELP}")
-    path = Path(text).expanduser()
+    path = Path(os.path.expanduser(text))  # Path.expanduser raises on an unknown ~user
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return __getattr__("VideoFileSink")(path, size, fps, live=live, audio_from=audio_from)

@@ -29,16 +29,24 @@ def frame_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def pixel_format(size: tuple[int, int]) -> str:
-    """yuv420p where it fits; 4:2:0 needs even sides, so odd sizes get yuv444p."""
-    if size[0] % 2 or size[1] % 2:
-        log.warning(
-            "%dx%d has an odd side: encoding yuv444p, which some players cannot show",
-            size[1],
-            size[0],
-        )
-        return "yuv444p"
-    return "yuv420p"
+def even_padding(size: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns (0 or 1) that make `size` even: 4:2:0, the only chroma layout
+    browsers, phones and most players decode, needs even sides. The edge pixels are
+    repeated, which no one sees; 4:4:4 would keep the size but not play there."""
+    pad = (size[0] % 2, size[1] % 2)
+    if any(pad):
+        log.info(
+            "%dx%d has an odd side: encoding %dx%d (the edge repeated) for players",
+            size[1], size[0], size[1] + pad[1], size[0] + pad[0],
+        )  # fmt: skip
+    return pad
+
+
+def pad_even(image: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
+    """`image` with `pad` (from `even_padding`) rows and columns of its edge repeated."""
+    if not any(pad):
+        return image
+    return np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
 
 
 def add_video_stream(

@@ -19,7 +19,9 @@ from mirage_lsd.sinks._video import (
     add_video_stream,
     check_frame,
     encode,
+    even_padding,
     frame_rate,
+    pad_even,
     reason,
 )
 from mirage_lsd.sinks.base import Sink
@@ -51,8 +53,7 @@ class StreamPushSink(Sink):
         self._lock = threading.Lock()
         self._closed = False
         self._clock = LiveClock()
-        # 4:2:0 needs even sides and streaming players expect 4:2:0: pad odd sizes by a pixel.
-        self._pad = (size[0] % 2, size[1] % 2)
+        self._pad = even_padding(size)
         coded = (size[0] + self._pad[0], size[1] + self._pad[1])
 
         # 2. connect: FFmpeg opens the connection when it writes the header
@@ -77,8 +78,7 @@ class StreamPushSink(Sink):
     def write(self, image: np.ndarray, pts: float | None) -> None:
         """Encode and send the frame, stamped with `pts` (or the time it arrived)."""
         check_frame(image, self.size)
-        if any(self._pad):
-            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        image = pad_even(image, self._pad)
         with self._lock:
             if self._closed:
                 return

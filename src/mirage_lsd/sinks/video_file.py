@@ -27,8 +27,9 @@ from mirage_lsd.sinks._video import (
     add_video_stream,
     check_frame,
     encode,
+    even_padding,
     frame_rate,
-    pixel_format,
+    pad_even,
     reason,
 )
 from mirage_lsd.sinks.base import Sink
@@ -83,8 +84,10 @@ class VideoFileSink(Sink):
         self._clock = LiveClock() if live else None
         self._grid = FrameGrid(self._rate)
         try:
+            self._pad = even_padding(size)
+            coded = (size[0] + self._pad[0], size[1] + self._pad[1])
             self._video = add_video_stream(
-                self._container, codec, size, self._rate, pixel_format(size), dict(options)
+                self._container, codec, coded, self._rate, "yuv420p", dict(options)
             )
             if self._clock is not None:
                 self._video.codec_context.time_base = LiveClock.TIME_BASE
@@ -110,7 +113,7 @@ class VideoFileSink(Sink):
                     self._warned_closed = True
                 return
             stamp = self._grid(pts) if self._clock is None else self._clock(pts)
-            encode(self._container, self._video, image, stamp)
+            encode(self._container, self._video, pad_even(image, self._pad), stamp)
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.mux_until(self.duration)

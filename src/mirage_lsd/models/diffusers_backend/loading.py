@@ -142,7 +142,7 @@ def _family_of(class_name: str) -> Family:
 def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Components:
     """Resolve `spec` and load UNet, VAE, text encoders and tokenizers (on CPU, `dtype`)."""
     # 1. where the weights are
-    path = Path(spec).expanduser()
+    path = Path(os.path.expanduser(spec))
     fp16 = str(dtype).endswith("float16")
     if spec.lower().endswith(_SINGLE_FILE):
         if not path.is_file():
@@ -232,7 +232,7 @@ def _load_single_file(path: Path, dtype: Any) -> Components:
 
 # -- LoRA ------------------------------------------------------------------------
 def _lora_file(source: str) -> Path:
-    path = Path(source).expanduser()
+    path = Path(os.path.expanduser(source))
     if path.exists():
         return path
     if _HUB_ID.match(source):
@@ -360,7 +360,7 @@ def load_vae(choice: str, parts: Components, device: str, dtype: Any) -> Any:
         else:
             folder = hub_snapshot(repo, allow=allow)
         return AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype)
-    path = Path(choice).expanduser()
+    path = Path(os.path.expanduser(choice))
     if path.is_file():
         try:
             vae = AutoencoderKL.from_single_file(str(path), torch_dtype=dtype)
