@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -136,23 +137,35 @@ def test_live_video_file_is_stamped_by_capture_time_in_order(
     assert times == pytest.approx(expected, abs=0.002)
 
 
-def test_offline_file_follows_the_source_times_on_the_frame_grid(
-    walk: list[np.ndarray], tmp_path: Path
-) -> None:
+def test_offline_file_follows_the_source_times(walk: list[np.ndarray], tmp_path: Path) -> None:
     frames = walk[::8][:8]
     step = 1 / FPS
-    # a start offset, a 1 s gap (a variable-rate source), two frames within one step,
-    # a time that goes back, then a 20 s jump (a broken timeline)
-    stamps = [0.5, 0.5 + step, 1.5, 1.5 + step, 1.5 + 1.5 * step, 1.5, 30.0, 30.0 + step]
+    # a start offset, a 1 s pause (a variable-rate source), a frame half a step on, a
+    # time that goes back (timestamps that restart), a 20 s pause, and no time at all
+    stamps = [0.5, 0.5 + step, 1.5, 1.5 + step, 1.5 + 1.5 * step, 0.2, 20.2, None]
     path = tmp_path / "vfr.mp4"
     with VideoFileSink(path, size=(480, 640), fps=FPS) as sink:
         for image, pts in zip(frames, stamps, strict=True):
             sink.write(image, pts)
-        assert sink.duration == pytest.approx(36 * step)
+        assert sink.duration == pytest.approx(34.5 * step + 20.0)
     with av.open(str(path)) as container:
         times = [frame.time for frame in container.decode(video=0)]
-    ticks = [0, 1, 30, 31, 32, 33, 34, 35]  # the 1 s gap kept, the rest one step apart
-    assert times == pytest.approx([t * step for t in ticks], abs=0.002)
+    steps = [0, 1, 30, 31, 31.5, 32.5, 32.5 + 20 * FPS, 33.5 + 20 * FPS]
+    assert times == pytest.approx([n * step for n in steps], abs=0.001)
+
+
+def test_offline_constant_rate_is_exact(walk: list[np.ndarray], tmp_path: Path) -> None:
+    """29.97 fps from its own clock: every frame exactly 1001/30000 s apart."""
+    path = tmp_path / "ntsc.mp4"
+    rate = 30000 / 1001
+    with VideoFileSink(path, size=(480, 640), fps=rate) as sink:
+        for i, image in enumerate(walk[:12]):
+            sink.write(image, 7.0 + i / rate)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == Fraction(30000, 1001)
+        pts = [frame.pts * frame.time_base for frame in container.decode(video=0)]
+    assert set(np.diff(pts)) == {Fraction(1001, 30000)}
 
 
 def test_an_encoder_that_cannot_start_is_one_clear_error(

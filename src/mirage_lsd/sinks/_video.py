@@ -93,37 +93,42 @@ class LiveClock:
         return float(max(self._last, 0) * self.TIME_BASE)
 
 
-class FrameGrid:
-    """Frame-step pts that follow the source's times, for files written offline.
+class OfflineClock:
+    """Pts at the source's own times, for files written offline.
 
-    A constant-rate source maps onto 0, 1, 2, ...; a variable-rate one (phone videos,
-    screen recordings, GIFs) keeps its gaps, so the video lasts as long as the source
-    and its audio stays in sync, while every frame still lands on the nominal grid that
-    players and editors handle best. Frames closer than a step are pushed one step on
-    (strictly increasing, as muxers require). A jump of more than `MAX_GAP_S` (a broken
-    or restarted timeline) is closed up rather than held as a frozen frame.
+    The time base, 1/90000 s (MPEG's), holds every common frame rate exactly (24, 25,
+    30, 60, 29.97 = 3003 ticks), so a constant-rate source stays exactly constant-rate,
+    and a variable-rate one (phone videos, screen recordings, GIFs) keeps its pauses,
+    so the video lasts as long as the source and carried audio stays in sync. A frame
+    without a time, or one that goes back (timestamps that restart), is placed one
+    frame step after the last: muxers need strictly increasing pts.
     """
 
-    MAX_GAP_S = 5.0
+    TIME_BASE = Fraction(1, 90000)
 
     def __init__(self, rate: Fraction) -> None:
-        self._rate = rate
+        self._step = max(1, round(1 / (rate * self.TIME_BASE)))  # ticks per frame
         self._origin: float | None = None  # source time of tick 0
-        self.last = -1
+        self.last: int | None = None  # the last tick given
 
     def __call__(self, pts: float | None) -> int:
-        """`pts` in seconds on the source's clock (None: unknown) -> a tick of 1/rate."""
-        tick = self.last + 1
-        if pts is not None:
+        """`pts` in seconds on the source's clock (None: unknown) -> a tick."""
+        after = 0 if self.last is None else self.last + self._step
+        if pts is None:
+            tick = after
+        else:
             if self._origin is None:
-                self._origin = pts - tick / self._rate
-            wanted = round((pts - self._origin) * self._rate)
-            if (wanted - tick) / self._rate > self.MAX_GAP_S:
-                self._origin = pts - tick / self._rate  # start the grid again from here
-            else:
-                tick = max(tick, wanted)
+                self._origin = pts
+            tick = round((pts - self._origin) / self.TIME_BASE)
+            if self.last is not None and tick <= self.last:  # back in time: follow on
+                self._origin, tick = pts - after * self.TIME_BASE, after
         self.last = tick
         return tick
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the first frame to the end of the last one."""
+        return 0.0 if self.last is None else float((self.last + self._step) * self.TIME_BASE)
 
 
 def encode(

@@ -1,8 +1,8 @@
 """Encode frames to an .mp4, .mkv or .webm file with PyAV, optionally with the source's audio.
 
-Offline, frames are stamped on the source's nominal frame grid, at their source times
-(`FrameGrid`): players and editors handle that grid best, and a variable-rate source
-keeps its timing and its audio sync. Live, frames
+Offline, frames are stamped at their source times (`OfflineClock`): a constant-rate
+source gives a constant-rate file, and a variable-rate one keeps its timing and its
+audio sync. Live, frames
 are stamped from their capture times in milliseconds: a live stream drops frames when
 the model is slower than the source, and a recording must last as long as what it
 recorded.
@@ -22,8 +22,8 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.sinks import VIDEO_SUFFIXES
 from mirage_lsd.sinks._audio import AudioCarry
 from mirage_lsd.sinks._video import (
-    FrameGrid,
     LiveClock,
+    OfflineClock,
     add_video_stream,
     check_frame,
     encode,
@@ -82,15 +82,15 @@ class VideoFileSink(Sink):
             codec, options = "libx264", _X264_LIVE if live else _X264_OFFLINE
         self._audio: AudioCarry | None = None
         self._clock = LiveClock() if live else None
-        self._grid = FrameGrid(self._rate)
+        self._offline = OfflineClock(self._rate)
         try:
             self._pad = even_padding(size)
             coded = (size[0] + self._pad[0], size[1] + self._pad[1])
             self._video = add_video_stream(
                 self._container, codec, coded, self._rate, "yuv420p", dict(options)
             )
-            if self._clock is not None:
-                self._video.codec_context.time_base = LiveClock.TIME_BASE
+            clock = LiveClock if self._clock is not None else OfflineClock
+            self._video.codec_context.time_base = clock.TIME_BASE
             if audio_from is not None:
                 self._audio = AudioCarry.open(audio_from, self._container)
             # 3. write the header now, so an unwritable path fails here and not mid-stream
@@ -112,7 +112,7 @@ class VideoFileSink(Sink):
                     log.warning("%s is closed: dropping frames written after close()", self.path)
                     self._warned_closed = True
                 return
-            stamp = self._grid(pts) if self._clock is None else self._clock(pts)
+            stamp = self._offline(pts) if self._clock is None else self._clock(pts)
             encode(self._container, self._video, pad_even(image, self._pad), stamp)
             self.frames_written += 1
             if self._audio is not None:
@@ -123,7 +123,7 @@ class VideoFileSink(Sink):
         """Seconds of video written so far."""
         if self._clock is not None:
             return self._clock.elapsed_s
-        return float((self._grid.last + 1) / self._rate)
+        return self._offline.duration_s
 
     def close(self) -> None:
         """Flush the encoder, end the audio with the video, write the trailer. Idempotent."""
