@@ -624,6 +624,55 @@ def ts_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+class _LiveThenFileHandler(_RangeCutOnceHandler):
+    """A live broadcast (no length) first, then the same bytes as a file with range
+    requests: the event has finished and its recording is on demand, as when an HLS
+    event playlist gets closed."""
+
+    served = 0
+
+    def do_GET(self) -> None:
+        type(self).served += 1
+        if self.served == 1:
+            _LiveHandler.do_GET(self)
+        else:
+            self.cut.set()  # served whole
+            super().do_GET()
+
+
+def test_a_live_stream_that_has_finished_is_not_replayed(ts_folder: Path) -> None:
+    _LiveThenFileHandler.served = 0
+    with http_server(ts_folder, _LiveThenFileHandler) as (base, _):
+        source = open_source(f"{base}/walk.ts", retry=FAST_RETRY)
+        assert source.live
+        frames = drain(source)
+    assert 20 <= len(frames) <= 30  # played once (a live TS may lose its last frames)
+    assert _LiveThenFileHandler.served >= 2  # it did reconnect, and found it finished
+    assert source.counters.reconnect_attempts == 1
+
+
+def test_interrupt_cuts_a_realtime_pause_short(media: Path, tmp_path: Path) -> None:
+    """A variable-rate file paced in real time may hold a frame for seconds; stopping
+    must not wait for it."""
+    clip = tmp_path / "pause.mkv"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 640, 480, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        for image, ms in zip(first_frames(media / "walk.mkv", 3), (0, 33, 10_000), strict=True):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    source = open_source(clip, realtime=True)
+    source.recv(), source.recv()
+    threading.Timer(0.3, source.interrupt).start()
+    start = time.monotonic()
+    source.recv()  # due 10 s later
+    assert time.monotonic() - start < 2.0
+    source.close()
+
+
 def test_a_live_stream_that_ends_reconnects_with_monotonic_pts(ts_folder: Path) -> None:
     with http_server(ts_folder, _LiveHandler) as (base, _):
         source = open_source(f"{base}/walk.ts", retry=FAST_RETRY)

@@ -17,6 +17,8 @@ import av
 from av.audio.stream import AudioStream
 from av.container import InputContainer, OutputContainer
 
+from mirage_lsd.sources._av import video_streams
+
 log = logging.getLogger(__name__)
 
 
@@ -121,8 +123,9 @@ class AudioCarry:
 
 def _video_start(source: InputContainer) -> float:
     """Seconds at which the source's video starts: output time zero, for lip sync."""
-    if source.streams.video:
-        video = source.streams.video[0]
+    videos = video_streams(source)
+    if videos:
+        video = videos[0]
         if video.start_time is not None and video.time_base is not None:
             return float(video.start_time * video.time_base)
     if source.start_time is not None:

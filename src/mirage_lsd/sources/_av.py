@@ -15,6 +15,36 @@ from mirage_lsd.sources.base import SourceCounters
 log = logging.getLogger(__name__)
 
 
+ATTACHED_PIC = 0x0400  # FFmpeg's AV_DISPOSITION_ATTACHED_PIC: a cover image, not video
+
+
+def video_streams(container: InputContainer) -> list[VideoStream]:
+    """The container's video streams that are video: cover art (an attached picture of
+    an audio file) is left out."""
+    return [s for s in container.streams.video if not int(s.disposition) & ATTACHED_PIC]
+
+
+def video_end(container: InputContainer, stream: VideoStream) -> float | None:
+    """Stream time (s) at which a video on demand's video ends; None for a live stream,
+    which has no duration. The video stream's own end where the container gives it (its
+    audio may run longer), else the container's."""
+    if stream.duration and stream.time_base is not None:
+        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+    if container.duration and container.duration > 0:
+        return ((container.start_time or 0) + container.duration) / av.time_base
+    return None
+
+
+def quarter_turns(frame: av.VideoFrame | None) -> int:
+    """Counter-clockwise quarter turns (0-3) that show `frame` upright, from the file's
+    display matrix; a rotation that is not a multiple of 90 degrees is ignored."""
+    degrees = 0 if frame is None else getattr(frame, "rotation", 0)  # PyAV >= 14
+    if degrees % 90:
+        log.warning("ignoring a display rotation of %s degrees (not a multiple of 90)", degrees)
+        return 0
+    return round(degrees / 90) % 4
+
+
 def describe(exc: BaseException) -> str:
     """The reason of a PyAV or OS error as a short phrase, for one-line messages."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

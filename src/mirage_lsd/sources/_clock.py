@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 
@@ -45,13 +46,19 @@ class Pacer:
     def __init__(self, slack_s: float) -> None:
         self._slack = slack_s
         self._origin: float | None = None  # monotonic time of stream time 0
+        self._interrupted = threading.Event()
 
     def wait_until(self, t: float) -> None:
-        """Block until stream time `t` is due."""
+        """Block until stream time `t` is due, or `interrupt()`."""
         now = time.monotonic()
         if self._origin is None or now - (self._origin + t) > self._slack:
             self._origin = now - t
             return
         delay = self._origin + t - now
         if delay > 0:
-            time.sleep(delay)
+            self._interrupted.wait(delay)
+
+    def interrupt(self) -> None:
+        """From another thread: end the current wait and every later one (the stream is
+        stopping; a long pause in a variable-rate file must not hold it up)."""
+        self._interrupted.set()

@@ -77,8 +77,9 @@ class CameraSource(Source):
         camera never sent a frame at all.
         """
         delays = self.retry.delays()
-        if self._failures == 0 and self._frame_index:
-            log.warning("camera %d stopped delivering frames: reopening", self.index)
+        if self._failures == 0:
+            what = "stopped delivering frames" if self._frame_index else "sends no frames yet"
+            log.warning("camera %d %s: reopening", self.index, what)
         while self._failures < len(delays):
             delay = delays[self._failures]
             self._failures += 1
@@ -89,6 +90,9 @@ class CameraSource(Source):
                 raise EndOfStream
             self.counters.reconnect_attempts += 1
             self._cap = self._open()
+            if self._ended.is_set():  # closed while opening: release the camera again
+                self.close()
+                raise EndOfStream
             if self._cap is not None:
                 return
         self._ended.set()

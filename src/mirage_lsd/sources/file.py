@@ -10,12 +10,18 @@ from pathlib import Path
 import av
 import numpy as np
 from av.container import InputContainer
-from av.stream import Disposition
 from av.video.stream import VideoStream
 
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
-from mirage_lsd.sources._av import decode_frames, describe, frame_rate, to_rgb
+from mirage_lsd.sources._av import (
+    decode_frames,
+    describe,
+    frame_rate,
+    quarter_turns,
+    to_rgb,
+    video_streams,
+)
 from mirage_lsd.sources._clock import Pacer, Timeline
 from mirage_lsd.sources.base import Source
 
@@ -56,7 +62,10 @@ class VideoFileSource(Source):
         except EndOfStream:
             self._pending = None
         self._turns = quarter_turns(self._pending)
-        height, width = self._stream.height, self._stream.width
+        first = self._pending
+        height, width = (
+            (first.height, first.width) if first else (self._stream.height, self._stream.width)
+        )
         self.size = (width, height) if self._turns % 2 else (height, width)
         if self._turns:
             log.info("%s: turning frames %d degrees upright", self.path, 90 * self._turns)
@@ -70,12 +79,13 @@ class VideoFileSource(Source):
             raise UserError(
                 f"cannot read video '{self.path}': {describe(exc)}. Is it a video file?"
             ) from exc
-        videos = container.streams.video
-        stream = next((v for v in videos if not v.disposition & Disposition.attached_pic), None)
-        if stream is None:
+        videos = video_streams(container)
+        if not videos:
+            cover = bool(container.streams.video)
             container.close()
-            reason = "only cover art, no video stream" if videos else "no video stream"
+            reason = "only cover art, no video stream" if cover else "no video stream"
             raise UserError(f"cannot read video '{self.path}': {reason}. Is it a video file?")
+        stream = videos[0]
         stream.thread_type = "AUTO"
         return container, stream
 
@@ -116,18 +126,13 @@ class VideoFileSource(Source):
         self._index += 1
         return out
 
+    def interrupt(self) -> None:
+        if self._pacer is not None:
+            self._pacer.interrupt()  # a wait for a frame's time returns at once
+
     def close(self) -> None:
+        self.interrupt()
         self._closed = True
         self._frames = iter(())
         self._pending = None
         self._container.close()
-
-
-def quarter_turns(frame: av.VideoFrame | None) -> int:
-    """Counter-clockwise quarter turns (0-3) that show `frame` upright, from the file's
-    display matrix; a rotation that is not a multiple of 90 degrees is ignored."""
-    degrees = 0 if frame is None else frame.rotation
-    if degrees % 90:
-        log.warning("ignoring a display rotation of %s degrees (not a multiple of 90)", degrees)
-        return 0
-    return round(degrees / 90) % 4

@@ -12,7 +12,14 @@ from av.video.stream import VideoStream
 
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
-from mirage_lsd.sources._av import decode_frames, describe, frame_rate, to_rgb
+from mirage_lsd.sources._av import (
+    decode_frames,
+    describe,
+    frame_rate,
+    to_rgb,
+    video_end,
+    video_streams,
+)
 from mirage_lsd.sources._clock import Pacer, Timeline
 from mirage_lsd.sources.base import RetryPolicy, Source
 
@@ -71,9 +78,8 @@ class NetworkSource(Source):
             ) from exc
         self.fps = frame_rate(stream)
         self.size = (stream.height, stream.width) if stream.width and stream.height else None
-        duration = self._container.duration  # microseconds; None for a live stream
-        self._duration_s = duration / 1e6 if duration and duration > 0 else None
-        on_demand = self._duration_s is not None
+        self._end_s = video_end(self._container, stream)  # None: a live stream
+        on_demand = self._end_s is not None
         self.live = not on_demand or realtime
         self._last_time: float | None = None  # stream time of the last frame handed out
         self._frames = decode_frames(self._container, stream, self.counters, url)
@@ -91,10 +97,11 @@ class NetworkSource(Source):
         container = av.open(
             self.url, options=self._options, timeout=self._timeout, metadata_errors="replace"
         )
-        if not container.streams.video:
+        videos = video_streams(container)
+        if not videos:
             container.close()
             raise _NoVideo("no video stream")
-        stream = container.streams.video[0]
+        stream = videos[0]
         stream.thread_type = "AUTO"
         return container, stream
 
@@ -117,12 +124,20 @@ class NetworkSource(Source):
             except (av.FFmpegError, OSError, _NoVideo) as exc:
                 log.info("stream %s: reconnection failed (%s)", self.url, describe(exc))
                 continue
+            if self._ended.is_set():  # closed while connecting: release what was opened
+                self._container.close()
+                raise EndOfStream
             self.counters.reconnects += 1
             self._frames = decode_frames(self._container, stream, self.counters, self.url)
-            if self._duration_s is None:
-                self._timeline.restart()
-            else:
+            if self._end_s is not None:
                 self._resume()
+            elif video_end(self._container, stream) is not None:
+                # a live event whose playlist has been finished: it would start over
+                log.info("stream %s has finished", self.url)
+                self._ended.set()
+                raise EndOfStream
+            else:
+                self._timeline.restart()
             self._fresh_connection = True
             log.info("stream %s is back", self.url)
             return
@@ -146,12 +161,12 @@ class NetworkSource(Source):
         self._frames = (f for f in frames if f.time is None or f.time > last)
 
     def _at_end(self) -> bool:
-        """A video on demand ended cleanly: within a second of its duration, or it had
-        nothing new after a reconnection (the duration was only an estimate)."""
-        if self._duration_s is None:
+        """A video on demand ended cleanly: within a second of its video's end, or it had
+        nothing new after a reconnection (the end was only an estimate)."""
+        if self._end_s is None:
             return False
         last = self._last_time
-        return last is None or last >= self._duration_s - 1.0 or self._fresh_connection
+        return last is None or last >= self._end_s - 1.0 or self._fresh_connection
 
     def recv(self) -> Frame:
         while not self._ended.is_set():
@@ -166,11 +181,13 @@ class NetworkSource(Source):
                 if self._fresh_connection and self._seeked:  # the seek broke the read
                     log.info("stream %s cannot seek: skipping to where it broke", self.url)
                     self._seekable = False
+                    self._failures -= 1  # not the server's failure: no backoff slot spent
                 self._reconnect(describe(exc))
             else:
                 self._fresh_connection = self._seeked = False
                 self._failures = 0
-                self._last_time = frame.time
+                if frame.time is not None:
+                    self._last_time = frame.time
                 pts = self._timeline(frame.time)
                 if self._pacer is not None:
                     self._pacer.wait_until(pts)
@@ -181,7 +198,9 @@ class NetworkSource(Source):
 
     def interrupt(self) -> None:
         self._ended.set()  # a backoff wait returns at once, recv() ends
+        if self._pacer is not None:
+            self._pacer.interrupt()
 
     def close(self) -> None:
-        self._ended.set()
+        self.interrupt()
         self._container.close()

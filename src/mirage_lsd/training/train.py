@@ -369,6 +369,13 @@ def initial_weights(path: Path, model: ModelConfig) -> dict[str, Tensor]:
     return loaded.state_dict()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def lr_at(step: int, optim: OptimConfig, total: int) -> float:
     """Linear warmup, then cosine decay to min_lr."""
     if step < optim.warmup:
@@ -450,7 +457,7 @@ def train(
         # thread took 0.81 s a step, one after the other 0.70 (benchmarks/RESULTS.md).
         end = min(cfg.steps, stop_at or cfg.steps)
         make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
-        overlap = device != "cpu" or (os.cpu_count() or 1) > cfg.threads
+        overlap = device != "cpu" or usable_cores() > cfg.threads
         upcoming = prefetch.submit(make_batch, start) if overlap else None
         for step in range(start, end):
             net.train()
