@@ -17,6 +17,8 @@ import av
 import numpy as np
 import pytest
 
+from mirage_lsd.device import cxx_compiler
+
 CLI = [sys.executable, "-m", "mirage_lsd.cli.app"]
 
 
@@ -154,6 +156,22 @@ def test_automatic_compile_is_announced_and_can_be_refused(media: Path, tmp_path
     refused = mirage(*args, "--no-compile", "-o", str(tmp_path / "eager.mp4"), env=env)
     assert refused.returncode == 0, refused.stderr.decode()
     assert b"compiling" not in refused.stderr
+
+
+def test_a_short_file_is_not_compiled_automatically(media: Path, tmp_path: Path) -> None:
+    """A 89-frame file ends long before a background compile would pay off on 2 cores
+    (RESULTS.md); a live run of it is compiled, when a C++ compiler is there."""
+    env = {k: v for k, v in os.environ.items() if k != "MIRAGE_LSD_COMPILE"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor-cache")
+    args = ["run", str(media / "walk.mkv"), "-p", "sepia", "--size", "128x96"]
+    offline = mirage(*args, "-o", str(tmp_path / "offline.mp4"), env=env)
+    assert offline.returncode == 0, offline.stderr.decode()
+    assert b"compiling" not in offline.stderr
+    if cxx_compiler() is None:
+        return
+    live = mirage(*args, "--mode", "live", "-o", str(tmp_path / "live.mp4"), env=env)
+    assert live.returncode == 0, live.stderr.decode()
+    assert b"compiling the model in the background" in live.stderr
 
 
 def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from mirage_lsd.cli.errors import fail, guarded
 from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
+from mirage_lsd.device import COMPILE_ENV
 from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import Stats
 from mirage_lsd.engine.stream_engine import StreamEngine
@@ -38,6 +39,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+# Files with fewer frames than this run uncompiled unless --compile: on 2 cores a
+# background compile costs 10-30 s of CPU beside the stream (benchmarks/RESULTS.md,
+# "A background compile on short files").
+SHORT_FILE = 3000
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name or path.")]
 SizeOpt = Annotated[
@@ -176,6 +181,11 @@ def run(
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
         source = open_source(input, realtime=realtime, retry=retry)
         live = source.live if mode is None else mode == "live"
+        # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file,
+        # which ends before a compile pays off
+        frames = source.frame_count or (source.duration_s or 1e9) * (source.fps or 30.0)
+        short = not live and frames < SHORT_FILE
+        auto = compile is None and not os.environ.get(COMPILE_ENV)
         engine = StreamEngine(
             model,
             device=device,
@@ -184,7 +194,7 @@ def run(
             fit=fit,
             prompt=text,  # type: ignore[arg-type]
             model_options=model_options,
-            compile=compile,
+            compile=False if auto and short else compile,
             fp16=fp16,
             downscale=downscale,
         )

@@ -24,15 +24,27 @@ def video_streams(container: InputContainer) -> list[VideoStream]:
     return [s for s in container.streams.video if not int(s.disposition) & ATTACHED_PIC]
 
 
-def video_end(container: InputContainer, stream: VideoStream) -> float | None:
-    """Stream time (s) at which a video on demand's video ends; None for a live stream,
-    which has no duration. The video stream's own end where the container gives it (its
-    audio may run longer), else the container's."""
+def video_duration(container: InputContainer, stream: VideoStream) -> float | None:
+    """Seconds the video lasts; None for a live stream, which has no duration. The video
+    stream's own where the container gives it (the audio may run longer), else the
+    container's."""
     if stream.duration and stream.time_base is not None:
-        return float(((stream.start_time or 0) + stream.duration) * stream.time_base)
+        return float(stream.duration * stream.time_base)
     if container.duration and container.duration > 0:
-        return ((container.start_time or 0) + container.duration) / av.time_base
+        return container.duration / av.time_base
     return None
+
+
+def video_end(container: InputContainer, stream: VideoStream) -> float | None:
+    """Stream time (s) at which a video on demand's video ends; None for a live stream."""
+    duration = video_duration(container, stream)
+    if duration is None:
+        return None
+    if stream.duration and stream.time_base is not None:
+        start = float((stream.start_time or 0) * stream.time_base)
+    else:
+        start = (container.start_time or 0) / av.time_base
+    return start + duration
 
 
 def quarter_turns(frame: av.VideoFrame | None) -> int:

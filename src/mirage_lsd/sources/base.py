@@ -44,13 +44,15 @@ class Source(ABC):
     """A stream of RGB frames.
 
     Subclasses set `live` (camera, screen, network: newest frame wins) and, when
-    known, `fps`, `size` as (height, width) and `frame_count`.
+    known, `fps`, `size` as (height, width), `frame_count` and `duration_s`.
     """
 
     live: bool = False
     fps: float | None = None
     size: tuple[int, int] | None = None
     frame_count: int | None = None
+    #: Seconds a file lasts, when its container says (mkv files often give no frame count).
+    duration_s: float | None = None
     #: A media file whose audio a file sink may carry over (file inputs only).
     audio_path: Path | None = None
     #: The video file read, if any (an output must not overwrite it).

@@ -20,6 +20,7 @@ from mirage_lsd.sources._av import (
     frame_rate,
     quarter_turns,
     to_rgb,
+    video_duration,
     video_streams,
 )
 from mirage_lsd.sources._clock import Pacer, Timeline
@@ -48,6 +49,7 @@ class VideoFileSource(Source):
         self._container, self._stream = self._open()
         self.fps = frame_rate(self._stream)
         self.frame_count = self._stream.frames or None
+        self.duration_s = video_duration(self._container, self._stream)
         self.audio_path = self.path if self._container.streams.audio else None
         step = 1.0 / (self.fps or DEFAULT_FPS)
         self._timeline = Timeline(step)
