@@ -201,14 +201,16 @@ def test_a_rotated_phone_clip_comes_upright(media: Path, tmp_path: Path, degrees
             frame.pts = i
             out.mux(video.encode(frame))
         out.mux(video.encode())
-    source = VideoFileSource(clip)
-    assert source.size == (480, 640)
-    frames = drain(source)
-    assert [f.image.shape for f in frames] == [(480, 640, 3)] * 5
-    assert all(f.image.flags.c_contiguous for f in frames)
-    for frame, want in zip(frames, upright, strict=True):
-        error = np.abs(frame.image.astype(np.float32) - want.astype(np.float32)).mean()
-        assert error < 3, error
+    with http_server(tmp_path, _RangeHandler) as (base, _):  # a file, and served over HTTP
+        sources = [VideoFileSource(clip), NetworkSource(f"{base}/{clip.name}")]
+        for source in sources:
+            assert source.size == (480, 640)
+            frames = drain(source)
+            assert [f.image.shape for f in frames] == [(480, 640, 3)] * 5
+            assert all(f.image.flags.c_contiguous for f in frames)
+            for frame, want in zip(frames, upright, strict=True):
+                error = np.abs(frame.image.astype(np.float32) - want.astype(np.float32)).mean()
+                assert error < 3, error
 
 
 def test_realtime_paces_to_the_timestamps(media: Path) -> None:
@@ -483,6 +485,13 @@ class _CutOnceHandler(_QuietHandler):
 
 class _RangeCutOnceHandler(_CutOnceHandler):
     ranges = True
+
+
+class _RangeHandler(_RangeCutOnceHandler):
+    """A web server as most are: range requests, nothing cut."""
+
+    cut = threading.Event()
+    cut.set()
 
 
 @contextmanager

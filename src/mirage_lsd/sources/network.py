@@ -7,6 +7,7 @@ import re
 import threading
 
 import av
+import numpy as np
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
@@ -16,6 +17,7 @@ from mirage_lsd.sources._av import (
     decode_frames,
     describe,
     frame_rate,
+    quarter_turns,
     to_rgb,
     video_end,
     video_streams,
@@ -92,6 +94,16 @@ class NetworkSource(Source):
         self._failures = 0  # reconnections since the last frame: the place in the backoff
         self._seekable = True  # a video on demand resumes by a seek until one fails
         self._seeked = False  # this connection was resumed by a seek
+        # The first frame is decoded now: its display rotation (a phone clip served over
+        # HTTP) sets the upright size. A stream that sends none ends at the first recv().
+        try:
+            self._pending: av.VideoFrame | None = next(self._frames)
+        except (StopIteration, av.FFmpegError, OSError):
+            self._pending = None
+        self._turns = quarter_turns(self._pending)
+        if self._pending is not None:
+            height, width = self._pending.height, self._pending.width
+            self.size = (width, height) if self._turns % 2 else (height, width)
 
     def _connect(self) -> tuple[InputContainer, VideoStream]:
         container = av.open(
@@ -168,10 +180,11 @@ class NetworkSource(Source):
         last = self._last_time
         return last is None or last >= self._end_s - 1.0 or self._fresh_connection
 
-    def recv(self) -> Frame:
+    def _next_frame(self) -> av.VideoFrame:
+        """The next decoded frame, through drops and reconnections; EndOfStream at the end."""
         while not self._ended.is_set():
             try:
-                frame = next(self._frames)
+                return next(self._frames)
             except StopIteration:
                 if self._at_end():
                     self._ended.set()
@@ -183,18 +196,24 @@ class NetworkSource(Source):
                     self._seekable = False
                     self._failures -= 1  # not the server's failure: no backoff slot spent
                 self._reconnect(describe(exc))
-            else:
-                self._fresh_connection = self._seeked = False
-                self._failures = 0
-                if frame.time is not None:
-                    self._last_time = frame.time
-                pts = self._timeline(frame.time)
-                if self._pacer is not None:
-                    self._pacer.wait_until(pts)
-                out = Frame(to_rgb(frame), self._index, pts)
-                self._index += 1
-                return out
         raise EndOfStream
+
+    def recv(self) -> Frame:
+        frame = self._pending if self._pending is not None else self._next_frame()
+        self._pending = None
+        self._fresh_connection = self._seeked = False
+        self._failures = 0
+        if frame.time is not None:
+            self._last_time = frame.time
+        pts = self._timeline(frame.time)
+        if self._pacer is not None:
+            self._pacer.wait_until(pts)
+        image = to_rgb(frame)
+        if self._turns:
+            image = np.ascontiguousarray(np.rot90(image, self._turns))
+        out = Frame(image, self._index, pts)
+        self._index += 1
+        return out
 
     def interrupt(self) -> None:
         self._ended.set()  # a backoff wait returns at once, recv() ends
