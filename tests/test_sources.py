@@ -562,12 +562,11 @@ def test_stopping_cuts_a_reconnect_wait_short(ts_folder: Path) -> None:
     assert not engine.running
 
 
-@pytest.fixture(scope="module")
-def hls_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """index.m3u8 with three H.264 segments of the first 30 frames of walk.mkv."""
-    folder = tmp_path_factory.mktemp("hls")
-    options = {"hls_time": "0.3", "hls_playlist_type": "vod"}
-    with av.open(str(folder / "index.m3u8"), "w", format="hls", options=options) as out:
+def write_walk_start(
+    media: Path, path: Path, muxer: str, options: dict[str, str] | None = None
+) -> None:
+    """The first 30 frames of walk.mkv as H.264 at 30 fps, a keyframe every 5, in `muxer`."""
+    with av.open(str(path), "w", format=muxer, options=options or {}) as out:
         stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "5"})
         stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
         for i, image in enumerate(first_frames(media / "walk.mkv", 30)):
@@ -575,6 +574,14 @@ def hls_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             frame.pts, frame.time_base = i, Fraction(1, 30)
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
+
+
+@pytest.fixture(scope="module")
+def hls_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """index.m3u8 with three H.264 segments of the first 30 frames of walk.mkv."""
+    folder = tmp_path_factory.mktemp("hls")
+    options = {"hls_time": "0.3", "hls_playlist_type": "vod"}
+    write_walk_start(media, folder / "index.m3u8", "hls", options)
     return folder
 
 
@@ -622,14 +629,7 @@ def test_an_http_file_paced_in_realtime_is_live(media: Path) -> None:
 def ts_folder(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """walk.ts: the first 30 frames of walk.mkv as MPEG-TS, as a broadcast carries them."""
     folder = tmp_path_factory.mktemp("ts")
-    with av.open(str(folder / "walk.ts"), "w", format="mpegts") as out:
-        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "5"})
-        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
-        for i, image in enumerate(first_frames(media / "walk.mkv", 30)):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    write_walk_start(media, folder / "walk.ts", "mpegts")
     return folder
 
 
