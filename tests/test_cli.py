@@ -14,10 +14,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
+from mirage_lsd.cli.app import SHORT_FILE, ends_before_a_compile_pays
 from mirage_lsd.device import cxx_compiler
+from mirage_lsd.sources import open_source
 
 CLI = [sys.executable, "-m", "mirage_lsd.cli.app"]
 
@@ -158,20 +161,34 @@ def test_automatic_compile_is_announced_and_can_be_refused(media: Path, tmp_path
     assert b"compiling" not in refused.stderr
 
 
+@pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler: nothing compiles")
 def test_a_short_file_is_not_compiled_automatically(media: Path, tmp_path: Path) -> None:
     """A 89-frame file ends long before a background compile would pay off on 2 cores
-    (RESULTS.md); a live run of it is compiled, when a C++ compiler is there."""
+    (RESULTS.md); a live run of it is compiled."""
     env = {k: v for k, v in os.environ.items() if k != "MIRAGE_LSD_COMPILE"}
     env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor-cache")
     args = ["run", str(media / "walk.mkv"), "-p", "sepia", "--size", "128x96"]
     offline = mirage(*args, "-o", str(tmp_path / "offline.mp4"), env=env)
     assert offline.returncode == 0, offline.stderr.decode()
     assert b"compiling" not in offline.stderr
-    if cxx_compiler() is None:
-        return
     live = mirage(*args, "--mode", "live", "-o", str(tmp_path / "live.mp4"), env=env)
     assert live.returncode == 0, live.stderr.decode()
     assert b"compiling the model in the background" in live.stderr
+
+
+def test_which_inputs_end_before_a_compile_pays(media: Path, tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    walk = open_source(media / "walk.mkv")  # no frame count: 2.97 s at 30 fps
+    assert walk.frame_count is None and walk.duration_s == pytest.approx(2.966)
+    assert ends_before_a_compile_pays(walk, live=False)
+    assert not ends_before_a_compile_pays(walk, live=True)  # --mode live
+    assert ends_before_a_compile_pays(open_source(media / "bottle-detection.mp4"), live=False)
+    assert ends_before_a_compile_pays(open_source(tmp_path), live=False)  # 2 images, no fps
+    assert not ends_before_a_compile_pays(open_source(iter([])), live=False)  # unknown length
+    walk.frame_count = SHORT_FILE  # as long as a 100 s file
+    assert not ends_before_a_compile_pays(walk, live=False)
+    walk.close()
 
 
 def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Path) -> None:

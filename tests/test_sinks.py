@@ -27,6 +27,7 @@ from mirage_lsd.sinks import (
     WindowSink,
     open_sink,
 )
+from mirage_lsd.sinks._video import OfflineClock
 
 FPS = 30
 N = 30  # frames written in the round trips
@@ -154,18 +155,32 @@ def test_offline_file_follows_the_source_times(walk: list[np.ndarray], tmp_path:
     assert times == pytest.approx([n * step for n in steps], abs=0.001)
 
 
-def test_offline_constant_rate_is_exact(walk: list[np.ndarray], tmp_path: Path) -> None:
-    """29.97 fps from its own clock: every frame exactly 1001/30000 s apart."""
-    path = tmp_path / "ntsc.mp4"
-    rate = 30000 / 1001
-    with VideoFileSink(path, size=(480, 640), fps=rate) as sink:
+@pytest.mark.parametrize("rate", [Fraction(30000, 1001), Fraction(24000, 1001), Fraction(25)])
+def test_offline_constant_rate_is_exact(
+    walk: list[np.ndarray], tmp_path: Path, rate: Fraction
+) -> None:
+    """A constant-rate source from its own clock: every frame exactly one step apart."""
+    path = tmp_path / "cfr.mp4"
+    with VideoFileSink(path, size=(480, 640), fps=float(rate)) as sink:
         for i, image in enumerate(walk[:12]):
-            sink.write(image, 7.0 + i / rate)
+            sink.write(image, 7.0 + i / float(rate))
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        assert stream.average_rate == Fraction(30000, 1001)
+        assert stream.average_rate == rate
         pts = [frame.pts * frame.time_base for frame in container.decode(video=0)]
-    assert set(np.diff(pts)) == {Fraction(1001, 30000)}
+    assert set(np.diff(pts)) == {1 / rate}
+
+
+def test_offline_clock_repeated_and_restarted_times() -> None:
+    clock = OfflineClock(Fraction(30))
+    step = 3000  # ticks of 1/90000 s
+    # a repeated time and a slightly early one go just after the last and keep the
+    # source's timing for what follows; a restart (1 s or more back) follows on a step
+    pts = [10.0, 10.0 + 1 / 30, 10.0 + 1 / 30, 10.0 + 0.5 / 30, 10.0 + 2 / 30, 3.0, 3.0 + 1 / 30]
+    ticks = [clock(t) for t in pts]
+    assert ticks == [0, step, step + 1, step + 2, 2 * step, 3 * step, 4 * step]
+    assert clock(None) == 5 * step
+    assert OfflineClock(Fraction(30), origin=9.5)(10.0) == 45000  # counted from the origin
 
 
 def test_an_encoder_that_cannot_start_is_one_clear_error(

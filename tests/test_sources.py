@@ -455,11 +455,12 @@ class _LiveHandler(_QuietHandler):
 
 
 class _CutOnceHandler(_QuietHandler):
-    """Serves files whole, except the first answer, cut after 40% of the file; with
+    """Serves files whole, except the first answer, cut after `keep` of the file; with
     `ranges`, answers range requests ("bytes=N-") as web servers and CDNs do."""
 
     cut = threading.Event()
     ranges = False
+    keep = 0.4  # share of the file the cut answer carries
 
     def do_GET(self) -> None:
         data = Path(self.translate_path(self.path)).read_bytes()
@@ -478,7 +479,7 @@ class _CutOnceHandler(_QuietHandler):
         end = len(data)
         if not self.cut.is_set():
             self.cut.set()
-            end = max(start, len(data) * 2 // 5)
+            end = max(start, int(len(data) * self.keep))
         self.wfile.write(data[start:end])
         self.close_connection = True
 
@@ -611,6 +612,19 @@ def test_an_http_file_cut_short_resumes_where_it_broke(
     assert np.all(np.diff([f.pts for f in frames]) > 0)
     for frame, image in zip(frames[::11], want[::11], strict=True):
         assert np.abs(frame.image.astype(np.int16) - image).max() == 0
+
+
+class _CutAtOnceHandler(_CutOnceHandler):
+    keep = 0.05  # the header and hardly a frame: the first read fails
+
+
+def test_an_http_file_whose_first_read_fails_reconnects(media: Path) -> None:
+    _CutAtOnceHandler.cut.clear()
+    with http_server(media, _CutAtOnceHandler) as (base, _):
+        source = NetworkSource(f"{base}/walk.mkv", retry=FAST_RETRY)
+        frames = drain(source)
+        assert _CutAtOnceHandler.cut.is_set()
+    assert len(frames) == 89 and source.counters.reconnects >= 1
 
 
 def test_an_http_file_paced_in_realtime_is_live(media: Path) -> None:

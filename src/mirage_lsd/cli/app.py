@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.models.registry import DEFAULT_MODEL, available_models
-from mirage_lsd.sources import RetryPolicy, open_source
+from mirage_lsd.sources import RetryPolicy, Source, open_source
 
 app = typer.Typer(
     name="mirage-lsd",
@@ -181,11 +182,9 @@ def run(
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
         source = open_source(input, realtime=realtime, retry=retry)
         live = source.live if mode is None else mode == "live"
-        # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file,
-        # which ends before a compile pays off
-        frames = source.frame_count or (source.duration_s or 1e9) * (source.fps or 30.0)
-        short = not live and frames < SHORT_FILE
-        auto = compile is None and not os.environ.get(COMPILE_ENV)
+        # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file
+        auto = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
+        short = ends_before_a_compile_pays(source, live)
         engine = StreamEngine(
             model,
             device=device,
@@ -227,6 +226,16 @@ def run(
     code = guarded(debug, body)
     if code:
         raise typer.Exit(code)
+
+
+def ends_before_a_compile_pays(source: Source, live: bool) -> bool:
+    """An offline input known to have fewer than `SHORT_FILE` frames (by its frame count,
+    or its duration times its frame rate); live streams and inputs of unknown length may
+    run long enough for a background compile to pay off."""
+    if live:
+        return False
+    frames = source.frame_count or (source.duration_s or math.inf) * (source.fps or 30.0)
+    return frames < SHORT_FILE
 
 
 def _check_report_path(path: Path) -> None:

@@ -65,6 +65,11 @@ class AudioCarry:
             source.close()
             raise
 
+    @property
+    def video_start_s(self) -> float:
+        """Source time at which its video starts: output time zero, for lip sync."""
+        return self._offset
+
     def mux_until(self, end: float) -> None:
         """Mux the source audio that starts before `end` seconds of output video."""
         while True:

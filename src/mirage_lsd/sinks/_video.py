@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from fractions import Fraction
 
@@ -96,19 +97,25 @@ class LiveClock:
 class OfflineClock:
     """Pts at the source's own times, for files written offline.
 
-    The time base, 1/90000 s (MPEG's), holds every common frame rate exactly (24, 25,
-    30, 60, 29.97 = 3003 ticks), so a constant-rate source stays exactly constant-rate,
-    and a variable-rate one (phone videos, screen recordings, GIFs) keeps its pauses,
-    so the video lasts as long as the source and carried audio stays in sync. A frame
-    without a time, or one that goes back (timestamps that restart), is placed one
-    frame step after the last: muxers need strictly increasing pts.
+    The time base is 1/90000 s (MPEG's), refined to hold one frame step exactly
+    (24000/1001 fps: 1/360000 s, 15015 ticks), so in an .mp4 a constant-rate source
+    stays exactly constant-rate (Matroska and WebM store milliseconds). A variable-rate
+    source (phone videos, screen recordings, GIFs) keeps its pauses, so the video lasts
+    as long as the source and carried audio stays in sync. Muxers need strictly
+    increasing pts: a frame stamped no later than the last goes one tick after it, a
+    frame with no time one step after it, and timestamps that restart (a second or more
+    back) go on one step after the last.
     """
 
-    TIME_BASE = Fraction(1, 90000)
+    RESTART_S = 1.0
 
-    def __init__(self, rate: Fraction) -> None:
-        self._step = max(1, round(1 / (rate * self.TIME_BASE)))  # ticks per frame
-        self._origin: float | None = None  # source time of tick 0
+    def __init__(self, rate: Fraction, origin: float | None = None) -> None:
+        """`origin`: the source time of tick 0 (where its carried audio starts counting);
+        by default the first frame's."""
+        ticks = math.lcm(90000, rate.numerator)
+        self.time_base = Fraction(1, ticks if ticks <= 2**26 else 90000)
+        self._step = max(1, round(1 / (rate * self.time_base)))  # ticks per frame
+        self._origin = origin
         self.last: int | None = None  # the last tick given
 
     def __call__(self, pts: float | None) -> int:
@@ -119,16 +126,21 @@ class OfflineClock:
         else:
             if self._origin is None:
                 self._origin = pts
-            tick = round((pts - self._origin) / self.TIME_BASE)
-            if self.last is not None and tick <= self.last:  # back in time: follow on
-                self._origin, tick = pts - after * self.TIME_BASE, after
+            tick = round((pts - self._origin) / self.time_base)
+            if self.last is None:
+                tick = max(0, tick)
+            elif tick <= self.last:
+                if (self.last - tick) * self.time_base >= self.RESTART_S:  # a new timeline
+                    self._origin, tick = pts - after * self.time_base, after
+                else:  # a repeated or slightly early time: just after the last
+                    tick = self.last + 1
         self.last = tick
         return tick
 
     @property
     def duration_s(self) -> float:
-        """Seconds from the first frame to the end of the last one."""
-        return 0.0 if self.last is None else float((self.last + self._step) * self.TIME_BASE)
+        """Seconds from tick 0 to the end of the last frame."""
+        return 0.0 if self.last is None else float((self.last + self._step) * self.time_base)
 
 
 def encode(

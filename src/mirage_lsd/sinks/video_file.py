@@ -89,10 +89,15 @@ class VideoFileSink(Sink):
             self._video = add_video_stream(
                 self._container, codec, coded, self._rate, "yuv420p", dict(options)
             )
-            clock = LiveClock if self._clock is not None else OfflineClock
-            self._video.codec_context.time_base = clock.TIME_BASE
             if audio_from is not None:
                 self._audio = AudioCarry.open(audio_from, self._container)
+            # the video counts from where the carried audio does: in sync even when the
+            # first frames before a keyframe cannot be decoded
+            start = self._audio.video_start_s if self._audio is not None else None
+            self._offline = OfflineClock(self._rate, origin=start)
+            self._video.codec_context.time_base = (
+                LiveClock.TIME_BASE if self._clock is not None else self._offline.time_base
+            )
             # 3. write the header now, so an unwritable path fails here and not mid-stream
             self._container.start_encoding()
         except BaseException as exc:

@@ -19,6 +19,7 @@ from mirage_lsd.sources._av import (
     frame_rate,
     quarter_turns,
     to_rgb,
+    video_duration,
     video_end,
     video_streams,
 )
@@ -81,6 +82,7 @@ class NetworkSource(Source):
         self.fps = frame_rate(stream)
         self.size = (stream.height, stream.width) if stream.width and stream.height else None
         self._end_s = video_end(self._container, stream)  # None: a live stream
+        self.duration_s = video_duration(self._container, stream)
         on_demand = self._end_s is not None
         self.live = not on_demand or realtime
         self._last_time: float | None = None  # stream time of the last frame handed out
@@ -95,11 +97,15 @@ class NetworkSource(Source):
         self._seekable = True  # a video on demand resumes by a seek until one fails
         self._seeked = False  # this connection was resumed by a seek
         # The first frame is decoded now: its display rotation (a phone clip served over
-        # HTTP) sets the upright size. A stream that sends none ends at the first recv().
+        # HTTP) sets the upright size. A failed read is dealt with at the first recv().
+        self._pending: av.VideoFrame | None = None
+        self._open_error: Exception | None = None
         try:
-            self._pending: av.VideoFrame | None = next(self._frames)
-        except (StopIteration, av.FFmpegError, OSError):
-            self._pending = None
+            self._pending = next(self._frames)
+        except StopIteration:
+            pass
+        except (av.FFmpegError, OSError) as exc:
+            self._open_error = exc
         self._turns = quarter_turns(self._pending)
         if self._pending is not None:
             height, width = self._pending.height, self._pending.width
@@ -184,6 +190,9 @@ class NetworkSource(Source):
         """The next decoded frame, through drops and reconnections; EndOfStream at the end."""
         while not self._ended.is_set():
             try:
+                if self._open_error is not None:  # the read at open failed: a drop
+                    error, self._open_error = self._open_error, None
+                    raise error
                 return next(self._frames)
             except StopIteration:
                 if self._at_end():
@@ -199,6 +208,8 @@ class NetworkSource(Source):
         raise EndOfStream
 
     def recv(self) -> Frame:
+        if self._ended.is_set():
+            raise EndOfStream
         frame = self._pending if self._pending is not None else self._next_frame()
         self._pending = None
         self._fresh_connection = self._seeked = False
