@@ -127,7 +127,7 @@ class NetworkSource(Source):
         """Reopen the stream after the next backoff delay; EndOfStream once the delays
         run out. The schedule starts over only when a frame arrives, so a stream that
         reopens and fails at once cannot loop forever."""
-        if self._failures == 0:
+        if self._failures == 0 and not self._seeked:  # said once per drop
             log.warning("stream %s dropped (%s): reconnecting", self.url, cause)
         self._container.close()
         delays = self.retry.delays()
