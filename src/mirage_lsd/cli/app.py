@@ -151,7 +151,7 @@ def run(
         Path | None, typer.Option("--report", help="Write final stats as JSON.")
     ] = None,
     reconnect: Annotated[
-        int, typer.Option("--reconnect", help="Reconnect attempts when a live source drops.", min=0)
+        int, typer.Option("--reconnect", help="Reconnects when a camera or stream drops.", min=0)
     ] = 5,
     reconnect_delay: Annotated[
         float,

@@ -11,8 +11,8 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile/--no-compile",
         help="torch.compile the model (default: the built-in model on CPU, in the background,"
-        " ~1.5x once ready; not for files or image folders under 3000 frames, which end"
-        " before it pays off; needs a C++ compiler).",
+        " ~1.5x once ready, but `run` not for an offline input under 3000 frames, which"
+        " ends before it pays off; needs a C++ compiler).",
         show_default=False,
     ),
 ]

@@ -202,7 +202,8 @@ class StreamEngine:
         a sink or a sink spec (file, folder, "window", "virtualcam", URL, "null").
         `mode`: "live" (newest frame wins, stale frames dropped), "offline" (every
         frame in order) or "bench" (every frame, captured when the model is free);
-        by default live for cameras, screens and URLs, offline for files.
+        by default live for cameras, screens and live streams, offline for files, image
+        folders and videos on demand (URLs with a duration).
         `max_frames` caps the frames read from the source: offline and bench each one
         gives an output frame; live, those the model was too slow for are dropped.
         """
