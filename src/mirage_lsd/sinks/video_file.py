@@ -82,7 +82,6 @@ class VideoFileSink(Sink):
             codec, options = "libx264", _X264_LIVE if live else _X264_OFFLINE
         self._audio: AudioCarry | None = None
         self._clock = LiveClock() if live else None
-        self._offline = OfflineClock(self._rate)
         try:
             self._pad = even_padding(size)
             coded = (size[0] + self._pad[0], size[1] + self._pad[1])
