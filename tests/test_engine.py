@@ -347,3 +347,161 @@ def test_stream_of_a_short_source_ends() -> None:
     for _ in range(20):  # a one-frame source may finish before the caller starts reading
         frames = list(engine.stream([np.zeros((64, 64, 3), np.uint8)]))
         assert [f.shape for f in frames] == [(32, 48, 3)]
+
+
+def test_a_step_count_the_model_cannot_run_is_refused_before_anything_opens(
+    media: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match="at most 1 step"):
+        StreamEngine(RecordingModel(), device="cpu", max_steps=2)
+    with pytest.raises(UserError, match="mirage-lsd-v1 runs at most 4"):
+        StreamEngine("mirage-lsd-v1", device="cpu", max_steps=5, compile=False)
+    assert StreamEngine("identity", device="cpu", max_steps=50).max_steps == 50
+
+
+def test_a_failure_is_raised_once_so_cleanup_after_handling_it_does_not_raise(
+    media: Path,
+) -> None:
+    class Broken(SlowModel):
+        def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+            raise ValueError("model exploded")
+
+    with StreamEngine(Broken(0), device="cpu") as engine:
+        engine.start(media / "walk.mkv")
+        with pytest.raises(ValueError, match="exploded"):
+            engine.wait(timeout=10)
+        stats = engine.stop()  # handled above: stopping for the stats does not raise again
+        assert not stats.running
+    engine.close()
+    # a failure nobody waited for is raised by the first stop()
+    engine.start(media / "walk.mkv")
+    time.sleep(0.5)
+    with pytest.raises(ValueError, match="exploded"):
+        engine.stop()
+    engine.stop()
+
+
+def test_stop_from_on_frame_returns_at_once_and_the_processed_frames_are_written(
+    media: Path,
+) -> None:
+    class SlowSink(Sink):
+        def __init__(self) -> None:
+            self.written = 0
+
+        def write(self, image: np.ndarray, pts: float | None) -> None:
+            time.sleep(0.05)  # slower than the model: the output queue stays full
+            self.written += 1
+
+    engine = StreamEngine("identity", device="cpu", resolution=(48, 64))
+    sink, seen, errors = SlowSink(), [], []
+
+    def on_frame(image: np.ndarray, info) -> None:  # type: ignore[no-untyped-def]
+        seen.append(info.index)
+        if info.index == 3:
+            engine.stop()
+            try:
+                engine.wait()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    start = time.monotonic()
+    engine.start(media / "walk.mkv", output=sink, on_frame=on_frame, mode="offline")
+    stats = engine.wait(timeout=20)
+    assert time.monotonic() - start < 10  # stopping from the callback used to stall 30 s
+    assert not stats.running
+    assert errors and "on_frame" in errors[0]
+    assert 4 <= sink.written == len(seen) < 89
+    assert stats.frames_written == sink.written
+
+
+def test_stop_with_a_stream_nobody_reads_any_more_does_not_stall(media: Path) -> None:
+    engine = StreamEngine("identity", device="cpu", resolution=(48, 64))
+    frames = engine.stream(media / "walk.mkv")
+    next(frames)
+    time.sleep(0.3)  # the output thread is now blocked handing over the next frames
+    start = time.monotonic()
+    engine.stop()
+    assert time.monotonic() - start < 5 and not engine.running
+    frames.close()
+
+
+def test_process_keeps_its_own_stats_and_starts_afresh_after_a_stream(media: Path) -> None:
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(3):
+        engine.process(frame)
+    stats = engine.stats()
+    assert (stats.mode, stats.frames_in, stats.frames_out) == ("process", 3, 3)
+    assert stats.size == (48, 64)
+    assert stats.fps > 0 and stats.ttff_ms is not None
+    engine.start(media / "walk.mkv", mode="offline", max_frames=2)
+    engine.wait()
+    engine.process(frame)
+    stats = engine.stats()
+    assert (stats.mode, stats.frames_in, stats.frames_out) == ("process", 1, 1)
+    assert model.states == [0, 1, 2, 0, 1, 0]  # no history from the stream before
+
+
+def test_decode_time_of_a_paced_file_leaves_out_the_wait_for_its_frames(media: Path) -> None:
+    engine = StreamEngine("identity", device="cpu", resolution=(48, 64))
+    engine.start(media / "walk.mkv", mode="live", max_frames=15)  # 30 fps, played in time
+    stats = engine.wait(timeout=20)
+    assert stats.frames_in == 15
+    assert stats.stages_ms["decode"] < 15.0  # a frame is due every 33 ms; decoding takes ~1
+
+
+def test_frames_thrown_away_after_a_failure_are_counted(media: Path) -> None:
+    class FailsAtSix(SlowModel):
+        def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+            self.made = getattr(self, "made", 0) + 1
+            if self.made == 6:
+                time.sleep(0.2)  # capture fills the input queue meanwhile
+                raise ValueError("model exploded")
+            return image, state
+
+    engine = StreamEngine(FailsAtSix(0), device="cpu")
+    engine.start(media / "walk.mkv", mode="offline")
+    with pytest.raises(ValueError, match="exploded"):
+        engine.wait(timeout=10)
+    stats = engine.stats()
+    assert stats.frames_out == 5 and stats.dropped_input >= 1
+    assert stats.frames_in == stats.frames_out + stats.dropped + 1  # + the frame that failed
+
+
+def test_render_opens_a_new_window_for_a_new_size_or_after_a_close(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
+    import pygame
+
+    engine = StreamEngine("identity", device="cpu")
+    engine.render(np.zeros((48, 64, 3), np.uint8))
+    engine.render(np.zeros((96, 128, 3), np.uint8))  # a camera stepping up its size
+    assert engine._window is not None and engine._window.size == (96, 128)
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    engine.render(np.zeros((96, 128, 3), np.uint8))
+    closed = engine._window
+    assert closed.closed
+    engine.render(np.zeros((96, 128, 3), np.uint8))  # closed by the user: not reopened
+    assert engine._window is closed
+    engine.start(media / "walk.mkv", on_frame=engine.render, mode="offline", max_frames=5)
+    stats = engine.wait(timeout=20)
+    assert engine._window is not closed and engine._window.frames_written == 5
+    assert stats.frames_out == 5
+    engine.close()
+
+
+def test_bad_stream_arguments_are_user_errors(media: Path) -> None:
+    with pytest.raises(UserError, match=r"resolution must be \(height, width\)"):
+        StreamEngine("identity", device="cpu", resolution="1280x720")  # type: ignore[arg-type]
+    engine = StreamEngine("identity", device="cpu", resolution=(np.int64(48), 64))
+    with pytest.raises(UserError, match="max_frames"):
+        engine.start(media / "walk.mkv", max_frames="10")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="output="):
+        engine.start(media / "walk.mkv", on_frame="window")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="live, offline or bench"):
+        engine.start(media / "walk.mkv", mode="fast")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="empty frame"):
+        engine.process(np.zeros((0, 8, 3), np.uint8))
+    assert not engine.running

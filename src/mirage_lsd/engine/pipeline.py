@@ -72,6 +72,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.error: BaseException | None = None
+        self._error_taken = False
         self._threads = [
             threading.Thread(
                 target=self._guard, args=(fn, name), name=f"mirage-{name}", daemon=True
@@ -105,6 +106,19 @@ class Pipeline:
             thread.join(left)
         return not self.alive
 
+    def take_error(self) -> BaseException | None:
+        """The failure, if any, the first time it is asked for; None from then on."""
+        with self._lock:
+            if self._error_taken:
+                return None
+            self._error_taken = self.error is not None
+            return self.error
+
+    @property
+    def owns_current_thread(self) -> bool:
+        """True on one of this stream's threads (an `on_frame` callback runs on one)."""
+        return threading.current_thread() in self._threads
+
     @property
     def alive(self) -> bool:
         return any(t.is_alive() for t in self._threads if t is not threading.current_thread())
@@ -120,7 +134,7 @@ class Pipeline:
             log.debug("pipeline thread %s failed", threading.current_thread().name, exc_info=exc)
             self._stop.set()
             self.source.interrupt()
-            self._inputs.close(discard=True)
+            self.stats.discarded(len(self._inputs.close(discard=True)))
             # frames already transformed are still written, unless writing is what failed
             self._outputs.close(discard=role == "output")
 
@@ -131,12 +145,14 @@ class Pipeline:
             while not self._stop.is_set():
                 if self.max_frames is not None and count >= self.max_frames:
                     break
-                t0 = time.perf_counter()
+                t0, paced = time.perf_counter(), source.counters.paced_s
                 try:
                     frame = source.recv()
                 except EndOfStream:
                     break
-                decode_ms = (time.perf_counter() - t0) * 1000.0
+                # a paced source's wait for the frame's due time is not decoding
+                decode_s = time.perf_counter() - t0 - (source.counters.paced_s - paced)
+                decode_ms = max(0.0, decode_s) * 1000.0
                 try:
                     if inputs.policy == "handoff":
                         inputs.wait_ready()

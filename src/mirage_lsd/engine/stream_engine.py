@@ -15,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from numbers import Integral
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from mirage_lsd.models.base import StreamModel
 from mirage_lsd.models.registry import DEFAULT_MODEL, LoadOptions, load_model
 from mirage_lsd.sinks import Sink, open_sink
 from mirage_lsd.sources import Source, open_source
+
+if TYPE_CHECKING:
+    from mirage_lsd.sinks.window import WindowSink
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ class StreamEngine:
             raise UserError(f"max_steps must be a whole number from 1 to 50, got {max_steps!r}")
         if fit not in ("crop", "letterbox"):
             raise UserError(f"unknown fit mode '{fit}': use crop or letterbox")
-        self.resolution = check_size(tuple(resolution)) if resolution else None  # type: ignore[arg-type]
+        self.resolution = _check_resolution(resolution)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, fp16)
         self.max_steps = max_steps
@@ -109,6 +113,11 @@ class StreamEngine:
                 downscale=downscale,
             )
             self.model = load_model(model, opts)
+        if max_steps > self.model.info.max_steps:
+            raise UserError(
+                f"{self.model.info.name} runs at most {self.model.info.max_steps} step(s) per "
+                f"frame, not {max_steps}"
+            )
         text = validate_prompt(prompt) if prompt is not None else None
         self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)
         self._prompts.text = text
@@ -116,8 +125,11 @@ class StreamEngine:
         self.set_strength(strength)
         self.set_seed(seed)
         self._pipeline: Pipeline | None = None
-        self._recorder = self._new_recorder("offline")
-        self._window: Sink | None = None
+        self._recorder = self._new_recorder("process")
+        self._recorder.started()
+        self._window: WindowSink | None = None
+        self._window_stream: Pipeline | None = None  # the stream that opened the window
+        self._stream_frames: Channel[np.ndarray] | None = None  # what `stream()` yields from
         self._lock = threading.Lock()
 
     # -- prompts and state -----------------------------------------------------
@@ -176,12 +188,21 @@ class StreamEngine:
             raise UserError("process() takes an (H, W, 3) uint8 RGB numpy array")
         if frame.dtype != np.uint8:
             raise UserError(f"process() takes uint8 frames, got {frame.dtype}")
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise UserError(f"process() got an empty frame of shape {frame.shape}")
+        recorder = self._recorder
+        if recorder.mode != "process":  # after a stream: new stats, no history carried over
+            recorder = self._recorder = self._new_recorder("process")
+            recorder.started()
+            self._processor.restart()
         seen = self._processor.input_size
         if self.resolution is None and seen is not None and seen != frame.shape[:2]:
             self._processor.restart()
+        t0 = time.perf_counter()
         image, stage_ms = self._processor(np.ascontiguousarray(frame))
-        now = time.monotonic()
-        self._recorder.output_ready(sum(stage_ms.values()), stage_ms, now)
+        recorder.captured(0.0, dropped=False)
+        recorder.output_ready((time.perf_counter() - t0) * 1000.0, stage_ms, time.monotonic())
+        recorder.size = image.shape[:2]
         return image
 
     # -- streams ---------------------------------------------------------------
@@ -207,6 +228,7 @@ class StreamEngine:
         `max_frames` caps the frames read from the source: offline and bench each one
         gives an output frame; live, those the model was too slow for are dropped.
         """
+        self._stream_frames = None
         return self._launch(input_source, on_frame, output, mode, max_frames, loop, None)
 
     def _launch(
@@ -222,7 +244,15 @@ class StreamEngine:
         if self.running:
             raise RuntimeError("the engine is already running: stop() it first")
         if mode not in (None, "live", "offline", "bench"):
-            raise UserError(f"unknown mode '{mode}': use live or offline")
+            raise UserError(f"unknown mode '{mode}': use live, offline or bench")
+        if max_frames is not None and (
+            not isinstance(max_frames, int) or isinstance(max_frames, bool) or max_frames < 0
+        ):
+            raise UserError(f"max_frames must be a whole number >= 0, got {max_frames!r}")
+        if on_frame is not None and not callable(on_frame):
+            raise UserError(
+                f"on_frame must be a function, got {on_frame!r} (a sink spec goes in output=)"
+            )
         # 1. open the input: its kind decides the default mode
         realtime = None if mode is None else mode == "live"
         source = (
@@ -264,18 +294,28 @@ class StreamEngine:
         return self
 
     def wait(self, timeout: float | None = None) -> Stats:
-        """Block until the source ends (or `timeout`); re-raise a pipeline failure."""
+        """Block until the source ends (or `timeout`); re-raise a pipeline failure (once)."""
         pipeline = self._pipeline
         if pipeline is not None:
+            if pipeline.owns_current_thread:
+                raise RuntimeError("wait() cannot be called from on_frame: use stop()")
             pipeline.join(timeout)
             self._raise_error(pipeline)
         return self.stats()
 
     def stop(self, timeout: float | None = 30.0) -> Stats:
-        """Stop taking frames, write out what was processed, finalize outputs."""
+        """Stop taking frames, write out what was processed, finalize outputs.
+
+        From `on_frame` (the output thread) it only asks the stream to stop and returns:
+        the frames already processed are written after the callback returns.
+        """
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.request_stop()
+            if self._stream_frames is not None:  # a `stream()` nobody reads any more
+                self._stream_frames.close(discard=True)
+            if pipeline.owns_current_thread:
+                return self.stats()
             pipeline.join(timeout)
             self._raise_error(pipeline)
         return self.stats()
@@ -285,6 +325,7 @@ class StreamEngine:
     ) -> Iterator[np.ndarray]:
         """Yield output frames of `source` as they are ready; stops when the loop ends."""
         frames: Channel[np.ndarray] = Channel(4, "block")
+        self._stream_frames = frames
 
         def collect(image: np.ndarray) -> None:
             try:
@@ -317,12 +358,19 @@ class StreamEngine:
     def render(self, image: np.ndarray, info: FrameInfo | None = None) -> None:
         """Show a frame in a window (use as `on_frame=engine.render`). Closing it stops."""
         with self._lock:
-            if self._window is None:
+            window = self._window
+            if window is not None and window.closed and self._window_stream is self._pipeline:
+                self._pipeline_request_stop()  # closed by the user during this stream
+                return
+            if window is None or window.closed or window.size != image.shape[:2]:
                 from mirage_lsd.sinks.window import WindowSink
 
-                self._window = WindowSink(size=image.shape[:2])
-        self._window.write(image, None if info is None else info.pts)
-        if getattr(self._window, "closed", False):
+                if window is not None:
+                    window.close()
+                window = self._window = WindowSink(size=image.shape[:2])
+                self._window_stream = self._pipeline
+        window.write(image, None if info is None else info.pts)
+        if window.closed:
             self._pipeline_request_stop()
 
     def close(self) -> None:
@@ -352,8 +400,10 @@ class StreamEngine:
 
     @staticmethod
     def _raise_error(pipeline: Pipeline) -> None:
-        if pipeline.error is not None:
-            raise pipeline.error
+        """Raise the stream's failure the first time it is asked for, then never again."""
+        error = pipeline.take_error()
+        if error is not None:
+            raise error
 
     @staticmethod
     def _chain(*fns: Callable[[], None] | None) -> Callable[[], None]:
@@ -419,6 +469,19 @@ class StreamEngine:
     def _close_outputs(self) -> None:
         if self._sink is not None:
             self._sink.close()
+
+
+def _check_resolution(resolution: Any) -> tuple[int, int] | None:
+    """(height, width) of whole numbers, or None; anything else is a one-line error."""
+    if resolution is None:
+        return None
+    if (
+        not isinstance(resolution, tuple | list)
+        or len(resolution) != 2
+        or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in resolution)
+    ):
+        raise UserError(f"resolution must be (height, width) in pixels, got {resolution!r}")
+    return check_size((resolution[0], resolution[1]))
 
 
 def _adapt_callback(on_frame: OnFrame | None) -> Callable[[np.ndarray, FrameInfo], None] | None:

@@ -48,15 +48,16 @@ class Pacer:
         self._origin: float | None = None  # monotonic time of stream time 0
         self._interrupted = threading.Event()
 
-    def wait_until(self, t: float) -> None:
-        """Block until stream time `t` is due, or `interrupt()`."""
+    def wait_until(self, t: float) -> float:
+        """Block until stream time `t` is due, or `interrupt()`; return the seconds waited."""
         now = time.monotonic()
         if self._origin is None or now - (self._origin + t) > self._slack:
             self._origin = now - t
-            return
+            return 0.0
         delay = self._origin + t - now
         if delay > 0:
             self._interrupted.wait(delay)
+        return time.monotonic() - now
 
     def interrupt(self) -> None:
         """From another thread: end the current wait and every later one (the stream is

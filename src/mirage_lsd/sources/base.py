@@ -21,6 +21,7 @@ class SourceCounters:
     corrupt_frames: int = 0  # undecodable frames skipped
     reconnects: int = 0  # successful reconnections of a live source
     reconnect_attempts: int = 0
+    paced_s: float = 0.0  # time spent waiting for frames' due times (not decode time)
 
 
 @dataclass(frozen=True, slots=True)

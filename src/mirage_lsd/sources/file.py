@@ -123,7 +123,7 @@ class VideoFileSource(Source):
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))
         if self._pacer is not None:
-            self._pacer.wait_until(pts)
+            self.counters.paced_s += self._pacer.wait_until(pts)
         out = Frame(image, self._index, pts)
         self._index += 1
         return out

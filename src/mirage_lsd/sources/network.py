@@ -218,7 +218,7 @@ class NetworkSource(Source):
             self._last_time = frame.time
         pts = self._timeline(frame.time)
         if self._pacer is not None:
-            self._pacer.wait_until(pts)
+            self.counters.paced_s += self._pacer.wait_until(pts)
         image = to_rgb(frame)
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))

@@ -81,7 +81,7 @@ class ScreenSource(Source):
     def recv(self) -> Frame:
         if self._closed:
             raise EndOfStream
-        self._pacer.wait_until(self._index / self._fps)
+        self.counters.paced_s += self._pacer.wait_until(self._index / self._fps)
         try:
             shot = self._mss.grab(self._area)
         except mss.ScreenShotError as exc:
