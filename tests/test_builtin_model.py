@@ -10,6 +10,7 @@ import json
 import threading
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -459,7 +460,7 @@ def test_resume_reads_a_checkpoint_from_before_a_model_field_existed(tmp_path: P
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     state["step"] = 2
     torch.save(state, checkpoint)
-    with pytest.raises(UserError, match="different model config"):
+    with pytest.raises(UserError, match=r"another model config \(model.grade_bands differ"):
         train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
 
 
@@ -537,6 +538,32 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match="not a text file"):
         load_train_config(bad)
+    for text, field in (
+        ("optim:\n  beta1: 1.0\n", r"optim\.beta1"),
+        ("optim:\n  lr: -1e-3\n", r"optim\.lr"),
+        ("optim:\n  min_lr: 0.5\n", r"optim\.min_lr"),
+        ("optim:\n  grad_clip: 0\n", r"optim\.grad_clip"),
+        ("objective:\n  history_blur: -1\n", r"objective\.history_blur"),
+        ("objective:\n  p_own_history: 2\n", r"objective\.p_own_history"),
+        ("? [a, b]\n: 1\n", r"line 1, column 3\): a key must be a plain name"),
+        ("1: x\nfoo: y\n", "unknown config field '1'"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=field) as err:
+            load_train_config(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_config_numbers_and_merge_keys_read_as_yaml_1_2(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "optim: &fast\n  lr: 5e-4\n  min_lr: 1E-5\n"
+        "objective:\n  <<: {full_res_weight: 2, history_blur: .5}\n  history_misalign: 2\n"
+    )
+    cfg = load_train_config(path)
+    assert (cfg.optim.lr, cfg.optim.min_lr) == (5e-4, 1e-5)  # PyYAML alone reads '5e-4' as text
+    assert (cfg.objective.full_res_weight, cfg.objective.history_blur) == (2.0, 0.5)
+    assert cfg.objective.history_misalign == 2.0
 
 
 def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -> None:
@@ -571,6 +598,9 @@ def test_bad_weight_files_name_the_file(tmp_path: Path, tiny_cfg: ModelConfig) -
         load_weights(newer)
     with pytest.raises(WeightsError, match=r"format 'mirage-lsd-v1/9'"):
         load_model(str(newer), LoadOptions(device="cpu"))
+    # a damaged file given to --model is named as ours to fix, not handed to diffusers
+    with pytest.raises(WeightsError, match=r"truncated\.safetensors is corrupted"):
+        load_model(str(truncated), LoadOptions(device="cpu", downscale=4))
 
 
 def test_frame_coordinates_span_the_frame_at_any_size() -> None:
@@ -886,8 +916,24 @@ def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> 
 def test_data_folder_without_media_says_so(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     cfg = DataConfig(media_dir=str(tmp_path), train_images=(), crop=64)
-    with pytest.raises(UserError, match="no readable video or image"):
+    with pytest.raises(UserError, match=r"no readable video or image.*\.mp4.*\.tiff"):
         load_sources(cfg, "train")
+    with pytest.raises(UserError, match="is a file: give the folder"):
+        load_sources(dataclasses.replace(cfg, media_dir=str(tmp_path / "broken.mp4")), "train")
+
+
+def test_a_users_folder_is_read_with_subfolders_and_every_file_shrunk(
+    tmp_path: Path, media: Path
+) -> None:
+    (tmp_path / "shots").mkdir()
+    with av.open(str(media / "walk.mkv")) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")  # 640x480
+    cv2.imwrite(str(tmp_path / "shots" / "still.tif"), image)
+    cv2.imwrite(str(tmp_path / "held.png"), image)
+    cfg = DataConfig(media_dir=str(tmp_path), train_images=(), eval_clips=("held.png",), crop=64)
+    (train_clip,) = load_sources(cfg, "train")
+    assert train_clip.name == "still.tif"
+    assert min(train_clip.frames[0].shape[:2]) == round(64 * cfg.source_scale)
 
 
 # ---------------------------------------------------------------- the bundled weights
@@ -902,3 +948,55 @@ def test_bundled_weights_beat_identity_by_a_wide_margin(media: Path, prompt: str
     assert engine.model.info.name == "mirage-lsd-v1"
     result = evaluate(engine, media / "please.mkv", prompt, frames=12)
     assert result.style_psnr > result.identity_psnr + 8.0, result
+
+
+def test_ctrl_c_keeps_the_steps_since_the_last_checkpoint_and_resume_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mirage_lsd.training.train as training
+
+    config = yaml.safe_load(TINY_YAML.read_text()) | {
+        "steps": 5, "eval_every": 100, "checkpoint_every": 100,
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    real, calls = training.sequence_loss, []
+
+    def interrupted_at_the_fourth_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "sequence_loss", interrupted_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "run.yaml", out_dir=tmp_path / "run", show_progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3  # three steps finished before the Ctrl-C
+    monkeypatch.setattr(training, "sequence_loss", real)
+    config["steps"] = 8  # resumed as a longer run: the schedule's jump is logged
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    with caplog.at_level("WARNING"):
+        resumed = train(
+            tmp_path / "run.yaml", out_dir=tmp_path / "run", show_progress=False, resume=True
+        )
+    assert resumed.step == 8
+    assert "resuming a run of 5 steps as one of 8" in caplog.text
+
+
+def test_a_checkpoint_is_written_before_an_eval_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mirage_lsd.training.train as training
+
+    config = yaml.safe_load(TINY_YAML.read_text()) | {
+        "steps": 2, "eval_every": 2, "checkpoint_every": 2,
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+
+    def failing_eval(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(training, "evaluate", failing_eval)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2

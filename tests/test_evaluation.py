@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import pytest
 
 from mirage_lsd.evaluation.metrics import FlowWarper, psnr, ssim
 
@@ -44,6 +45,18 @@ def test_warp_error_follows_known_motion(media: Path) -> None:
     assert warper.warp_error(prev, flicker, maps, valid) > 10.0
 
 
+def test_warp_error_warps_in_float_and_skips_pairs_with_nothing_in_view() -> None:
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, 1::2] = 1  # columns 0, 1, 0, 1, ...
+    ys, xs = np.mgrid[0:32, 0:32].astype(np.float32)
+    maps = np.stack([xs + 0.5, ys])  # half a pixel over: every warped pixel is 0.5
+    valid = np.ones((32, 32), bool)
+    valid[:, -1] = False  # the last column samples past the edge
+    black = np.zeros_like(stripes)
+    assert FlowWarper.warp_error(stripes, black, maps, valid) == pytest.approx(0.5)
+    assert FlowWarper.warp_error(stripes, black, maps, np.zeros_like(valid)) is None
+
+
 def test_eval_cli_on_identity(media: Path) -> None:
     result = subprocess.run(
         [
@@ -73,3 +86,4 @@ def test_eval_cli_on_identity(media: Path) -> None:
     assert data["warp_error"] == data["warp_error_input"]
     for key in ("style_ssim", "warp_error_target", "drift_db", "match_similarity"):
         assert isinstance(data[key], float)
+    assert 0.5 < data["look_weight"] <= 1.0

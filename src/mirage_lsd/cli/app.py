@@ -378,7 +378,9 @@ def eval_command(
     input: Annotated[str, typer.Argument(help="Video file or any input.")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The look to evaluate.")],
     model: ModelOpt = DEFAULT_MODEL,
-    size: SizeOpt = "512x512",
+    size: Annotated[
+        str, typer.Option("--size", "-s", help="Size the look is scored at, WIDTHxHEIGHT.")
+    ] = "512x512",
     steps: StepsOpt = 1,
     frames: Annotated[int, typer.Option("--frames", help="Frames to evaluate.", min=2)] = 100,
     loop: Annotated[

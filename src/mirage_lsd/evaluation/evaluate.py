@@ -1,7 +1,9 @@
 """`mirage-lsd eval`: run a model on a clip and score it against the procedural look.
 
-The prompt is resolved to a look the way the built-in model resolves it; every
-input frame is rendered with that look's filter, and the model's output is
+The prompt is resolved to its best-matching look (the built-in model's top match; the
+model may blend in a second look where two match about as well, and `look_weight`
+says how much of the blend the scored look is); every input frame is rendered with
+that look's filter, and the model's output is
 compared with it (style), with the previous output warped by optical flow
 (flicker), and over time (drift).
 """
@@ -26,13 +28,14 @@ SSIM_FRAMES = 1000
 class EvalResult:
     look: str
     match_similarity: float
+    look_weight: float  # the look's share in the built-in model's blend for this prompt
     frames: int
     style_psnr: float
     style_ssim: float
     identity_psnr: float
-    warp_error: float
-    warp_error_target: float
-    warp_error_input: float
+    warp_error: float | None  # None: no frame pair had a pixel seen in both frames
+    warp_error_target: float | None
+    warp_error_input: float | None
     drift_db: float
     model: str
     size: str
@@ -42,13 +45,23 @@ class EvalResult:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def resolve_look(prompt: str) -> tuple[str, float]:
-    """The look a prompt lands on (best match) and the match's cosine similarity."""
+def _mean(values: list[float | None]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def resolve_look(prompt: str) -> tuple[str, float, float]:
+    """The look a prompt lands on (best match), the match's cosine similarity, and the
+    look's weight in the blend the built-in model (default config) makes of the prompt."""
+    from mirage_lsd.models.builtin.config import ModelConfig
     from mirage_lsd.models.builtin.model import catalog_bank
     from mirage_lsd.models.builtin.prompt_embedding import default_encoder, match_prompt
 
-    match = match_prompt(prompt, default_encoder()([prompt])[0], catalog_bank(), 1, 1.0)
-    return match.best, match.similarity
+    cfg = ModelConfig()
+    embedding = default_encoder()([prompt])[0]
+    match = match_prompt(
+        prompt, embedding, catalog_bank(), cfg.prompt_top_k, cfg.prompt_temperature
+    )
+    return match.best, match.similarity, match.weights[match.best]
 
 
 def evaluate(
@@ -59,9 +72,9 @@ def evaluate(
     SSIM, the slowest metric, is taken on at most `SSIM_FRAMES` evenly spaced frames.
     `loop` restarts a file at its end (a cut: long drift runs on short clips).
     """
-    ssim_every = max(1, frames // SSIM_FRAMES)
+    ssim_every = -(-frames // SSIM_FRAMES)  # ceil: at most SSIM_FRAMES frames
     # 1. the look the prompt lands on, and the stream
-    look_name, similarity = resolve_look(prompt)
+    look_name, similarity, weight = resolve_look(prompt)
     look = get_look(look_name)
     engine.set_prompt(prompt)
     engine.reset()
@@ -87,9 +100,10 @@ def evaluate(
             # 3. flicker: each of output, target and input against its warped predecessor
             if prev is not None:
                 maps, valid = warper.prepare(prev[0], fitted)
-                flick_input.append(warper.warp_error(prev[0], fitted, maps, valid))
-                flick_target.append(warper.warp_error(prev[1], target, maps, valid))
-                flick.append(warper.warp_error(prev[2], out, maps, valid))
+                if valid.any():  # a pair with every pixel occluded says nothing
+                    flick_input.append(warper.warp_error(prev[0], fitted, maps, valid))
+                    flick_target.append(warper.warp_error(prev[1], target, maps, valid))
+                    flick.append(warper.warp_error(prev[2], out, maps, valid))
             prev = (fitted, target, out)
     finally:
         stream.close()
@@ -102,13 +116,14 @@ def evaluate(
     return EvalResult(
         look=look_name,
         match_similarity=similarity,
+        look_weight=weight,
         frames=len(style),
         style_psnr=float(np.mean(style)),
         style_ssim=float(np.mean(structure)),
         identity_psnr=float(np.mean(ident)),
-        warp_error=float(np.mean(flick)),
-        warp_error_target=float(np.mean(flick_target)),
-        warp_error_input=float(np.mean(flick_input)),
+        warp_error=_mean(flick),
+        warp_error_target=_mean(flick_target),
+        warp_error_input=_mean(flick_input),
         drift_db=float(np.mean(style[-tenth:]) - np.mean(style[:tenth])),
         model=engine.model.info.name,
         size=f"{w}x{h}",

@@ -54,10 +54,20 @@ class FlowWarper:
         return np.stack([map_x, map_y]), (round_trip <= tolerance) & inside
 
     @staticmethod
-    def warp_error(prev: np.ndarray, cur: np.ndarray, maps: np.ndarray, valid: np.ndarray) -> float:
-        """Mean absolute difference (0-255 levels) between `cur` and warped `prev` where valid."""
+    def warp_error(
+        prev: np.ndarray, cur: np.ndarray, maps: np.ndarray, valid: np.ndarray
+    ) -> float | None:
+        """Mean absolute difference (0-255 levels) between `cur` and warped `prev` where
+        valid; None where nothing is (the pair says nothing about flicker).
+
+        `prev` is warped as float: warping the uint8 frame would round every pixel to a
+        whole level first, an error as large as the flicker being measured.
+        """
+        if not valid.any():
+            return None
         warped = cv2.remap(
-            prev, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        diff = np.abs(cur.astype(np.float32) - warped.astype(np.float32)).mean(axis=2)
-        return float(diff[valid].mean()) if valid.any() else 0.0
+            prev.astype(np.float32), maps[0], maps[1], cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )  # fmt: skip
+        diff = np.abs(cur.astype(np.float32) - warped).mean(axis=2)
+        return float(diff[valid].mean())

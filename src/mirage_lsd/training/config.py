@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,20 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"optim.min_lr must be from 0 to optim.lr, got {self.min_lr}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"optim.{name} must be from 0 to below 1, got {value}")
+        if self.warmup < 0 or self.weight_decay < 0:
+            raise ConfigError("optim.warmup and optim.weight_decay must be >= 0")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"optim.grad_clip must be > 0, got {self.grad_clip}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,20 @@ class ObjectiveConfig:
                 f"objective.full_res_loss must be one of {', '.join(FULL_RES_LOSSES)}, "
                 f"got {self.full_res_loss!r}"
             )
+        shares = ("shortcut_fraction", "direct_fraction", "p_own_history", "p_drop_history",
+                  "p_clean_history")  # fmt: skip
+        for name in shares:
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"objective.{name} must be from 0 to 1, got {value}")
+        if self.shortcut_fraction + self.direct_fraction > 1:
+            raise ConfigError("objective.shortcut_fraction + direct_fraction must be at most 1")
+        amounts = ("full_res_weight", "look_balance_power", "history_blur",
+                   "history_color_shift", "history_misalign", "history_max_sigma")  # fmt: skip
+        for name in amounts:
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ConfigError(f"objective.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -104,15 +134,21 @@ class TrainConfig:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error.
+    """YAML's safe loader, but a key given twice in one mapping is an error, and numbers
+    like `5e-4` are floats (YAML 1.2; PyYAML's 1.1 rules read them as text).
 
     Why: plain YAML keeps the last value, so an edited copy of a config that adds
     `experts: 8` above an existing `experts: 0` would silently train without it.
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # `<<: *base` merge keys
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain name", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -120,6 +156,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def load_train_config(path: Path) -> TrainConfig:
@@ -130,6 +184,11 @@ def load_train_config(path: Path) -> TrainConfig:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not a text file") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = exc.problem or exc.context or "unreadable"
+        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

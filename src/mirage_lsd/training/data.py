@@ -42,11 +42,14 @@ from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.config import ConfigError
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
 from mirage_lsd.models.builtin.prompt_embedding import LookBank, blend_anchors
+from mirage_lsd.sources.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mkv", ".mp4", ".webm", ".mov", ".avi", ".gif")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+VIDEO_SUFFIXES = (
+    ".mkv", ".mp4", ".m4v", ".webm", ".mov", ".avi", ".gif", ".mpg", ".mpeg", ".ts", ".mts",
+    ".m2ts", ".flv", ".wmv",
+)  # fmt: skip
 CROP_ALIGN = 32  # crops start on multiples of this: whole cells of every network level
 
 
@@ -155,15 +158,16 @@ def _still(name: str) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
-def _read_media(path: Path, max_frames: int) -> list[np.ndarray]:
-    """The first `max_frames` RGB frames of a video or image file; [] if unreadable."""
+def _read_media(path: Path, max_frames: int, short_side: int) -> list[np.ndarray]:
+    """The first `max_frames` RGB frames of a video or image file, each resized to
+    `short_side` as it is decoded (a 4K clip never sits in memory whole); [] if unreadable."""
     import av
 
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_fit(frame.to_ndarray(format="rgb24"), short_side))
                 if len(frames) == max_frames:
                     break
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
@@ -187,21 +191,24 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
     sources = []
     for name in cfg.train_images if split == "train" else cfg.eval_images:
         sources.append(Source(name, (_fit(_still(name), short),)))
-    folder = Path(cfg.media_dir)
-    if not folder.is_dir():
+    folder = Path(cfg.media_dir).expanduser()
+    if not folder.exists():
         raise UserError(f"data folder {folder} does not exist (data.media_dir)")
-    suffixes = VIDEO_SUFFIXES + IMAGE_SUFFIXES
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+    if not folder.is_dir():
+        raise UserError(f"data.media_dir {folder} is a file: give the folder that holds it")
+    suffixes = VIDEO_SUFFIXES + tuple(sorted(IMAGE_SUFFIXES))
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     chosen = [p for p in files if (p.name in cfg.eval_clips) == (split == "eval")]
     clips = []
     for path in chosen:
-        frames = _read_media(path, cfg.clip_max_frames)
+        frames = _read_media(path, cfg.clip_max_frames, short)
         if frames:
-            clips.append(Source(path.name, tuple(_fit(f, short) for f in frames)))
+            clips.append(Source(path.name, tuple(frames)))
     if not clips:
         raise UserError(
             f"data folder {folder} has no readable video or image for the {split} split"
             + (f" (looked for {', '.join(cfg.eval_clips)})" if split == "eval" else "")
+            + f"; files of these types are read, subfolders included: {' '.join(suffixes)}"
         )
     return sources + clips
 

@@ -330,7 +330,9 @@ def load_checkpoint(
     net: LSDNet,
     opt: torch.optim.Optimizer,
     balance: LookBalance | None = None,
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], int]:
+    """Load a run's checkpoint into `net`, `opt` and `balance`: (step, losses, the run's
+    `steps`, which its learning-rate schedule was made for)."""
     if not path.is_file():
         raise UserError(f"nothing to resume: no checkpoint {path}")
     try:
@@ -342,8 +344,13 @@ def load_checkpoint(
             f"checkpoint {path} is corrupted or not a training checkpoint: {reason}"
         ) from None
     # a checkpoint from before a model field existed was made with that field's old value
-    if {**ADDED_FIELDS, **model_config} != net.cfg.to_dict():
-        raise UserError(f"checkpoint {path} was made with a different model config")
+    changed_model = changed_fields({**ADDED_FIELDS, **model_config}, net.cfg.to_dict(), "model.")
+    if changed_model or {**ADDED_FIELDS, **model_config} != net.cfg.to_dict():
+        names = ", ".join(changed_model) or "the model's fields"
+        raise UserError(
+            f"checkpoint {path} was made with another model config ({names} differ): "
+            "resume with its config, or start a new run in another --out-dir"
+        )
     changed = changed_fields({**state["config"], "model": {}}, {**cfg.to_dict(), "model": {}})
     if changed:  # a resumed run must be the run it continues
         raise UserError(
@@ -358,7 +365,7 @@ def load_checkpoint(
     except (KeyError, RuntimeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"checkpoint {path} does not fit this run: {reason}") from None
-    return int(state["step"]), list(state["losses"])
+    return int(state["step"]), list(state["losses"]), int(state["config"]["steps"])
 
 
 def initial_weights(path: Path, model: ModelConfig) -> dict[str, Tensor]:
@@ -429,7 +436,16 @@ def train(
             f"{out} already holds a training run ({CHECKPOINT}): add --resume to continue it, "
             "or choose another --out-dir to start over"
         )
-    start, losses = load_checkpoint(out / CHECKPOINT, cfg, net, opt, balance) if resume else (0, [])
+    start, losses, was = (
+        load_checkpoint(out / CHECKPOINT, cfg, net, opt, balance) if resume else (0, [], cfg.steps)
+    )
+    if was != cfg.steps:
+        log.warning(
+            "resuming a run of %d steps as one of %d: the learning-rate schedule now decays "
+            "to step %d, so the rate goes from %.3g to %.3g at step %d",
+            was, cfg.steps, cfg.steps, lr_at(start - 1, cfg.optim, was),
+            lr_at(start, cfg.optim, cfg.steps), start,
+        )  # fmt: skip
     log.info(
         "training %s: %d parameters, steps %d..%d",
         NAME,
@@ -459,38 +475,46 @@ def train(
         make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
         overlap = device != "cpu" or usable_cores() > cfg.threads
         upcoming = prefetch.submit(make_batch, start) if overlap else None
-        for step in range(start, end):
-            net.train()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-            batch = (upcoming.result() if upcoming else make_batch(step)).to(device)
-            if overlap and step + 1 < end:
-                upcoming = prefetch.submit(make_batch, step + 1)
-            noise = Noise(cfg.seed, step, torch.device(device))
-            if balance is None:
-                loss = sequence_loss(net, batch, cfg.objective, noise)
-            else:
-                errors = sequence_loss(net, batch, cfg.objective, noise, per_sample=True)
-                loss = (errors * balance.weights(errors, batch.looks).to(errors.device)).mean()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss is {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            losses.append(loss.item())
-            done = step + 1
-            # 5. eval
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                metrics = evaluate(net.eval(), bank, eval_sequences, device)
-                log.info("step %d: %s", done, metrics)
-            # 6. checkpoint
-            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
+        done = saved = start  # steps finished, and the last step a checkpoint holds
+        try:
+            for step in range(start, end):
+                net.train()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, cfg.optim, cfg.steps)
+                batch = (upcoming.result() if upcoming else make_batch(step)).to(device)
+                if overlap and step + 1 < end:
+                    upcoming = prefetch.submit(make_batch, step + 1)
+                noise = Noise(cfg.seed, step, torch.device(device))
+                if balance is None:
+                    loss = sequence_loss(net, batch, cfg.objective, noise)
+                else:
+                    errors = sequence_loss(net, batch, cfg.objective, noise, per_sample=True)
+                    loss = (errors * balance.weights(errors, batch.looks).to(errors.device)).mean()
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"loss is {loss.item()} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+                opt.step()
+                losses.append(loss.item())
+                done = step + 1
+                # 5. checkpoint, before the eval: an eval that fails or is cut short loses nothing
+                if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
+                    save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
+                    saved = done
+                # 6. eval
+                if done % cfg.eval_every == 0 or done == cfg.steps:
+                    metrics = evaluate(net.eval(), bank, eval_sequences, device)
+                    log.info("step %d: %s", done, metrics)
+                status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
+                    f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
+                )
+                progress.update(task, completed=done, status=status)
+        except KeyboardInterrupt:  # Ctrl-C: keep the steps made since the last checkpoint
+            if done > saved:
                 save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
-            status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
-                f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
-            )
-            progress.update(task, completed=done, status=status)
+                log.info("stopped at step %d; checkpoint saved: continue with --resume", done)
+            raise
     # 7. export
     weights = out / f"{NAME}.safetensors"
     save_weights(weights, net.eval(), bank)

@@ -159,7 +159,7 @@ def config_from_dict(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     path = (lambda name: f"{where}.{name}") if where else (lambda name: name)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ConfigError(
             f"unknown config field '{path(unknown[0])}': known fields are {', '.join(fields)}"

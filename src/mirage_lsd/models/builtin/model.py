@@ -185,15 +185,16 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
 
 
 def is_weight_file(path: Path) -> bool:
-    """True for a safetensors file written by `save_weights`, of any format version, so
-    that `load_weights` can say what is wrong with it (reads the header only)."""
+    """True for a safetensors file written by `save_weights`, of any format version, or
+    one whose header cannot be read (truncated, corrupted), so that `load_weights` says
+    what is wrong with it; False for other safetensors files (reads the header only)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             return str((f.metadata() or {}).get("format", "")).startswith("mirage-lsd")
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        return False
+        return True
 
 
 def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
