@@ -20,6 +20,7 @@ import pytest
 
 from mirage_lsd.cli.app import SHORT_FILE, ends_before_a_compile_pays
 from mirage_lsd.device import cxx_compiler
+from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.sources import open_source
 
 CLI = [sys.executable, "-m", "mirage_lsd.cli.app"]
@@ -438,3 +439,90 @@ def test_train_config_errors_name_the_field(tmp_path: Path, yaml_text: str, word
     config.write_text(yaml_text)
     result = mirage("train", "--config", str(config), "--device", "cpu")
     assert_one_line_error(result, word)
+
+
+class _FailsAtFive(StreamModel):
+    """Passes frames through, then fails at the fifth: a model that breaks mid-stream."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="fails-at-five", description="breaks at the fifth frame")
+
+    def encode_prompt(self, text: str | None) -> object:
+        return None
+
+    def init_state(self, height: int, width: int, seed: int | None = None) -> object:
+        return None
+
+    def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+        self.made += 1
+        if self.made == 5:
+            raise ValueError("model exploded")
+        return image, state
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_run_that_fails_midway_keeps_its_frames_and_writes_its_report(
+    media: Path, tmp_path: Path, quiet: bool
+) -> None:
+    from typer.testing import CliRunner
+
+    from mirage_lsd.cli.app import app
+    from mirage_lsd.models.registry import ModelEntry, register_model
+
+    register_model(ModelEntry("fails-at-five", "test", lambda opts: _FailsAtFive()))
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    args = ["run", str(media / "walk.mkv"), "-o", str(out), "-m", "fails-at-five"]
+    result = CliRunner().invoke(app, [*args, "--report", str(report), *(["-q"] * quiet)])
+    assert result.exit_code == 1 and "model exploded" in result.output
+    data = json.loads(report.read_text())
+    assert data["error"] == "model exploded" and data["frames_written"] == 4
+    frames, size, _ = video_info(out)  # finalized, with every frame made before the failure
+    assert frames == 4 and size == (480, 640)
+
+
+def test_the_report_never_overwrites_the_input_or_the_output(media: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mkv"
+    clip.write_bytes((media / "walk.mkv").read_bytes())
+    before = clip.read_bytes()
+    out = tmp_path / "out.mp4"
+    args = ("run", str(clip), "-o", str(out), "--model", "identity", "-q")
+    assert_one_line_error(mirage(*args, "--report", str(clip)), "would overwrite")
+    assert clip.read_bytes() == before
+    out.write_bytes(b"a video from before")
+    assert_one_line_error(mirage(*args, "--report", str(out)), "would overwrite")
+
+
+def test_frames_are_never_written_over_the_input_images(media: Path, tmp_path: Path) -> None:
+    with av.open(str(media / "walk.mkv")) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"frame_{i:06d}.png"), image)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = mirage("run", str(tmp_path), "-o", str(tmp_path), "--model", "identity", "-q")
+    assert_one_line_error(result, "holds the input images")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    glob_input = str(tmp_path / "*.png")
+    assert_one_line_error(mirage("run", glob_input, "-o", str(tmp_path), "-q"), "input images")
+
+
+def test_an_unknown_model_is_refused_before_the_input_is_opened(tmp_path: Path) -> None:
+    url = f"rtsp://127.0.0.1:{_closed_port()}/x"
+    result = mirage("run", url, "-o", str(tmp_path / "o.mp4"), "--model", "nope", timeout=30)
+    assert_one_line_error(result, "unknown model 'nope'")  # not the connection's error
+
+
+def test_errors_the_machine_raises_are_one_line_exit_2(capsys: pytest.CaptureFixture) -> None:
+    from mirage_lsd.cli.errors import guarded
+
+    def denied() -> None:
+        raise PermissionError(13, "Permission denied", "/root/out.mp4")
+
+    with pytest.raises(SystemExit) as exc:
+        guarded(False, denied)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot use /root/out.mp4: Permission denied" in err and err.count("\n") == 1

@@ -27,6 +27,7 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
 
+from mirage_lsd.errors import UserError  # noqa: E402
 from mirage_lsd.looks.catalog import _CATALOG, render_look  # noqa: E402
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel  # noqa: E402
 from mirage_lsd.server.app import create_app  # noqa: E402
@@ -524,3 +525,13 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
         port = str(taken.getsockname()[1])
         result = runner.invoke(app, ["--port", port])
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
+    with pytest.raises(UserError, match="--max-steps must be from 1 to 50"):
+        ServerSettings(max_steps=0).resolved()
+    with (
+        running_server(ServerSettings(max_steps=8)) as running,  # LookModel runs 1 step
+        httpx.Client(base_url=running.url) as http,
+    ):
+        assert http.get("/api/config").json()["max_steps"] == 1

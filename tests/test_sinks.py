@@ -420,3 +420,21 @@ def test_open_sink_on_junk_returns_a_sink_or_user_error(
     except UserError:
         return
     sink.close()
+
+
+def test_a_write_the_disk_refuses_is_a_one_line_error(
+    walk: list[np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mirage_lsd.sinks.video_file as video_file
+
+    sink = VideoFileSink(tmp_path / "full.mp4", size=(480, 640), fps=FPS)
+    sink.write(walk[0], 0.0)
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video_file, "encode", disk_full)
+    with pytest.raises(UserError, match=r"cannot write .*full\.mp4: No space left on device"):
+        sink.write(walk[1], 1 / FPS)
+    with pytest.raises(UserError, match=r"cannot finish .*full\.mp4: No space left"):
+        sink.close()

@@ -29,7 +29,7 @@ from mirage_lsd.engine.stats import Stats
 from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.geometry import parse_size
-from mirage_lsd.models.registry import DEFAULT_MODEL, available_models
+from mirage_lsd.models.registry import DEFAULT_MODEL, available_models, check_model_name
 from mirage_lsd.sources import RetryPolicy, Source, open_source
 
 app = typer.Typer(
@@ -77,7 +77,8 @@ def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -
 
 
 class _StopOnSignal:
-    """First Ctrl-C / SIGTERM: stop cleanly and finalize outputs. Second: quit now."""
+    """First Ctrl-C / SIGTERM: stop cleanly and finalize outputs. Second: finalize the
+    output with what it has and quit now."""
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
@@ -91,8 +92,10 @@ class _StopOnSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt
+            self.engine._close_outputs()  # the file stays playable with what it has
+            raise SystemExit(128 + signum)
         self.signal = signum
+        console.print("stopping: writing the frames in flight (again to quit at once)")
         self._stop_stream()
 
     def started(self) -> None:
@@ -175,8 +178,11 @@ def run(
         text = validate_prompt(prompt) if prompt is not None else None
         if mode not in (None, "live", "offline"):
             raise UserError(f"unknown mode '{mode}': use live or offline")
+        if fit not in ("crop", "letterbox"):
+            raise UserError(f"unknown fit mode '{fit}': use crop or letterbox")
+        check_model_name(model)
         if report is not None:  # found out before the stream, not after it
-            _check_report_path(report)
+            _check_report_path(report, input, output)
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
@@ -185,18 +191,22 @@ def run(
         # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file
         auto = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
         short = ends_before_a_compile_pays(source, live)
-        engine = StreamEngine(
-            model,
-            device=device,
-            max_steps=steps,
-            resolution=resolution,
-            fit=fit,
-            prompt=text,  # type: ignore[arg-type]
-            model_options=model_options,
-            compile=False if auto and short else compile,
-            fp16=fp16,
-            downscale=downscale,
-        )
+        try:
+            engine = StreamEngine(
+                model,
+                device=device,
+                max_steps=steps,
+                resolution=resolution,
+                fit=fit,
+                prompt=text,  # type: ignore[arg-type]
+                model_options=model_options,
+                compile=False if auto and short else compile,
+                fp16=fp16,
+                downscale=downscale,
+            )
+        except BaseException:
+            source.close()  # a camera or a connection is not left open
+            raise
         if text is not None and engine.model.info.name == "identity":
             console.print("note: the identity model ignores the prompt (see `mirage-lsd models`)")
         if compile is None and engine.model.info.compile and not quiet:  # chosen for the user
@@ -204,14 +214,21 @@ def run(
                 "note: compiling the model in the background (about 40 s the first time);"
                 " it runs slower until then (--no-compile to skip)"
             )
-        # 3. stream until the input ends or Ctrl-C
-        with _StopOnSignal(engine) as stopper:
-            engine.start(source, output=output, mode="live" if live else "offline")
-            stopper.started()
-            stats = _follow(engine, source.frame_count, live, show=not quiet)
+        # 3. stream until the input ends or Ctrl-C; the report is written even on a failure
+        context = {"input": input, "output": output, "prompt": text}
+        try:
+            with _StopOnSignal(engine) as stopper:
+                engine.start(source, output=output, mode="live" if live else "offline")
+                stopper.started()
+                stats = _follow(engine, source.frame_count, live, show=not quiet)
+        except BaseException as exc:  # a failure, or a second Ctrl-C
+            if report is not None:
+                error = "interrupted" if isinstance(exc, SystemExit) else str(exc) or repr(exc)
+                _write_report(report, engine.stats(), **context, error=error)
+            raise
         # 4. report
         if report is not None:
-            _write_report(report, stats, input=input, output=output, prompt=text)
+            _write_report(report, stats, **context, error=None)
         where = "" if output == "null" else f" to {output}"
         console.print(
             f"{stats.frames_written} frames{where}: {stats.fps:.1f} fps, "
@@ -238,11 +255,19 @@ def ends_before_a_compile_pays(source: Source, live: bool) -> bool:
     return frames < SHORT_FILE
 
 
-def _check_report_path(path: Path) -> None:
-    if path.is_dir():
-        raise UserError(f"cannot write report {path}: it is a folder")
-    if not path.parent.is_dir():
-        raise UserError(f"cannot write report {path}: no folder {path.parent}")
+def _check_report_path(path: Path, *others: str) -> None:
+    """A report path that can be written and is neither the input nor the output."""
+    try:
+        if path.is_dir():
+            raise UserError(f"cannot write report {path}: it is a folder")
+        if not path.parent.is_dir():
+            raise UserError(f"cannot write report {path}: no folder {path.parent}")
+        for other in others:
+            mine = Path(os.path.expanduser(other))
+            if path.exists() and mine.exists() and path.samefile(mine):
+                raise UserError(f"the report {path} would overwrite {other}: choose another name")
+    except OSError as exc:
+        raise UserError(f"cannot write report {path}: {exc.strerror or exc}") from None
 
 
 def _write_report(path: Path, stats: Stats, **context: Any) -> None:

@@ -32,6 +32,11 @@ def guarded(debug: bool, body: Callable[[], T]) -> T:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except OSError as exc:  # the machine said no: a folder that cannot be entered, a full disk
+        if debug:
+            raise
+        what = f"cannot use {exc.filename}: " if exc.filename else ""
+        fail(f"{what}{exc.strerror or exc}", 2)
     except Exception as exc:
         if debug:
             raise

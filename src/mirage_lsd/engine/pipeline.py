@@ -135,8 +135,10 @@ class Pipeline:
             self._stop.set()
             self.source.interrupt()
             self.stats.discarded(len(self._inputs.close(discard=True)))
-            # frames already transformed are still written, unless writing is what failed
-            self._outputs.close(discard=role == "output")
+            # frames already transformed, and one in the model now, are still written
+            # (inference closes the outputs when its inputs end), unless writing failed
+            if role == "output":
+                self._outputs.close(discard=True)
 
     def _capture(self) -> None:
         source, inputs = self.source, self._inputs

@@ -294,13 +294,15 @@ class StreamEngine:
         return self
 
     def wait(self, timeout: float | None = None) -> Stats:
-        """Block until the source ends (or `timeout`); re-raise a pipeline failure (once)."""
+        """Block until the source ends (or `timeout`); re-raise a pipeline failure (once)
+        when the stream has ended, so the frames made before it are written and the
+        output is finalized first."""
         pipeline = self._pipeline
         if pipeline is not None:
             if pipeline.owns_current_thread:
                 raise RuntimeError("wait() cannot be called from on_frame: use stop()")
-            pipeline.join(timeout)
-            self._raise_error(pipeline)
+            if pipeline.join(timeout):
+                self._raise_error(pipeline)
         return self.stats()
 
     def stop(self, timeout: float | None = 30.0) -> Stats:
@@ -427,8 +429,16 @@ class StreamEngine:
             return output
         self._sink = None
         target = Path(os.path.expanduser(os.fspath(output)))
-        if source.path is not None and target.exists() and target.samefile(source.path):
-            raise UserError(f"the output {output} is the input file: choose another name")
+        try:
+            if source.path is not None and target.exists() and target.samefile(source.path):
+                raise UserError(f"the output {output} is the input file: choose another name")
+            if target.is_dir() and any(target.samefile(d) for d in source.image_folders):
+                raise UserError(
+                    f"the output folder {output} holds the input images, which its frames "
+                    "would overwrite: choose another folder"
+                )
+        except OSError as exc:  # a folder on the way that cannot be entered
+            raise UserError(f"cannot write to {output}: {exc.strerror or exc}") from None
         if size is None:
             return None  # opened at the first frame, when the size is known
         audio = None if live else source.audio_path

@@ -97,18 +97,25 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
                 fp16=opts.dtype == "float16",
             )
     if entry is None:
-        from mirage_lsd.models.diffusers_backend import (
-            load_diffusers_model,
-            looks_like_diffusers_spec,
-        )
+        from mirage_lsd.models.diffusers_backend import load_diffusers_model
 
-        if looks_like_diffusers_spec(name):
-            if opts.downscale is not None:
-                raise UserError("--downscale applies to the built-in model only")
-            return load_diffusers_model(name, opts, opts.diffusers)
+        check_model_name(name)
+        if opts.downscale is not None:
+            raise UserError("--downscale applies to the built-in model only")
+        return load_diffusers_model(name, opts, opts.diffusers)
+    return entry.load(opts)
+
+
+def check_model_name(name: str) -> None:
+    """Refuse, without loading anything, a name that is neither registered nor a weight
+    file, folder or hub id (so a command fails before it opens a camera or a stream)."""
+    if name in _REGISTRY:
+        return
+    from mirage_lsd.models.diffusers_backend import looks_like_diffusers_spec
+
+    if not looks_like_diffusers_spec(name):
         names = ", ".join(e.name for e in available_models())
         raise UserError(
             f"unknown model '{name}': choose one of {names}, or give a diffusers hub id"
             " (org/name), folder or .safetensors file (list them with `mirage-lsd models`)"
         )
-    return entry.load(opts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import resources
 from typing import Any
 
@@ -53,6 +53,9 @@ def create_app(settings: ServerSettings, model: StreamModel | None = None) -> Fa
             downscale=settings.downscale,
         )
         model = load_model(settings.model, opts)
+    if settings.max_steps > model.info.max_steps:  # the page's slider offers what runs
+        log.info("%s runs at most %d steps", model.info.name, model.info.max_steps)
+        settings = replace(settings, max_steps=model.info.max_steps)
     manager = SessionManager(settings, model)
 
     @asynccontextmanager

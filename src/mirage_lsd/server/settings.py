@@ -55,6 +55,8 @@ class ServerSettings:
         """Checked settings, with a generated token when bound beyond loopback."""
         if not 1 <= self.max_sessions <= 64:
             raise UserError(f"--max-sessions must be from 1 to 64, got {self.max_sessions}")
+        if not 1 <= self.max_steps <= 50:
+            raise UserError(f"--max-steps must be from 1 to 50, got {self.max_steps}")
         if not 1 <= self.max_viewers <= 64:
             raise UserError(f"--max-viewers must be from 1 to 64, got {self.max_viewers}")
         if not 0 <= self.port <= 65535:

@@ -117,10 +117,13 @@ class VideoFileSink(Sink):
                     self._warned_closed = True
                 return
             stamp = self._offline(pts) if self._clock is None else self._clock(pts)
-            encode(self._container, self._video, pad_even(image, self._pad), stamp)
-            self.frames_written += 1
-            if self._audio is not None:
-                self._audio.mux_until(self.duration)
+            try:
+                encode(self._container, self._video, pad_even(image, self._pad), stamp)
+                self.frames_written += 1
+                if self._audio is not None:
+                    self._audio.mux_until(self.duration)
+            except (av.FFmpegError, OSError) as exc:  # a full disk, a removed drive
+                raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
 
     @property
     def duration(self) -> float:
@@ -136,11 +139,14 @@ class VideoFileSink(Sink):
                 return
             self._closed = True
             try:
-                encode(self._container, self._video, None, 0)
-                if self._audio is not None:
-                    self._audio.close(self.duration)
-            finally:
-                self._container.close()
+                try:
+                    encode(self._container, self._video, None, 0)
+                    if self._audio is not None:
+                        self._audio.close(self.duration)
+                finally:
+                    self._container.close()
+            except (av.FFmpegError, OSError) as exc:
+                raise UserError(f"cannot finish {self.path}: {reason(exc)}") from exc
         log.info("wrote %d frames (%.2f s) to %s", self.frames_written, self.duration, self.path)
 
     def _abort(self) -> None:

@@ -58,6 +58,8 @@ class Source(ABC):
     audio_path: Path | None = None
     #: The video file read, if any (an output must not overwrite it).
     path: Path | None = None
+    #: The folders an image-sequence input reads from (an output folder must not be one).
+    image_folders: tuple[Path, ...] = ()
 
     def __init__(self) -> None:
         self.counters = SourceCounters()

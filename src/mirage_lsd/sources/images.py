@@ -63,6 +63,7 @@ class ImageFolderSource(Source):
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise UserError(f"no images found at '{self.spec}' (looked for {suffixes})")
         self.frame_count = len(self._paths)
+        self.image_folders = tuple(sorted({p.parent for p in self._paths}))
         self._position = 0  # next path to read
         self._index = 0
         # Read the first image now: the size is known at open and an all-broken set fails here.
