@@ -173,9 +173,18 @@ def test_options_validate() -> None:
         {"latent_feedback": 1.0},
         {"kv_downsample": 3},
         {"no_such_option": 1},
+        {"strength": "0.5"},  # the SDK passes Python values as they come
+        {"t_index_list": 32},
+        {"bank_size": 2.5},
+        {"kv_downsample": 2.0},
+        {"seed": True},
+        {"loras": ["org/style:nan"]},
+        {"latent_feedback": 0.3, "batch_mode": "stream_batch"},  # would mix in an older frame
     ):
-        with pytest.raises(UserError):
+        with pytest.raises(UserError) as err:
             DiffusersOptions.from_kwargs(**kwargs)
+        assert "\n" not in str(err.value)
+    assert DiffusersOptions.from_kwargs(loras="org/style").loras == (LoraSpec("org/style"),)
     assert LoraSpec.parse("org/style:0.7") == LoraSpec("org/style", 0.7)
     assert LoraSpec.parse("C:/loras/style.safetensors") == LoraSpec("C:/loras/style.safetensors")
     assert DiffusersOptions.from_kwargs(t_index_list="32,45").t_index_list == (32, 45)
@@ -189,6 +198,14 @@ def test_lora_changes_output_and_scale_zero_does_not(tiny: dict[str, Path]) -> N
     zero = run(load(tiny, vae="full", loras=[f"{tiny['lora']}:0.0"]), images)[0][0]
     assert diff(base, lora) > 2
     assert diff(base, zero) <= 1
+
+
+def test_a_second_lora_on_the_same_layers_is_fused_too(tiny: dict[str, Path]) -> None:
+    images = frames(1)
+    once = run(load(tiny, vae="full", loras=[f"{tiny['lora']}:1.0"]), images)[0][0]
+    halves = [f"{tiny['lora']}:0.5", f"{tiny['lora']}:0.5"]  # the same layers twice
+    twice = run(load(tiny, vae="full", loras=halves), images)[0][0]
+    assert diff(once, twice) <= 1  # two halves of one LoRA fuse to the whole
 
 
 def test_lora_that_does_not_fit(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -340,6 +357,43 @@ def test_pooled_kv_is_exact_on_block_constant_features() -> None:
         assert not torch.allclose(exact(attn, rough), pooled(attn, rough), atol=1e-3)
         ctx.latent_size = (16, 24)  # a layer below the latent's full resolution: untouched
         assert torch.equal(exact(attn, rough), pooled(attn, rough))
+
+
+def test_kv_downsample_pools_sdxl_whose_first_block_has_no_attention(
+    tiny: dict[str, Path],
+) -> None:
+    images = frames(2)
+    exact = run(load(tiny, "sdxl"), images)[0]
+    pooled = run(load(tiny, "sdxl", kv_downsample=2), images)[0]
+    assert diff(exact[-1], pooled[-1]) > 0  # the half-resolution attention layers pooled
+
+
+def test_stream_batch_lag_follows_the_t_index_list(tiny: dict[str, Path]) -> None:
+    model = load(tiny, t_index_list="20,35,45", batch_mode="stream_batch")
+    assert model.lag_frames(1) == 2  # three stages run, whatever the steps asked for
+    assert load(tiny, t_index_list="20,35,45").lag_frames(1) == 0
+
+
+def test_unsupported_pipelines_are_refused(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    other = tmp_path / "inpaint"
+    shutil.copytree(tiny["sd"], other)
+    index = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(
+        json.dumps({**index, "_class_name": "StableDiffusionInpaintPipeline"})
+    )
+    with pytest.raises(UserError, match="'StableDiffusionInpaintPipeline' models are not"):
+        load_diffusers_model(str(other), LoadOptions(device="cpu"), DiffusersOptions())
+    (other / "model_index.json").write_text(json.dumps(index))
+    from diffusers import UNet2DConditionModel
+
+    config = UNet2DConditionModel.load_config(other / "unet")
+    shutil.rmtree(other / "unet")  # an inpainting UNet: latent, mask and masked image in
+    UNet2DConditionModel.from_config({**config, "in_channels": 9}).save_pretrained(other / "unet")
+    with pytest.raises(UserError, match="UNet of 9 input channels"):
+        load_diffusers_model(str(other), LoadOptions(device="cpu"), DiffusersOptions())
 
 
 def test_kv_downsample_runs_and_shrinks_the_feature_bank(tiny: dict[str, Path]) -> None:

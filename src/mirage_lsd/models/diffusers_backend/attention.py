@@ -6,10 +6,12 @@ fixed ring of slots per layer, allocated once at the first frame: its memory nev
 grows, however long the stream runs. When it is full, "fifo" overwrites the oldest slot
 and "merge" averages the new frame into the slot whose keys are most similar.
 
-Token downsampling (ToDo, Smith et al. 2024): in the layers at the latent's full
-resolution, where attention costs the most (it grows with tokens squared), keys and
-values come from the hidden states average-pooled by `kv_downsample` in each direction:
-queries stay at full resolution, attention costs 1/f^2 as much. Pooling before the
+Token downsampling (ToDo, Smith et al. 2024): in the self-attention layers of the
+highest resolution that has any (the latent's full resolution in SD 1.5/2.1, half of it
+in SDXL, whose first block has no attention), where attention costs the most (it grows
+with tokens squared), keys and values come from the hidden states average-pooled by
+`kv_downsample` in each direction: queries stay at full resolution, attention costs
+1/f^2 as much. Pooling before the
 K/V projections equals pooling the keys and values (the projections are linear).
 """
 
@@ -104,7 +106,8 @@ class BankContext(threading.local):
         self.bank: FeatureBank | None = None
         self.record_index: int | None = None  # batch element whose K/V to keep, or None
         self.recorded: dict[str, tuple[Tensor, Tensor]] = {}
-        self.latent_size: tuple[int, int] | None = None  # (h, w) of the UNet's input latent
+        # (h, w) of the highest-resolution self-attention layers' token grid
+        self.latent_size: tuple[int, int] | None = None
 
 
 class BankAttnProcessor:
@@ -116,7 +119,8 @@ class BankAttnProcessor:
         self.kv_downsample = kv_downsample
 
     def _kv_states(self, hidden_states: Tensor) -> Tensor:
-        """The hidden states keys and values are made from: pooled at full resolution."""
+        """The hidden states keys and values are made from: pooled in the layers at
+        `context.latent_size`, the highest resolution with attention."""
         size = self.context.latent_size
         batch, tokens, channels = hidden_states.shape
         if self.kv_downsample == 1 or size is None or tokens != size[0] * size[1]:

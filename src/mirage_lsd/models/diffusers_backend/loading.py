@@ -41,6 +41,8 @@ class Components:
     text_encoders: list[Any]
     tokenizers: list[Any]
     scheduler_config: dict[str, Any]
+    # SDXL: an empty negative prompt is all zeros, not the encoding of "" (as diffusers does)
+    zero_empty_negative: bool = True
 
 
 def looks_like_diffusers_spec(spec: str) -> bool:
@@ -129,14 +131,36 @@ def _weights_patterns(fp16: bool) -> tuple[list[str], list[str]]:
     return allow, ([] if fp16 else ["*.fp16.*"])
 
 
+#: Pipelines whose UNet takes a plain 4-channel latent (no inpainting mask, no depth or
+#: image channels), by family.
+SUPPORTED_PIPELINES: dict[str, Family] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionImg2ImgPipeline": "sd",
+    "LatentConsistencyModelPipeline": "sd",
+    "LatentConsistencyModelImg2ImgPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+}
+
+
 def _family_of(class_name: str) -> Family:
-    if "XL" in class_name:
-        return "sdxl"
-    if class_name.startswith(("StableDiffusion", "LatentConsistency")):
-        return "sd"
-    raise UserError(
-        f"'{class_name}' models are not supported: use an SD 1.5, SD 2.1 or SDXL pipeline"
-    )
+    family = SUPPORTED_PIPELINES.get(class_name)
+    if family is None:
+        raise UserError(
+            f"'{class_name or 'unknown'}' models are not supported: use a text-to-image or "
+            "image-to-image SD 1.5, SD 2.1, SDXL or LCM pipeline"
+        )
+    return family
+
+
+def _check_unet(unet: Any, spec: str) -> None:
+    """Refuse UNets that take more than a latent (inpainting, depth, instruct-pix2pix)."""
+    channels = int(getattr(unet.config, "in_channels", 4))
+    if channels != 4:
+        raise UserError(
+            f"'{spec}' has a UNet of {channels} input channels (an inpainting, depth or "
+            "instruction model): use a text-to-image or image-to-image model"
+        )
 
 
 def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Components:
@@ -156,10 +180,15 @@ def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Compone
             )
         parts = _load_folder(path, spec, dtype, fp16)
     elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+        # the pipeline's class first, so an unsupported one is not downloaded whole
+        index = hub_snapshot(spec, allow=["model_index.json"]) / "model_index.json"
+        if index.is_file():
+            _family_of(str(json.loads(index.read_text()).get("_class_name", "")))
         allow, ignore = _weights_patterns(fp16)
         parts = _load_folder(hub_snapshot(spec, allow=allow, ignore=ignore), spec, dtype, fp16)
     else:
         raise UserError(f"model path '{spec}' does not exist: check the path, or give a hub id")
+    _check_unet(parts.unet, spec)
     # 2. LoRAs fused into the UNet (and text encoders), then the VAE choice
     if options.loras:
         apply_loras(parts, options.loras)
@@ -193,7 +222,8 @@ def _load_folder(folder: Path, spec: str, dtype: Any, fp16: bool) -> Components:
         raise UserError(
             f"'{spec}' is not a complete diffusers model ({_reason(exc)}){hint}"
         ) from None
-    return Components(spec, family, unet, vae, encoders, tokenizers, sched)
+    zero = bool(index.get("force_zeros_for_empty_prompt", True))
+    return Components(spec, family, unet, vae, encoders, tokenizers, sched, zero)
 
 
 def _load_single_file(path: Path, dtype: Any) -> Components:
@@ -290,7 +320,6 @@ def apply_loras(parts: Components, loras: tuple[LoraSpec, ...]) -> None:
                 "model: use a LoRA made for this model"
             )
         name = f"lora{i}"
-        before = _lora_layer_count(parts.unet)
         try:
             with _quiet("diffusers"):  # it logs the whole state-dict error before raising
                 pipe.load_lora_weights(str(path), adapter_name=name)
@@ -299,7 +328,7 @@ def apply_loras(parts: Components, loras: tuple[LoraSpec, ...]) -> None:
                 f"LoRA '{lora.source}' does not fit model '{parts.name}' ({_reason(exc)}): "
                 "use a LoRA made for this model family"
             ) from None
-        if _lora_layer_count(parts.unet) == before and not sdxl_lora:
+        if not _lora_layer_count(parts.unet, name) and not sdxl_lora:
             raise UserError(
                 f"LoRA '{lora.source}' does not fit model '{parts.name}' (none of its layers "
                 "match the UNet): use a LoRA made for this model family"
@@ -330,8 +359,10 @@ def _reason(exc: Exception) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
-def _lora_layer_count(unet: Any) -> int:
-    return sum(1 for n, _ in unet.named_modules() if n.endswith("lora_A"))
+def _lora_layer_count(unet: Any, adapter: str) -> int:
+    """UNet layers that adapter `adapter` adds to (peft keeps one `lora_A` container per
+    layer, holding every adapter loaded on it: count this adapter's own entries)."""
+    return sum(1 for n, _ in unet.named_modules() if n.endswith(f"lora_A.{adapter}"))
 
 
 def _scheduler(config: dict[str, Any]) -> Any:

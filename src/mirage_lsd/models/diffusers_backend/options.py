@@ -30,6 +30,10 @@ class LoraSpec:
     source: str
     scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.scale):
+            raise UserError(f"--lora {self.source}: the scale must be a finite number")
+
     @classmethod
     def parse(cls, text: str) -> LoraSpec:
         """'path', 'org/name' or either with ':SCALE' (a Windows drive 'C:' is no scale)."""
@@ -75,6 +79,9 @@ class DiffusersOptions:
     kv_downsample: int = 1  # --kv-downsample 1|2|4: pool self-attention K/V (ToDo); 1 exact
 
     def __post_init__(self) -> None:
+        # 0. types (the SDK passes Python values as they come)
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
         # 1. enumerations
         _one_of("guidance", self.guidance, GUIDANCE)
         _one_of("batch-mode", self.batch_mode, BATCH_MODES)
@@ -98,11 +105,13 @@ class DiffusersOptions:
         ):
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UserError(f"--{name} must be from 0 to 1, got {value}")
-        if self.flow_blend > 0 and self.batch_mode == "stream_batch":
-            raise UserError(
-                "--flow-blend needs --batch-mode latency_first: in stream_batch the output "
-                "lags the input, so the input's motion would move the wrong frame"
-            )
+        mixes = (("flow-blend", self.flow_blend), ("latent-feedback", self.latent_feedback))
+        for name, value in mixes:
+            if value > 0 and self.batch_mode == "stream_batch":
+                raise UserError(
+                    f"--{name} needs --batch-mode latency_first: in stream_batch the output "
+                    "lags the input, so it would mix in an older frame"
+                )
         if self.latent_feedback >= 1.0:
             raise UserError("--latent-feedback must be below 1 (1 would ignore the input)")
         if self.similarity_max_skip < 0:
@@ -125,6 +134,8 @@ class DiffusersOptions:
             raise UserError(
                 f"unknown diffusers option(s) {', '.join(unknown)}: use {', '.join(sorted(known))}"
             )
+        if isinstance(kwargs.get("loras"), str | LoraSpec):  # one LoRA, not a list of them
+            kwargs["loras"] = (kwargs["loras"],)
         if "loras" in kwargs:
             kwargs["loras"] = tuple(
                 x if isinstance(x, LoraSpec) else LoraSpec.parse(str(x)) for x in kwargs["loras"]
@@ -136,14 +147,34 @@ class DiffusersOptions:
 
 def parse_index_list(value: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """'32,45' or [32, 45] -> (32, 45); anything else is a user error."""
+    bad = UserError(f"--t-index takes comma-separated numbers like 32,45, got {value!r}")
     if isinstance(value, str):
         try:
             return tuple(int(x) for x in value.split(",") if x.strip())
         except ValueError:
-            raise UserError(
-                f"--t-index takes comma-separated numbers like 32,45, got {value!r}"
-            ) from None
-    return tuple(int(x) for x in value)
+            raise bad from None
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in value
+    ):
+        raise bad
+    return tuple(value)
+
+
+def _check_type(name: str, value: Any, hint: str) -> None:
+    """A one-line error for an option of the wrong type (`hint`: the field's annotation)."""
+    if "float" in hint:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        want = "a number"
+    elif hint.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "a whole number"
+    elif hint in ("str", "Guidance", "BatchMode", "BankMerge"):
+        ok, want = isinstance(value, str), "text"
+    else:  # loras, t_index_list: checked where they are parsed
+        return
+    if not ok:
+        flag = name.replace("_", "-")
+        raise UserError(f"diffusers option {flag} must be {want}, got {value!r}")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

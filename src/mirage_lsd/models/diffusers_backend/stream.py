@@ -136,6 +136,7 @@ class DiffusersStreamModel(StreamModel):
         if compile:
             self._compile()
         self._uncond: PromptEmbeds | None = None  # negative prompt, encoded once
+        self._zero_negative = parts.zero_empty_negative
         self._no_prompt: PromptEmbeds | None = None
         steps = len(options.t_index_list) if options.t_index_list else 50
         self._info = ModelInfo(
@@ -204,7 +205,11 @@ class DiffusersStreamModel(StreamModel):
 
     def _negative(self) -> PromptEmbeds:
         if self._uncond is None:
-            self._uncond = self.encode_prompt(self.options.negative_prompt)
+            neg = self.encode_prompt(self.options.negative_prompt)
+            if self.family == "sdxl" and not self.options.negative_prompt and self._zero_negative:
+                pooled = None if neg.pooled is None else torch.zeros_like(neg.pooled)
+                neg = PromptEmbeds(torch.zeros_like(neg.embeds), pooled)
+            self._uncond = neg
         return self._uncond
 
     def _empty(self) -> PromptEmbeds:
@@ -246,10 +251,13 @@ class DiffusersStreamModel(StreamModel):
         return state.schedule
 
     # -- one frame ---------------------------------------------------------------
-    @torch.inference_mode()
     def lag_frames(self, steps: int) -> int:
-        return steps - 1 if self.options.batch_mode == "stream_batch" else 0
+        """stream_batch outputs each frame one frame late per extra step it runs (with
+        --t-index, the list sets how many run, whatever `steps` says)."""
+        stages = len(self._timesteps(steps))
+        return stages - 1 if self.options.batch_mode == "stream_batch" else 0
 
+    @torch.inference_mode()
     def step(
         self, image: np.ndarray, cond: Any, state: StreamState, steps: int
     ) -> tuple[np.ndarray, StreamState]:
@@ -378,7 +386,7 @@ class DiffusersStreamModel(StreamModel):
         # 2. UNet, recording the finished stage's self-attention K/V for the bank
         ctx = self._bank_ctx
         ctx.bank = state.bank
-        ctx.latent_size = (x.shape[-2], x.shape[-1])
+        ctx.latent_size = self._attention_grid(x.shape[-2], x.shape[-1])
         last = int(stages[-1]) == n - 1
         ctx.record_index = n_unc + batch - 1 if state.bank is not None and last else None
         try:
@@ -433,6 +441,15 @@ class DiffusersStreamModel(StreamModel):
             "text_embeds": torch.cat(pooled),  # (n_unc + B, P)
             "time_ids": time_ids.expand(emb.shape[0], -1),  # (n_unc + B, 6)
         }
+
+    def _attention_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Token grid of the highest-resolution self-attention layers, for a latent of
+        `height` x `width`: each down block without attention before them halves it."""
+        blocks = list(getattr(self.unet.config, "down_block_types", ()))
+        plain = next((i for i, b in enumerate(blocks) if "Attn" in b), 0)
+        for _ in range(plain):  # a stride-2 convolution with padding 1: ceil(n / 2)
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return height, width
 
     # -- pixels <-> latents ------------------------------------------------------
     def _to_tensor(self, image: np.ndarray) -> Tensor:
