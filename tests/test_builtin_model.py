@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import yaml
 
 from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
+from mirage_lsd.models.builtin.compiled import dummy_inputs
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
 from mirage_lsd.models.builtin.model import (
@@ -193,15 +195,34 @@ def test_model_rejects_more_steps_than_it_was_trained_for(model: BuiltinModel) -
 
 @pytest.mark.parametrize(
     ("height", "width", "expected"),
-    [(64, 64, 4), (512, 512, 4), (480, 640, 4), (720, 1280, 5), (1088, 1920, 8)],
-)
+    [
+        (64, 64, 4), (512, 512, 4), (480, 640, 4), (720, 1280, 5), (1088, 1920, 8),
+        (912, 1600, 7), (2160, 4096, 15),  # no downscale in budget divides: padded inside
+    ],
+)  # fmt: skip
 def test_automatic_downscale_keeps_the_denoised_image_small(
     model: BuiltinModel, height: int, width: int, expected: int
 ) -> None:
     ds = model.downscale_for(height, width)
     assert ds == expected
-    assert (height // ds) * (width // ds) <= WORK_PIXELS
-    assert height % (4 * ds) == 0 and width % (4 * ds) == 0  # patch 2, one 2x down level
+    state = model.init_state(height, width)
+    h, w = state.noise.shape[-2:]
+    assert h * w <= WORK_PIXELS
+    ph, pw = state.padded or (height, width)
+    assert (ph % (4 * ds), pw % (4 * ds)) == (0, 0)  # patch 2, one 2x down level
+    assert (ph, pw) == (h * ds, w * ds) and 0 <= ph - height < 4 * ds > pw - width >= 0
+    assert (state.padded is None) == (expected != 7 and expected != 15)
+
+
+def test_a_frame_padded_inside_the_model_comes_out_at_its_own_size(model: BuiltinModel) -> None:
+    cond = model.look_prompt("thermal")
+    state = model.init_state(912, 1600)
+    assert state.padded == (924, 1624)
+    rng = np.random.default_rng(4)
+    for _ in range(2):  # the history and the KV cache at the padded size too
+        image = rng.integers(0, 256, (912, 1600, 3), dtype=np.uint8)
+        out, state = model.step(image, cond, state, 1)
+        assert out.shape == (912, 1600, 3) and out.flags.c_contiguous
 
 
 def test_a_chosen_downscale_sets_the_denoised_size(tiny_cfg: ModelConfig) -> None:
@@ -1000,3 +1021,55 @@ def test_a_checkpoint_is_written_before_an_eval_that_fails(
     with pytest.raises(RuntimeError, match="out of memory"):
         train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_a_bad_look_bank_or_non_finite_weights_name_the_file(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = tmp_path / "good.safetensors"
+    save_weights(good, LSDNet(tiny_cfg), catalog_bank())
+    with safe_open(str(good), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    cases = {
+        "one anchor short": {"looks.anchors": tensors["looks.anchors"][:-1]},
+        "narrow embeddings": {
+            "looks.descriptions": tensors["looks.descriptions"][:, :100].contiguous()
+        },
+        "owner out of range": {"looks.owner": tensors["looks.owner"] + 100},
+        "a NaN weight": {"net.head.bias": torch.full_like(tensors["net.head.bias"], math.nan)},
+    }
+    for case, change in cases.items():
+        bad = tmp_path / f"{case.replace(' ', '_')}.safetensors"
+        save_file({**tensors, **change}, str(bad), metadata=metadata)
+        with pytest.raises(WeightsError, match=bad.name) as err:
+            load_weights(bad)
+        assert "\n" not in str(err.value), case
+
+
+def test_runtime_edge_cases_of_the_model(model: BuiltinModel) -> None:
+    with pytest.raises(UserError, match=r"unknown look 'plaid'.*thermal"):
+        model.look_prompt("plaid")
+    with pytest.raises(UserError, match="seed"):
+        StreamEngine(model, device="cpu").set_seed(2**64)
+    # weights without the temporal path keep no cache, so a compiled network is used at once
+    flat = BuiltinModel(LSDNet(dataclasses.replace(model.cfg, temporal=False)), catalog_bank())
+    assert flat.init_state(SIZE, SIZE).cache.max_frames == 0
+    assert dummy_inputs(flat.net, (SIZE // 4, SIZE // 4))[8].max_frames == 0
+
+
+def test_grade_maps_stay_float32_under_bfloat16(model: BuiltinModel) -> None:
+    model.bf16 = True  # as on a CPU with AMX (bfloat16 autocast runs on any CPU)
+    try:
+        cond = model.look_prompt("sunset")
+        _, state = model.step(frames(1, seed=2)[0], cond, model.init_state(SIZE, SIZE), 1)
+    finally:
+        model.bf16 = False
+    assert model.cfg.grade_grid  # the tiny config has the grade's maps, as the bundled one
+    assert state.grade_maps is not None
+    prompt, maps = state.grade_maps
+    assert model.net.grade is not None
+    with torch.no_grad():  # exactly the float32 maps of training, not bfloat16 rounded
+        assert torch.equal(maps, model.net.grade.frame_maps(prompt.float(), *maps.shape[-2:]))

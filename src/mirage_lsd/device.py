@@ -62,8 +62,9 @@ def cpu_has_amx() -> bool:
     """True when this CPU has AMX tiles, where bfloat16 matmuls are much faster than float32."""
     import torch
 
-    if "AMX" in torch.backends.cpu.get_cpu_capability().upper():
-        return True
+    with contextlib.suppress(AttributeError, RuntimeError):  # torch's own probe, any OS
+        if torch.cpu._is_amx_tile_supported():
+            return True
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):

@@ -169,8 +169,10 @@ class StreamEngine:
 
     def set_seed(self, seed: int | None) -> None:
         """Pick the stream's fixed noise (None: the model's default); restarts the stream."""
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise UserError(f"seed must be a whole number >= 0, got {seed!r}")
+        if seed is not None and (
+            not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63
+        ):
+            raise UserError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}")
         if seed != self._processor.seed:
             self._processor.seed = seed
             self._processor.reset()

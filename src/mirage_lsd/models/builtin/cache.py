@@ -78,6 +78,9 @@ class StreamState:
     frame_index: int = 0
     # the grade's maps over the frame and the prompt embedding they were made for
     grade_maps: tuple[Tensor, Tensor] | None = None
+    # (height, width) the frame is padded to inside the model, when the automatic
+    # downscale does not divide it; None: the frame as it comes
+    padded: tuple[int, int] | None = None
 
     @property
     def nbytes(self) -> int:

@@ -60,7 +60,9 @@ ADDED_FIELDS: dict[str, object] = {
     "palette_colours": 0,
 }
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{NAME}.safetensors"
-NOISE_SEED = 0  # every stream starts from the same noise: the same input gives the same output
+# every stream starts from the same noise: the same input gives the same output (up to
+# float rounding once a background compile swaps in the compiled network)
+NOISE_SEED = 0
 # The denoiser's image has at most this many pixels when the downscale is automatic: big
 # frames are denoised on a coarser grid (720p: 256x144, frame / 5, instead of 320x180),
 # which keeps 720p real-time on 2 CPU cores; the guided upsampler restores full detail.
@@ -224,6 +226,8 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
         )
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise WeightsError(f"weight file {path} has a bad config or look bank: {exc}") from None
+    if problem := _bank_problem(bank, cfg.prompt_dim):
+        raise WeightsError(f"weight file {path} has a bad look bank: {problem}")
     # 3. the network: every tensor present, with the shape its config implies
     net = LSDNet(cfg)
     state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
@@ -241,8 +245,29 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
                 f"weight file {path}: tensor {name} has shape {tuple(tensor.shape)}, "
                 f"its config implies {tuple(expected[name].shape)}"
             )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"weight file {path}: tensor {name} holds NaN or infinite values")
     net.load_state_dict(state)
     return net.eval(), bank
+
+
+def _bank_problem(bank: LookBank, dim: int) -> str | None:
+    """What is wrong with a look bank read from a file, or None."""
+    d = bank.descriptions.shape[0] if bank.descriptions.ndim == 2 else -1
+    if len(set(bank.names)) != len(bank.names) or not bank.names:
+        return "its look names are missing or repeated"
+    if tuple(bank.descriptions.shape) != (d, dim) or tuple(bank.anchors.shape) != (
+        len(bank.names),
+        dim,
+    ):
+        return f"its embeddings are not {dim} wide, or not one anchor per look"
+    if tuple(bank.owner.shape) != (d,) or bank.owner.is_floating_point():
+        return "its description owners are not one look index per description"
+    if d and not (int(bank.owner.min()) >= 0 and int(bank.owner.max()) < len(bank.names)):
+        return "a description belongs to a look that is not there"
+    if not (torch.isfinite(bank.descriptions).all() and torch.isfinite(bank.anchors).all()):
+        return "it holds NaN or infinite values"
+    return None
 
 
 # ---------------------------------------------------------------- the model
@@ -322,19 +347,22 @@ class BuiltinModel(StreamModel):
         """How much smaller than the frame the denoiser's image is.
 
         The trained downscale, or the one asked for; when automatic, the smallest
-        larger one that keeps the image within WORK_PIXELS and divides the frame.
+        larger one that keeps the image within WORK_PIXELS and divides the frame, else
+        (no such one divides it) the smallest within WORK_PIXELS, the frame then padded
+        inside the model to a size it divides (`init_state`).
         """
         if self.downscale is not None:
             return self.downscale
         unit = self.cfg.image_multiple
-        chosen = self.cfg.image_downscale
-        for ds in range(chosen, MAX_AUTO_DOWNSCALE + 1):
-            if height % (ds * unit) or width % (ds * unit):
-                continue
-            chosen = ds
-            if (height // ds) * (width // ds) <= WORK_PIXELS:
-                break
-        return chosen
+        work = range(self.cfg.image_downscale, MAX_AUTO_DOWNSCALE + 1)
+
+        def pixels(ds: int) -> int:  # of the denoised image, the frame padded for `ds`
+            m = ds * unit
+            return (-(-height // m) * m // ds) * (-(-width // m) * m // ds)
+
+        fitting = [ds for ds in work if pixels(ds) <= WORK_PIXELS] or [MAX_AUTO_DOWNSCALE]
+        dividing = [ds for ds in fitting if height % (ds * unit) == 0 == width % (ds * unit)]
+        return (dividing or fitting)[0]
 
     def wait_ready(self, timeout: float | None = None) -> None:
         if self._compiler is not None:
@@ -358,6 +386,8 @@ class BuiltinModel(StreamModel):
 
     def look_prompt(self, name: str) -> PromptCond:
         """Conditioning for exactly one look, by name (no text model needed)."""
+        if name not in self.bank.names:
+            raise UserError(f"unknown look '{name}': use one of {', '.join(self.bank.names)}")
         weights = {name: 1.0}
         match = PromptMatch(name, weights, similarity=1.0, scores=weights)
         return PromptCond(blend_anchors(weights, self.bank), match)
@@ -387,18 +417,20 @@ class BuiltinModel(StreamModel):
     def init_state(self, height: int, width: int, seed: int | None = None) -> State:
         ds = self.downscale_for(height, width)
         m = ds * self.cfg.image_multiple
-        if height % m or width % m or height <= 0 or width <= 0:
+        if height <= 0 or width <= 0 or (self.downscale is not None and (height % m or width % m)):
             raise UserError(
                 f"{NAME} at downscale {ds} needs frame sides that are multiples of {m}, "
                 f"got {width}x{height}"
             )
-        log.info("%dx%d frames, denoised at %dx%d", width, height, width // ds, height // ds)
+        ph, pw = -(-height // m) * m, -(-width // m) * m  # automatic: padded here if need be
+        log.info("%dx%d frames, denoised at %dx%d", width, height, pw // ds, ph // ds)
         generator = torch.Generator().manual_seed(NOISE_SEED if seed is None else seed)
-        noise = torch.randn(1, 3, height // ds, width // ds, generator=generator)
+        noise = torch.randn(1, 3, ph // ds, pw // ds, generator=generator)
         if self._compiler is not None:
-            self._compiler.request((height // ds, width // ds))
-        cache = KVCache(self.cfg.cache_frames)
-        return StreamState(height, width, ds, cache, noise.to(self.device))
+            self._compiler.request((ph // ds, pw // ds))
+        cache = KVCache(self.cfg.cache_frames if self.cfg.temporal else 0)
+        padded = None if (ph, pw) == (height, width) else (ph, pw)
+        return StreamState(height, width, ds, cache, noise.to(self.device), padded=padded)
 
     def step(
         self, image: np.ndarray, cond: Conditioning, state: State, steps: int
@@ -409,13 +441,20 @@ class BuiltinModel(StreamModel):
             raise ValueError(f"expected a ({height}, {width}, 3) uint8 frame, got {image.shape}")
         if not 1 <= steps <= self.cfg.max_steps:
             raise UserError(f"{NAME} runs 1 to {self.cfg.max_steps} steps, not {steps}")
+        if state.padded is not None:  # edge pixels repeated out to a size the downscale divides
+            ph, pw = state.padded
+            image = cv2.copyMakeBorder(image, 0, ph - height, 0, pw - width, cv2.BORDER_REPLICATE)
         with torch.inference_mode(), self._autocast():  # one tensor kind: compiled nets rely on it
-            return self._step(image, cond, state, steps)
+            output, state = self._step(image, cond, state, steps)
+        if state.padded is not None:
+            output = np.ascontiguousarray(output[:height, :width])
+        return output, state
 
     def _step(
         self, image: np.ndarray, cond: PromptCond, state: StreamState, steps: int
     ) -> tuple[np.ndarray, StreamState]:
-        height, width, ds = state.height, state.width, state.downscale
+        height, width = image.shape[:2]  # padded, if the state says so
+        ds = state.downscale
         gds = ds * self.cfg.patch
         # 2. the input at full and low resolution, and a small gray copy for flow
         small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
@@ -465,7 +504,8 @@ class BuiltinModel(StreamModel):
             return None
         if cached is not None and torch.equal(cached[0], prompt):
             return cached
-        maps = self.net.grade.frame_maps(prompt, size[0], size[1])
+        with torch.autocast(prompt.device.type, enabled=False):  # float32, as in training
+            maps = self.net.grade.frame_maps(prompt.float(), size[0], size[1])
         assert maps is not None
         return prompt, maps
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +55,18 @@ class PromptEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.dim = int(self.model.config.hidden_size)
+        # a fast tokenizer is not thread-safe ("Already borrowed"): streams on several
+        # threads share this encoder
+        self._lock = threading.Lock()
 
     @torch.no_grad()
     def __call__(self, texts: Sequence[str]) -> Tensor:
         """(N,) texts -> (N, dim) unit vectors."""
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-        )
+        with self._lock:
+            batch = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )  # fmt: skip
         hidden = self.model(**batch).last_hidden_state  # (N, T, dim)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
