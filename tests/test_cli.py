@@ -492,6 +492,8 @@ def test_the_report_never_overwrites_the_input_or_the_output(media: Path, tmp_pa
     args = ("run", str(clip), "-o", str(out), "--model", "identity", "-q")
     assert_one_line_error(mirage(*args, "--report", str(clip)), "would overwrite")
     assert clip.read_bytes() == before
+    assert_one_line_error(mirage(*args, "--report", str(out)), "would overwrite")  # not yet
+    assert not out.exists()
     out.write_bytes(b"a video from before")
     assert_one_line_error(mirage(*args, "--report", str(out)), "would overwrite")
 
@@ -526,3 +528,10 @@ def test_errors_the_machine_raises_are_one_line_exit_2(capsys: pytest.CaptureFix
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "cannot use /root/out.mp4: Permission denied" in err and err.count("\n") == 1
+
+    def reset() -> None:  # not the user's to fix: exit 1, with the --debug hint
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(SystemExit) as exc:
+        guarded(False, reset)
+    assert exc.value.code == 1 and "--debug" in capsys.readouterr().err

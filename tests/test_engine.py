@@ -352,8 +352,14 @@ def test_stream_of_a_short_source_ends() -> None:
 def test_a_step_count_the_model_cannot_run_is_refused_before_anything_opens(
     media: Path, tmp_path: Path
 ) -> None:
+    class OneStep(RecordingModel):
+        @property
+        def info(self) -> ModelInfo:
+            return ModelInfo(name="one-step", description="runs one step", max_steps=1)
+
     with pytest.raises(UserError, match="at most 1 step"):
-        StreamEngine(RecordingModel(), device="cpu", max_steps=2)
+        StreamEngine(OneStep(), device="cpu", max_steps=2)
+    assert StreamEngine(RecordingModel(), device="cpu", max_steps=3).max_steps == 3  # any
     with pytest.raises(UserError, match="mirage-lsd-v1 runs at most 4"):
         StreamEngine("mirage-lsd-v1", device="cpu", max_steps=5, compile=False)
     assert StreamEngine("identity", device="cpu", max_steps=50).max_steps == 50
@@ -435,6 +441,7 @@ def test_process_keeps_its_own_stats_and_starts_afresh_after_a_stream(media: Pat
     assert (stats.mode, stats.frames_in, stats.frames_out) == ("process", 3, 3)
     assert stats.size == (48, 64)
     assert stats.fps > 0 and stats.ttff_ms is not None
+    assert stats.stages_ms["decode"] is None  # frames come decoded
     engine.start(media / "walk.mkv", mode="offline", max_frames=2)
     engine.wait()
     engine.process(frame)

@@ -530,8 +530,14 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
 def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
     with pytest.raises(UserError, match="--max-steps must be from 1 to 50"):
         ServerSettings(max_steps=0).resolved()
+
+    class TwoStepModel(LookModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self._info = ModelInfo("two-steps", "renders looks", looks=LOOKS, max_steps=2)
+
     with (
-        running_server(ServerSettings(max_steps=8)) as running,  # LookModel runs 1 step
+        running_server(ServerSettings(max_steps=8), TwoStepModel()) as running,
         httpx.Client(base_url=running.url) as http,
     ):
-        assert http.get("/api/config").json()["max_steps"] == 1
+        assert http.get("/api/config").json()["max_steps"] == 2

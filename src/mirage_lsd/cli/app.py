@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import FrameType
@@ -91,8 +92,10 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            self.engine._close_outputs()  # the file stays playable with what it has
+        if self.signal is not None:  # the file stays playable with what it has, unless
+            closer = threading.Thread(target=self.engine._close_outputs, daemon=True)
+            closer.start()  # its writer is stuck (a stalled server): then quit anyway
+            closer.join(timeout=3.0)
             raise SystemExit(128 + signum)
         self.signal = signum
         console.print("stopping: writing the frames in flight (again to quit at once)")
@@ -224,7 +227,10 @@ def run(
         except BaseException as exc:  # a failure, or a second Ctrl-C
             if report is not None:
                 error = "interrupted" if isinstance(exc, SystemExit) else str(exc) or repr(exc)
-                _write_report(report, engine.stats(), **context, error=error)
+                try:
+                    _write_report(report, engine.stats(), **context, error=error)
+                except UserError as report_error:  # the run's own failure is the one to show
+                    console.print(f"warning: {report_error}", highlight=False, markup=False)
             raise
         # 4. report
         if report is not None:
@@ -264,7 +270,8 @@ def _check_report_path(path: Path, *others: str) -> None:
             raise UserError(f"cannot write report {path}: no folder {path.parent}")
         for other in others:
             mine = Path(os.path.expanduser(other))
-            if path.exists() and mine.exists() and path.samefile(mine):
+            same = path.samefile(mine) if path.exists() and mine.exists() else None
+            if same or (same is None and path.resolve() == mine.resolve()):
                 raise UserError(f"the report {path} would overwrite {other}: choose another name")
     except OSError as exc:
         raise UserError(f"cannot write report {path}: {exc.strerror or exc}") from None

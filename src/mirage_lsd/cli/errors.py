@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -13,6 +14,12 @@ from rich.markup import escape
 from mirage_lsd.errors import UserError
 
 T = TypeVar("T")
+#: Errors of the machine, not of the program: no permission, a full or read-only disk, a
+#: path that is not there or not a folder.
+MACHINE_SAID_NO = frozenset(
+    (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOENT,
+     errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG)
+)  # fmt: skip
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -32,13 +39,12 @@ def guarded(debug: bool, body: Callable[[], T]) -> T:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
-    except OSError as exc:  # the machine said no: a folder that cannot be entered, a full disk
-        if debug:
-            raise
-        what = f"cannot use {exc.filename}: " if exc.filename else ""
-        fail(f"{what}{exc.strerror or exc}", 2)
     except Exception as exc:
         if debug:
             raise
-        fail(f"{type(exc).__name__}: {exc} (run again with --debug for details)", 1)
+        if isinstance(exc, OSError) and exc.errno in MACHINE_SAID_NO:  # the user can fix it
+            what = f"cannot use {exc.filename}: " if exc.filename else ""
+            fail(f"{what}{exc.strerror or type(exc).__name__}", 2)
+        what = type(exc).__name__ + (f": {str(exc).splitlines()[0]}" if str(exc) else "")
+        fail(f"{what} (run again with --debug for details)", 1)
     raise AssertionError("unreachable")

@@ -116,10 +116,12 @@ class StatsRecorder:
             if self.end_time is None:
                 self.end_time = time.monotonic()
 
-    def captured(self, decode_ms: float, dropped: bool) -> None:
+    def captured(self, decode_ms: float | None, dropped: bool) -> None:
+        """A frame came in; `decode_ms` None: it came decoded (`process()`)."""
         with self._lock:
             self.frames_in += 1
-            self.stages["decode"].add(decode_ms)
+            if decode_ms is not None:
+                self.stages["decode"].add(decode_ms)
             self.dropped_input += dropped
 
     def output_ready(self, latency_ms: float, stage_ms: dict[str, float], now: float) -> None:

@@ -126,7 +126,6 @@ class StreamEngine:
         self.set_seed(seed)
         self._pipeline: Pipeline | None = None
         self._recorder = self._new_recorder("process")
-        self._recorder.started()
         self._window: WindowSink | None = None
         self._window_stream: Pipeline | None = None  # the stream that opened the window
         self._stream_frames: Channel[np.ndarray] | None = None  # what `stream()` yields from
@@ -195,14 +194,15 @@ class StreamEngine:
         recorder = self._recorder
         if recorder.mode != "process":  # after a stream: new stats, no history carried over
             recorder = self._recorder = self._new_recorder("process")
-            recorder.started()
             self._processor.restart()
+        if recorder.start_time is None:  # the clock starts with the first frame
+            recorder.started()
         seen = self._processor.input_size
         if self.resolution is None and seen is not None and seen != frame.shape[:2]:
             self._processor.restart()
         t0 = time.perf_counter()
         image, stage_ms = self._processor(np.ascontiguousarray(frame))
-        recorder.captured(0.0, dropped=False)
+        recorder.captured(None, dropped=False)
         recorder.output_ready((time.perf_counter() - t0) * 1000.0, stage_ms, time.monotonic())
         recorder.size = image.shape[:2]
         return image
@@ -316,12 +316,12 @@ class StreamEngine:
         pipeline = self._pipeline
         if pipeline is not None:
             pipeline.request_stop()
-            if self._stream_frames is not None:  # a `stream()` nobody reads any more
-                self._stream_frames.close(discard=True)
+            if self._stream_frames is not None:  # frames made but not yet handed to a
+                self._stream_frames.close()  # `stream()` are dropped; those handed stay
             if pipeline.owns_current_thread:
                 return self.stats()
-            pipeline.join(timeout)
-            self._raise_error(pipeline)
+            if pipeline.join(timeout):
+                self._raise_error(pipeline)
         return self.stats()
 
     def stream(

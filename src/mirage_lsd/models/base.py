@@ -27,7 +27,7 @@ class ModelInfo:
     description: str
     device: str = "cpu"
     dtype: str = "float32"
-    max_steps: int = 1
+    max_steps: int = 50  # the most steps per frame it runs (the engine's own limit: 50)
     looks: tuple[str, ...] = ()
     compile: bool = False  # torch.compile asked for (the built-in model: in the background)
 

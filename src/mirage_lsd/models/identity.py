@@ -15,7 +15,6 @@ class IdentityModel(StreamModel):
             name="identity",
             description="passes frames through unchanged (for measuring the engine)",
             device=device,
-            max_steps=50,  # takes any step count the engine allows, and ignores it
         )
 
     @property

@@ -27,6 +27,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,6 +385,28 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+class CtrlC:
+    """The first Ctrl-C ends the run after the step under way, with a checkpoint (the
+    loop checks `pressed`); a second one stops it at once, saving nothing more."""
+
+    def __enter__(self) -> CtrlC:
+        self.pressed = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():  # signals go there only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        log.warning("stopping after this step (Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def lr_at(step: int, optim: OptimConfig, total: int) -> float:
     """Linear warmup, then cosine decay to min_lr."""
     if step < optim.warmup:
@@ -465,6 +489,7 @@ def train(
     with (
         Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress,
         ThreadPoolExecutor(max_workers=1) as prefetch,
+        CtrlC() as ctrl_c,
     ):
         task = progress.add_task("train", total=cfg.steps, completed=start, status="")
         # 4. the loop; with a core to spare, batch i + 1 is rendered on a thread while
@@ -475,46 +500,45 @@ def train(
         make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
         overlap = device != "cpu" or usable_cores() > cfg.threads
         upcoming = prefetch.submit(make_batch, start) if overlap else None
-        done = saved = start  # steps finished, and the last step a checkpoint holds
-        try:
-            for step in range(start, end):
-                net.train()
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, cfg.optim, cfg.steps)
-                batch = (upcoming.result() if upcoming else make_batch(step)).to(device)
-                if overlap and step + 1 < end:
-                    upcoming = prefetch.submit(make_batch, step + 1)
-                noise = Noise(cfg.seed, step, torch.device(device))
-                if balance is None:
-                    loss = sequence_loss(net, batch, cfg.objective, noise)
-                else:
-                    errors = sequence_loss(net, batch, cfg.objective, noise, per_sample=True)
-                    loss = (errors * balance.weights(errors, batch.looks).to(errors.device)).mean()
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"loss is {loss.item()} at step {step}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-                opt.step()
-                losses.append(loss.item())
-                done = step + 1
-                # 5. checkpoint, before the eval: an eval that fails or is cut short loses nothing
-                if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
-                    save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
-                    saved = done
-                # 6. eval
-                if done % cfg.eval_every == 0 or done == cfg.steps:
-                    metrics = evaluate(net.eval(), bank, eval_sequences, device)
-                    log.info("step %d: %s", done, metrics)
-                status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
-                    f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
-                )
-                progress.update(task, completed=done, status=status)
-        except KeyboardInterrupt:  # Ctrl-C: keep the steps made since the last checkpoint
-            if done > saved:
+        saved = start  # the last step a checkpoint holds
+        for step in range(start, end):
+            net.train()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.optim, cfg.steps)
+            batch = (upcoming.result() if upcoming else make_batch(step)).to(device)
+            if overlap and step + 1 < end:
+                upcoming = prefetch.submit(make_batch, step + 1)
+            noise = Noise(cfg.seed, step, torch.device(device))
+            if balance is None:
+                loss = sequence_loss(net, batch, cfg.objective, noise)
+            else:
+                errors = sequence_loss(net, batch, cfg.objective, noise, per_sample=True)
+                loss = (errors * balance.weights(errors, batch.looks).to(errors.device)).mean()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            done = step + 1
+            # 5. checkpoint, before the eval: an eval that fails or is cut short loses nothing
+            if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
                 save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
+                saved = done
+            # 6. eval
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                metrics = evaluate(net.eval(), bank, eval_sequences, device)
+                log.info("step %d: %s", done, metrics)
+            status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
+                f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
+            )
+            progress.update(task, completed=done, status=status)
+            if ctrl_c.pressed:  # after a whole step: the checkpoint is one a resume continues
+                if done > saved:
+                    save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
                 log.info("stopped at step %d; checkpoint saved: continue with --resume", done)
-            raise
+                raise KeyboardInterrupt
     # 7. export
     weights = out / f"{NAME}.safetensors"
     save_weights(weights, net.eval(), bank)

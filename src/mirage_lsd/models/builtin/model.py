@@ -67,7 +67,7 @@ NOISE_SEED = 0
 # frames are denoised on a coarser grid (720p: 256x144, frame / 5, instead of 320x180),
 # which keeps 720p real-time on 2 CPU cores; the guided upsampler restores full detail.
 WORK_PIXELS = 40_000
-MAX_AUTO_DOWNSCALE = 16
+MAX_AUTO_DOWNSCALE = 32  # 7680x4320 (8K) fits the budget at 29
 
 
 class WeightsError(UserError):

@@ -180,10 +180,6 @@ def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Compone
             )
         parts = _load_folder(path, spec, dtype, fp16)
     elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
-        # the pipeline's class first, so an unsupported one is not downloaded whole
-        index = hub_snapshot(spec, allow=["model_index.json"]) / "model_index.json"
-        if index.is_file():
-            _family_of(str(json.loads(index.read_text()).get("_class_name", "")))
         allow, ignore = _weights_patterns(fp16)
         parts = _load_folder(hub_snapshot(spec, allow=allow, ignore=ignore), spec, dtype, fp16)
     else:
