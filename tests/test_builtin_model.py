@@ -1076,3 +1076,26 @@ def test_grade_maps_stay_float32_under_bfloat16(model: BuiltinModel) -> None:
     assert model.net.grade is not None
     with torch.no_grad():  # exactly the float32 maps of training, not bfloat16 rounded
         assert torch.equal(maps, model.net.grade.frame_maps(prompt.float(), *maps.shape[-2:]))
+
+
+def test_an_automatic_compile_is_skipped_for_a_short_file(
+    tiny_cfg: ModelConfig, media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mirage_lsd.models.builtin.model.compile_by_default", lambda d: True)
+    monkeypatch.delenv("MIRAGE_LSD_COMPILE", raising=False)
+    model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank())  # compile=None: automatic
+    assert model._compiler is not None
+    requested: list[tuple[int, int]] = []
+    monkeypatch.setattr(model._compiler, "request", requested.append)  # never compile here
+    engine = StreamEngine(model, device="cpu", resolution=(64, 64))
+    engine.start(media / "walk.mkv", max_frames=3)  # 89 frames: over before a compile pays
+    engine.wait()
+    assert requested == []
+    engine.start(media / "walk.mkv", max_frames=3, mode="live")  # live: may run for hours
+    engine.wait()
+    assert requested == [(16, 16)]
+    asked = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), compile=True)  # asked for: always
+    monkeypatch.setattr(asked._compiler, "request", requested.append)
+    asked.plan_stream(live=False, frames=10)
+    asked.init_state(64, 64)
+    assert requested == [(16, 16), (16, 16)]

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mirage_lsd.cli.app import SHORT_FILE, ends_before_a_compile_pays
-from mirage_lsd.device import cxx_compiler
+from mirage_lsd.cli.app import ends_before_a_compile_pays
+from mirage_lsd.device import SHORT_STREAM, cxx_compiler
 from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.sources import open_source
 
@@ -187,7 +187,7 @@ def test_which_inputs_end_before_a_compile_pays(media: Path, tmp_path: Path) -> 
     assert ends_before_a_compile_pays(open_source(media / "bottle-detection.mp4"), live=False)
     assert ends_before_a_compile_pays(open_source(tmp_path), live=False)  # 2 images, no fps
     assert not ends_before_a_compile_pays(open_source(iter([])), live=False)  # unknown length
-    walk.frame_count = SHORT_FILE  # as long as a 100 s file
+    walk.frame_count = SHORT_STREAM  # as long as a 100 s file
     assert not ends_before_a_compile_pays(walk, live=False)
     walk.close()
 
@@ -378,12 +378,17 @@ def test_signal_finalizes_a_playable_output(media: Path, tmp_path: Path, sig: in
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(4.0)
+    deadline = time.monotonic() + 60  # interrupted mid-stream: once frames are being written
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.stat().st_size > 100_000:
+            break
+        time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stderr.decode()
     data = json.loads(report.read_text())
+    assert data["stopped_by"] == signal.Signals(sig).name and data["error"] is None
     frames, size, _ = video_info(out)
     assert 0 < frames < 1189
     assert frames == data["frames_written"]

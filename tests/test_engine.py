@@ -512,3 +512,12 @@ def test_bad_stream_arguments_are_user_errors(media: Path) -> None:
     with pytest.raises(UserError, match="empty frame"):
         engine.process(np.zeros((0, 8, 3), np.uint8))
     assert not engine.running
+
+
+def test_letterbox_bars_stay_black_whatever_the_model_paints(media: Path) -> None:
+    engine = StreamEngine(SlowModel(delay=0), device="cpu", resolution=(120, 120), fit="letterbox")
+    frame = np.full((90, 160, 3), 100, np.uint8)  # 16:9 in a square: bars above and below
+    out = engine.process(frame)  # the model inverts: the bars would come out white
+    assert out.shape == (120, 120, 3)
+    assert out[:26].max() == 0 and out[-26:].max() == 0
+    assert (out[40:80] == 155).all()  # the picture itself is the model's

@@ -75,6 +75,12 @@ def cpu_has_amx() -> bool:
 COMPILE_ENV = "MIRAGE_LSD_COMPILE"
 """Set to 0 or 1 to turn the built-in model's automatic torch.compile off or on."""
 
+SHORT_STREAM = 3000
+"""An offline stream known to have fewer frames is not compiled automatically: it ends
+before the compile pays off (about 100 s at 30 FPS; on 2 cores a first compile costs
+10-30 s of CPU beside the stream; benchmarks/RESULTS.md, "A background compile on short
+files")."""
+
 
 def compile_by_default(device: str) -> bool:
     """Whether the built-in model compiles its network when the caller did not say.

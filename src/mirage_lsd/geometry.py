@@ -93,6 +93,20 @@ def apply_fit(image: np.ndarray, plan: FitPlan) -> np.ndarray:
     return canvas
 
 
+def clear_bars(image: np.ndarray, plan: FitPlan) -> np.ndarray:
+    """A model's output with a letterbox's bars black again (a model paints them like
+    the picture: glow spills in, a wash turns them grey); a copy when there are bars."""
+    if plan.resized == plan.out:
+        return image
+    image = image.copy()  # the model's array may be its own (a cached frame)
+    (oy, ox), (rh, rw) = plan.offset, plan.resized
+    image[:oy] = 0
+    image[oy + rh :] = 0
+    image[:, :ox] = 0
+    image[:, ox + rw :] = 0
+    return image
+
+
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     """Reflect-pad bottom and right so both sides divide by `multiple`."""
     if multiple <= 1:

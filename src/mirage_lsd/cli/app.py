@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -24,10 +23,10 @@ from mirage_lsd.cli.errors import fail, guarded
 from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
-from mirage_lsd.device import COMPILE_ENV
+from mirage_lsd.device import COMPILE_ENV, SHORT_STREAM
 from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import Stats
-from mirage_lsd.engine.stream_engine import StreamEngine
+from mirage_lsd.engine.stream_engine import StreamEngine, expected_frames
 from mirage_lsd.errors import UserError
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.models.registry import DEFAULT_MODEL, available_models, check_model_name
@@ -40,11 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-# Files with fewer frames than this run uncompiled unless --compile: on 2 cores a
-# background compile costs 10-30 s of CPU beside the stream (benchmarks/RESULTS.md,
-# "A background compile on short files").
-SHORT_FILE = 3000
+console = Console(stderr=True, soft_wrap=True)  # one line stays one line in a log or pipe
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name or path.")]
 SizeOpt = Annotated[
@@ -98,7 +93,7 @@ class _StopOnSignal:
             closer.join(timeout=3.0)
             raise SystemExit(128 + signum)
         self.signal = signum
-        console.print("stopping: writing the frames in flight (again to quit at once)")
+        console.print("stopping: writing the frames already transformed (again to quit at once)")
         self._stop_stream()
 
     def started(self) -> None:
@@ -234,7 +229,8 @@ def run(
             raise
         # 4. report
         if report is not None:
-            _write_report(report, stats, **context, error=None)
+            by = None if stopper.signal is None else signal.Signals(stopper.signal).name
+            _write_report(report, stats, **context, error=None, stopped_by=by)
         where = "" if output == "null" else f" to {output}"
         console.print(
             f"{stats.frames_written} frames{where}: {stats.fps:.1f} fps, "
@@ -252,13 +248,12 @@ def run(
 
 
 def ends_before_a_compile_pays(source: Source, live: bool) -> bool:
-    """An offline input known to have fewer than `SHORT_FILE` frames (by its frame count,
-    or its duration times its frame rate); live streams and inputs of unknown length may
-    run long enough for a background compile to pay off."""
-    if live:
-        return False
-    frames = source.frame_count or (source.duration_s or math.inf) * (source.fps or 30.0)
-    return frames < SHORT_FILE
+    """An offline input known to have fewer than `SHORT_STREAM` frames (by its frame
+    count, or its duration times its frame rate); live streams and inputs of unknown
+    length may run long enough for a background compile to pay off. (The engine tells
+    the model the same; deciding here too keeps the "compiling" note truthful.)"""
+    frames = expected_frames(source)
+    return not live and frames is not None and frames < SHORT_STREAM
 
 
 def _check_report_path(path: Path, *others: str) -> None:
@@ -400,7 +395,8 @@ def train(
 
         result = run_training(config, device=resolve_device(device), resume=resume, out_dir=out_dir)
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
-        console.print(f"trained {result.step} steps; weights: {result.weights}; {metrics}")
+        parts = [f"trained {result.step} steps", f"weights: {result.weights}", metrics]
+        console.print("; ".join(p for p in parts if p))
 
     guarded(debug, body)
 
@@ -504,8 +500,10 @@ def _main() -> None:
     try:
         code = app(standalone_mode=False)
     except TyperException as exc:  # typer's usage errors (bad or missing options)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mirage-lsd` alone: the help answers
+            sys.exit(0)
         ctx = getattr(exc, "ctx", None)
-        hint = f" (see `mirage-lsd {ctx.info_name} --help`)" if ctx is not None else ""
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         fail(exc.format_message().replace("\n", " ") + hint, getattr(exc, "exit_code", 2))
     except typer.Abort:
         fail("aborted", 130)

@@ -17,7 +17,7 @@ from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def serve(

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from mirage_lsd.engine.prompt import PromptSchedule
-from mirage_lsd.geometry import FitMode, FitPlan, apply_fit, pad_to_multiple, plan_fit
+from mirage_lsd.geometry import FitMode, FitPlan, apply_fit, clear_bars, pad_to_multiple, plan_fit
 from mirage_lsd.models.base import State, StreamModel
 
 
@@ -86,6 +86,7 @@ class FrameProcessor:
             out = out[:oh, :ow]
         if out.dtype != np.uint8 or not out.flags.c_contiguous:
             out = np.ascontiguousarray(out, dtype=np.uint8)
+        out = clear_bars(out, self._plan)
         strength = self.strength
         if strength < 1.0:
             out = cv2.addWeighted(out, strength, fitted, 1.0 - strength, 0.0)

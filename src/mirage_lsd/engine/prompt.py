@@ -33,12 +33,10 @@ def validate_prompt(text: object) -> str:
         raise UserError("prompt is not valid UTF-8 text: re-type it or fix its encoding") from None
     text = text.strip()
     if not text:
-        raise UserError(
-            "prompt is empty: describe the look you want, e.g. --prompt 'pencil sketch'"
-        )
+        raise UserError("prompt is empty: describe the look you want, e.g. 'pencil sketch'")
     if len(text) > MAX_PROMPT_CHARS:
         raise UserError(
-            f"prompt is {len(text)} characters long: keep it under {MAX_PROMPT_CHARS} characters"
+            f"prompt is {len(text)} characters long: keep it to {MAX_PROMPT_CHARS} or fewer"
         )
     if "\x00" in text:
         raise UserError("prompt contains a NUL character: remove it")

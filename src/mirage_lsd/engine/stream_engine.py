@@ -264,6 +264,10 @@ class StreamEngine:
         )
         run_mode: Mode = mode or ("live" if source.live else "offline")
         try:
+            frames = None if loop else expected_frames(source)
+            if max_frames is not None:
+                frames = min(frames or float(max_frames), float(max_frames))
+            self.model.plan_stream(run_mode == "live", frames)
             lag = self.model.lag_frames(self.max_steps)
             if lag and run_mode == "offline":  # its last frames would never come out
                 raise UserError(
@@ -481,6 +485,18 @@ class StreamEngine:
     def _close_outputs(self) -> None:
         if self._sink is not None:
             self._sink.close()
+
+
+def expected_frames(source: Source) -> float | None:
+    """How many frames `source` will give, if known: its frame count, or its duration
+    times its frame rate (30 when it has none); None for live and unbounded sources."""
+    if source.live:
+        return None
+    if source.frame_count:
+        return float(source.frame_count)
+    if source.duration_s:
+        return source.duration_s * (source.fps or DEFAULT_FPS)
+    return None
 
 
 def _check_resolution(resolution: Any) -> tuple[int, int] | None:

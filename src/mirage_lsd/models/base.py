@@ -69,6 +69,12 @@ class StreamModel(ABC):
         """How many frames late each output comes (a model that pipelines frames); 0 here."""
         return 0
 
+    def plan_stream(self, live: bool, frames: float | None) -> None:  # noqa: B027 - optional hook
+        """Told by the engine before each stream it starts: whether it is live, and how
+        many frames it will have (None: unknown or unbounded). A model may skip work that
+        would not pay off within it (the built-in model's background compile on a short
+        file); the plan holds for the streams started after it. Default: ignored."""
+
     def wait_ready(self, timeout: float | None = None) -> None:  # noqa: B027 - optional hook
         """Block until work the model does in the background (compiling) is done.
 

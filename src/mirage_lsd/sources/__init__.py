@@ -83,7 +83,7 @@ def open_source(
     if kind == "dir" or (kind == "missing" and any(c in text for c in "*?[")):
         return ImageFolderSource(text, loop=loop)
     if kind == "missing":
-        raise UserError(f"input file not found: {text}")
+        raise UserError(f"input file not found: {text} (check the path)")
     if is_image(path):
         return ImageFolderSource(text, loop=loop)
     return VideoFileSource(path, realtime=bool(realtime), loop=loop)

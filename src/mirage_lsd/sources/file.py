@@ -74,7 +74,7 @@ class VideoFileSource(Source):
 
     def _open(self) -> tuple[InputContainer, VideoStream]:
         if not self.path.exists():
-            raise UserError(f"input file not found: {self.path}")
+            raise UserError(f"input file not found: {self.path} (check the path)")
         try:
             container = av.open(str(self.path), metadata_errors="replace")
         except (av.FFmpegError, OSError) as exc:

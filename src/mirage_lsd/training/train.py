@@ -430,7 +430,6 @@ def train(
     # 1. config, seed and threads
     cfg = load_train_config(config)
     out = Path(out_dir or cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     # 2. data
@@ -477,7 +476,11 @@ def train(
         start,
         cfg.steps,
     )
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that cannot start leaves none
     metrics: dict[str, float] = {}
+    # a live bar on a terminal; in a log or a pipe, a plain line at each checkpoint instead
+    out_console = Console(stderr=True, soft_wrap=True)
+    bar = show_progress and out_console.is_terminal
     columns = (
         TextColumn("train"),
         BarColumn(),
@@ -487,7 +490,7 @@ def train(
         TextColumn("{task.fields[status]}"),
     )
     with (
-        Progress(*columns, console=Console(stderr=True), disable=not show_progress) as progress,
+        Progress(*columns, console=out_console, disable=not bar) as progress,
         ThreadPoolExecutor(max_workers=1) as prefetch,
         CtrlC() as ctrl_c,
     ):
@@ -534,6 +537,8 @@ def train(
                 f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
             )
             progress.update(task, completed=done, status=status)
+            if show_progress and not bar and done == saved:
+                out_console.print(f"step {done}/{cfg.steps}  {status}", highlight=False)
             if ctrl_c.pressed:  # after a whole step: the checkpoint is one a resume continues
                 if done > saved:
                     save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)

@@ -90,7 +90,11 @@ class BackgroundCompiler:
         except Exception as exc:  # any compiler failure means: stay eager
             with self._lock:
                 self._failed = True
-            log.warning("torch.compile failed, running uncompiled: %s", str(exc).splitlines()[0])
+            if _exiting:  # cut short by the program's exit, not a failure
+                log.debug("background torch.compile stopped at exit: %s", exc)
+            else:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("torch.compile failed, running uncompiled: %s", reason)
         finally:
             with self._lock:
                 self._pending.pop(size, None)
@@ -103,11 +107,20 @@ def compiling() -> bool:
 
 @atexit.register
 def _finish_at_exit() -> None:
-    """Let a compile under way end before the interpreter shuts down (see the module doc)."""
+    """Let a compile under way end before the interpreter shuts down (see the module doc).
+
+    By now Python refuses new work to thread pools, which Inductor needs: the compile
+    stops at its next step with an error that only means the program is exiting.
+    """
+    global _exiting
+    _exiting = True
     if compiling():
-        log.warning("waiting for the background torch.compile to finish before exiting")
+        log.info("letting the background torch.compile stop before exiting")
         for compiler in list(_LIVE):
             compiler.wait()
+
+
+_exiting = False  # set at interpreter exit: a compile that stops then has not failed
 
 
 def dummy_inputs(net: LSDNet, size: Size) -> tuple[object, ...]:

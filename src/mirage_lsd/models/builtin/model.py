@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mirage_lsd.device import compile_by_default, cpu_has_amx
+from mirage_lsd.device import COMPILE_ENV, SHORT_STREAM, compile_by_default, cpu_has_amx
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel
 from mirage_lsd.models.builtin.cache import KVCache, StreamState
@@ -183,6 +184,9 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)  # safetensors writes the file private (0600): use the usual mode
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     tmp.replace(path)
 
 
@@ -304,9 +308,12 @@ class BuiltinModel(StreamModel):
         self.fp16 = fp16 and self.device.type == "cuda"
         # the guided upsampler runs where the network runs on a GPU, with OpenCV on a CPU
         self.upsample_on_device = self.device.type != "cpu"
+        # chosen for the caller (not asked for, nor set by MIRAGE_LSD_COMPILE): see plan_stream
+        self._auto_compile = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
         if compile is None:
             compile = compile_by_default(self.device.type)
         self._compiler = BackgroundCompiler(self.net, self._autocast) if compile else None
+        self._compile_streams = True  # see `plan_stream`
         self._info = ModelInfo(
             name=name,
             description="small causal live-stream diffusion model (1-4 steps)",
@@ -363,6 +370,13 @@ class BuiltinModel(StreamModel):
         fitting = [ds for ds in work if pixels(ds) <= WORK_PIXELS] or [MAX_AUTO_DOWNSCALE]
         dividing = [ds for ds in fitting if height % (ds * unit) == 0 == width % (ds * unit)]
         return (dividing or fitting)[0]
+
+    def plan_stream(self, live: bool, frames: float | None) -> None:
+        """An automatic compile is skipped for an offline stream known to end within
+        SHORT_STREAM frames: it would end before the compile paid off (a 73-frame clip
+        took 18 s compiled against 7 s uncompiled on 2 cores, benchmarks/RESULTS.md)."""
+        short = not live and frames is not None and frames < SHORT_STREAM
+        self._compile_streams = not (self._auto_compile and short)
 
     def wait_ready(self, timeout: float | None = None) -> None:
         if self._compiler is not None:
@@ -426,7 +440,7 @@ class BuiltinModel(StreamModel):
         log.info("%dx%d frames, denoised at %dx%d", width, height, pw // ds, ph // ds)
         generator = torch.Generator().manual_seed(NOISE_SEED if seed is None else seed)
         noise = torch.randn(1, 3, ph // ds, pw // ds, generator=generator)
-        if self._compiler is not None:
+        if self._compiler is not None and self._compile_streams:
             self._compiler.request((ph // ds, pw // ds))
         cache = KVCache(self.cfg.cache_frames if self.cfg.temporal else 0)
         padded = None if (ph, pw) == (height, width) else (ph, pw)
