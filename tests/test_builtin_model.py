@@ -6,6 +6,7 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import signal
@@ -22,6 +23,8 @@ import yaml
 
 from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
+from mirage_lsd.evaluation.metrics import psnr
+from mirage_lsd.geometry import apply_fit, plan_fit
 from mirage_lsd.models.builtin.compiled import dummy_inputs
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
@@ -53,6 +56,7 @@ from mirage_lsd.models.builtin.sampler import (
     timesteps,
 )
 from mirage_lsd.models.registry import LoadOptions, load_model
+from mirage_lsd.sources import open_source
 from mirage_lsd.training.balance import LookBalance
 from mirage_lsd.training.config import TrainConfig, load_train_config
 from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
@@ -181,9 +185,21 @@ def test_state_is_not_mutated(model: BuiltinModel) -> None:
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])
-def test_model_runs_1_to_4_steps(model: BuiltinModel, steps: int) -> None:
+def test_model_runs_1_to_4_steps(
+    model: BuiltinModel, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+    forward = model.net.forward
+
+    def counted(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(float(args[4][0]))  # the noise level t of each denoiser call
+        return forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(model.net, "forward", counted)
     outputs = stream(model, frames(2, seed=6), steps)
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+    # `steps` denoiser calls a frame, from pure noise (t = 1) down the n-step grid
+    assert calls == pytest.approx([1.0 - k / steps for k in range(steps)] * 2)
 
 
 def test_model_rejects_more_steps_than_it_was_trained_for(model: BuiltinModel) -> None:
@@ -972,6 +988,34 @@ def test_bundled_weights_beat_identity_by_a_wide_margin(media: Path, prompt: str
     assert engine.model.info.name == "mirage-lsd-v1"
     result = evaluate(engine, media / "please.mkv", prompt, frames=12)
     assert result.style_psnr > result.identity_psnr + 8.0, result
+    if prompt == "underwater":  # four steps too: the same look, within a dB of one step
+        four = StreamEngine(device="cpu", max_steps=4, resolution=(256, 256))
+        result4 = evaluate(four, media / "please.mkv", prompt, frames=12)
+        assert result4.style_psnr > result.identity_psnr + 8.0, result4
+        assert abs(result4.style_psnr - result.style_psnr) < 1.0
+
+
+def test_a_prompt_change_moves_the_output_gradually_to_the_new_look(media: Path) -> None:
+    from mirage_lsd.looks import get_look
+
+    engine = StreamEngine(device="cpu", resolution=(128, 128), prompt="thermal camera")
+    source = open_source(media / "please.mkv")
+    images = [source.recv().image for _ in range(14)]
+    source.close()
+    outputs = [engine.process(image) for image in images[:4]]
+    engine.set_prompt("underwater", transition_frames=8)
+    outputs += [engine.process(image) for image in images[4:]]
+    plan = plan_fit(images[0].shape[:2], (128, 128), "crop")
+    underwater = get_look("underwater")
+    closeness = [
+        psnr(out, underwater.render(apply_fit(image, plan)))
+        for out, image in zip(outputs, images, strict=True)
+    ]
+    blend = closeness[3:13]  # the last thermal frame, the 8 blended ones, the first after
+    assert closeness[13] > closeness[3] + 8.0  # it ends far closer to the new look
+    assert all(b >= a - 0.5 for a, b in itertools.pairwise(blend))  # and gets there steadily
+    steps = [float(np.abs(b.astype(np.float32) - a).mean()) for a, b in itertools.pairwise(outputs)]
+    assert max(steps[3:12]) < 0.5 * sum(steps[3:12])  # no single frame makes the jump
 
 
 def test_ctrl_c_ends_after_the_step_with_a_checkpoint_and_resume_continues(
@@ -1036,7 +1080,7 @@ def test_a_bad_look_bank_or_non_finite_weights_name_the_file(
     save_weights(good, LSDNet(tiny_cfg), catalog_bank())
     with safe_open(str(good), framework="pt") as f:
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    cases = {
+    cases = {  # the change, and the reason the error gives
         "one anchor short": {"looks.anchors": tensors["looks.anchors"][:-1]},
         "narrow embeddings": {
             "looks.descriptions": tensors["looks.descriptions"][:, :100].contiguous()
@@ -1044,10 +1088,16 @@ def test_a_bad_look_bank_or_non_finite_weights_name_the_file(
         "owner out of range": {"looks.owner": tensors["looks.owner"] + 100},
         "a NaN weight": {"net.head.bias": torch.full_like(tensors["net.head.bias"], math.nan)},
     }
+    reasons = {
+        "one anchor short": "not one anchor per look",
+        "narrow embeddings": "embeddings are not",
+        "owner out of range": "a look that is not there",
+        "a NaN weight": "tensor head.bias holds NaN",
+    }
     for case, change in cases.items():
         bad = tmp_path / f"{case.replace(' ', '_')}.safetensors"
         save_file({**tensors, **change}, str(bad), metadata=metadata)
-        with pytest.raises(WeightsError, match=bad.name) as err:
+        with pytest.raises(WeightsError, match=rf"{bad.name}.*{reasons[case]}") as err:
             load_weights(bad)
         assert "\n" not in str(err.value), case
 

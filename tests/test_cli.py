@@ -322,6 +322,9 @@ def bad_inputs(media: Path, tmp_path: Path) -> dict[str, tuple[list[str | bytes]
         "bad output suffix": (["run", clip, "-o", str(tmp_path / "o.xyz")], (".mp4",)),
         "missing option": (["run", clip], ("--output",)),
         "bench bad size": (["bench", clip, "--size", "axb"], ("size",)),
+        "eval one frame": (["eval", clip, "--prompt", "sepia", "--frames", "1"], ("--frames",)),
+        "eval no prompt": (["eval", clip], ("--prompt",)),
+        "eval unknown model": (["eval", clip, "-p", "sepia", "-m", "nope"], ("unknown model",)),
     }
 
 
@@ -341,6 +344,9 @@ CASES = [
     "bad output suffix",
     "missing option",
     "bench bad size",
+    "eval one frame",
+    "eval no prompt",
+    "eval unknown model",
 ]
 
 
@@ -350,7 +356,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(media: Path, tmp_path: Path, c
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = mirage(*args, env=env, timeout=60)
     assert_one_line_error(result, *words)
-    assert not (tmp_path / "o.mp4").exists() or case == "unknown model"
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.xyz").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -384,6 +390,7 @@ def test_signal_finalizes_a_playable_output(media: Path, tmp_path: Path, sig: in
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
+    assert out.stat().st_size > 100_000, "no frames were written within 60 s"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stderr.decode()
