@@ -541,3 +541,91 @@ def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
         httpx.Client(base_url=running.url) as http,
     ):
         assert http.get("/api/config").json()["max_steps"] == 2
+
+
+def test_a_viewer_that_never_connects_frees_its_slot_and_bad_offers_are_400(
+    still: np.ndarray,
+) -> None:
+    async def run(server: Running) -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            assert r.status_code == 201, r.text
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            await publisher.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            await wait_until(lambda: publisher.connectionState == "connected")
+            ghost = RTCPeerConnection()  # offers, then vanishes without connecting
+            ghost.addTransceiver("video", direction="recvonly")
+            r = await http.post(f"/whep/{sid}", content=await ice_complete(ghost), headers=sdp)
+            assert r.status_code == 201, r.text
+            await ghost.close()
+            busy = (await http.post(f"/whep/{sid}", content="v=0", headers=sdp)).json()
+            assert "viewer slots" in busy["detail"]  # the viewer limit, not the session limit
+            stats = lambda: server.manager.get(sid).stats()["extra"]["viewers"]  # noqa: E731
+            await wait_until(lambda: stats() == 0, timeout=8)  # dropped after 2 s
+            viewer = RTCPeerConnection()
+            viewer.addTransceiver("video", direction="recvonly")
+            offer = (await ice_complete(viewer)).replace("a=setup:actpass", "a=setup:holdconn")
+            r = await http.post(f"/whep/{sid}", content=offer, headers=sdp)
+            assert r.status_code == 400 and r.json()["detail"].startswith("bad offer")
+            await http.delete(f"/whip/{sid}")
+            await viewer.close()
+        await publisher.close()
+
+    settings = ServerSettings(max_viewers=1, connect_timeout_s=2.0)
+    with running_server(settings, LookModel()) as server:
+        asyncio.run(run(server))
+
+
+def test_every_control_message_counts_against_the_limit_and_none_crashes(
+    server: Running, still: np.ndarray
+) -> None:
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            session = server.manager.get(r.json()["session_id"])
+            replies = [await session.handle_control("[" * 60_000) for _ in range(30)]
+            assert replies[0] == {"type": "error", "error": "send a JSON object"}
+            assert {"type": "error", "error": "rate limited: slow down"} in replies
+            # a refused prompt changes nothing else
+            long = "x" * (server.app.state.settings.max_prompt_chars + 1)  # type: ignore[attr-defined]
+            r = await http.post(
+                f"/api/sessions/{session.id}/prompt", json={"seed": 5, "prompt": long}
+            )
+            assert r.status_code in (422, 429) and session.engine.seed != 5
+            await http.delete(f"/api/sessions/{session.id}")
+        await pc.close()
+
+    asyncio.run(run())
+
+
+class BrokenModel(LookModel):
+    def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+        raise ValueError("model exploded")
+
+
+def test_a_whip_session_whose_model_fails_is_closed(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("video", direction="recvonly")
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            await publisher.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            r = await http.post(f"/whep/{sid}", content=await ice_complete(viewer), headers=sdp)
+            await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            # the viewer pulls frames, the model fails on the first: the session ends, so
+            # the publisher (OBS) sees its peer go instead of streaming into nothing
+            await wait_until(lambda: not server.manager.sessions, timeout=15)
+        for pc in (publisher, viewer):
+            await pc.close()
+
+    with running_server(ServerSettings(), BrokenModel()) as server:
+        asyncio.run(run(server))

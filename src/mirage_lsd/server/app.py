@@ -138,9 +138,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BusyError)
     async def busy(request: Request, exc: BusyError) -> JSONResponse:
         limit = manager_of(request).settings.max_sessions
-        return error(
-            503, f"busy: all {limit} sessions are in use, try later", {"Retry-After": "10"}
-        )
+        what = str(exc) or f"all {limit} sessions are in use"
+        return error(503, f"busy: {what}, try later", {"Retry-After": "10"})
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:

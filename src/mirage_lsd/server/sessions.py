@@ -34,7 +34,20 @@ Kind = Literal["webrtc", "whip"]
 
 
 class BusyError(Exception):
-    """All session slots are taken."""
+    """All session slots are taken (or, with a message, all viewer slots)."""
+
+
+class BadOfferError(ValueError):
+    """An SDP offer aiortc cannot parse or answer (no common codec, a malformed line)."""
+
+
+async def accept_offer(pc: RTCPeerConnection, sdp: str) -> None:
+    """`setRemoteDescription`, with aiortc's many failure types made one: BadOfferError."""
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+    except Exception as exc:  # KeyError, AssertionError, OperationError, ... from aiortc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadOfferError(reason) from exc
 
 
 class NotFoundError(Exception):
@@ -86,7 +99,10 @@ class Session:
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.relay = MediaRelay()
         self.slot = NewestFrameSlot(self.recorder)
-        self.output = TransformTrack(self.slot, self.engine, self.executor, self.recorder)
+        # a WHIP publisher (OBS) reads no stats: a failed model ends its session, so the
+        # publisher sees its peer close; the page reads the error, then ends its own
+        on_fail = self._end_soon if kind == "whip" else None
+        self.output = TransformTrack(self.slot, self.engine, self.executor, self.recorder, on_fail)
         self._pump: asyncio.Task[None] | None = None
         self._drains: list[asyncio.Task[None]] = []
         self._deadline: asyncio.Task[None] | None = None  # see SessionManager.open
@@ -114,7 +130,7 @@ class Session:
                 if channel.readyState == "open":
                     channel.send(json.dumps(reply))
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await accept_offer(pc, sdp)
         if send_back:
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
@@ -131,7 +147,9 @@ class Session:
     async def add_viewer(self, sdp: str) -> tuple[str, RTCSessionDescription]:
         """WHEP: a receive-only peer that watches this session's output."""
         if len(self.viewers) >= self._settings.max_viewers:
-            raise BusyError
+            raise BusyError(
+                f"all {self._settings.max_viewers} viewer slots of this stream are in use"
+            )
         viewer_id = uuid.uuid4().hex[:12]
         pc = RTCPeerConnection()
         self.viewers[viewer_id] = pc
@@ -142,7 +160,7 @@ class Session:
                 await self.remove_viewer(viewer_id)
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            await accept_offer(pc, sdp)
             pc.addTrack(self.relay.subscribe(self.output, buffered=False))
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "sendonly"
@@ -150,7 +168,19 @@ class Session:
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
+        # a viewer that never connects (it left, or its offer had no media) frees its slot
+        self._drains.append(asyncio.create_task(self._drop_if_never_connected(viewer_id, pc)))
         return viewer_id, pc.localDescription
+
+    async def _drop_if_never_connected(self, viewer_id: str, pc: RTCPeerConnection) -> None:
+        await asyncio.sleep(self._settings.connect_timeout_s)
+        if pc.connectionState != "connected" and self.viewers.get(viewer_id) is pc:
+            log.info("session %s: viewer %s never connected, dropping it", self.id, viewer_id)
+            await self.remove_viewer(viewer_id)
+
+    def _end_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._manager.discard(self.id))
+        self._drains.append(task)
 
     async def remove_viewer(self, viewer_id: str) -> None:
         pc = self.viewers.pop(viewer_id, None)
@@ -163,17 +193,17 @@ class Session:
         """Apply a change (rate limited per session); prompts are encoded in the prompt thread."""
         if limited and not self.control.allow():
             raise RateLimitedError
+        limit = self._settings.max_prompt_chars
+        if params.prompt is not None and len(params.prompt.strip()) > limit:
+            raise UserError(  # checked before anything changes: a refused change is no change
+                f"prompt is {len(params.prompt.strip())} characters: keep it to {limit} or fewer"
+            )
         if params.strength is not None:
             self.engine.set_strength(params.strength)
         if params.seed is not None:
             self.engine.set_seed(params.seed)
         if params.prompt is None:
             return
-        if len(params.prompt) > self._settings.max_prompt_chars:
-            raise UserError(
-                f"prompt is {len(params.prompt)} characters: "
-                f"keep it under {self._settings.max_prompt_chars}"
-            )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             self.prompt_executor, self.engine.set_prompt, params.prompt, params.transition_frames
@@ -182,19 +212,22 @@ class Session:
     async def handle_control(self, message: object) -> dict[str, Any]:
         """One data channel message -> one reply: `{"type": "params", ...}` or `{"type": "stats"}`.
 
-        Every message counts against the session's control rate limit.
+        Every message counts against the session's control rate limit, malformed ones too.
         """
         try:
-            data = json.loads(message) if isinstance(message, str) else None
+            if not self.control.allow():
+                raise RateLimitedError
+            try:
+                data = json.loads(message) if isinstance(message, str) else None
+            except RecursionError:  # "[[[[..." nested past Python's stack
+                data = None
             if not isinstance(data, dict):
                 raise ValueError("send a JSON object")
             kind = data.pop("type", None)
             if kind == "stats":
-                if not self.control.allow():
-                    raise RateLimitedError
                 return {"type": "stats", "stats": self.stats()}
             if kind == "params":
-                await self.set_params(LiveParams.model_validate(data))
+                await self.set_params(LiveParams.model_validate(data), limited=False)
                 return {"type": "ack", **self.params()}
             raise ValueError("type must be 'params' or 'stats'")
         except RateLimitedError:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NoReturn
@@ -101,12 +102,14 @@ class TransformTrack(MediaStreamTrack):
         engine: StreamEngine,
         executor: ThreadPoolExecutor,
         recorder: StatsRecorder,
+        on_fail: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._slot = slot
         self._engine = engine
         self._executor = executor
         self._recorder = recorder
+        self._on_fail = on_fail  # called (in the event loop) once the model has failed
         #: The exception that ended the track (a model failure), reported by the session.
         self.error: BaseException | None = None
 
@@ -139,6 +142,8 @@ class TransformTrack(MediaStreamTrack):
         log.error("model failed, ending the stream: %s", exc, exc_info=exc)
         self.error = exc
         self.stop()
+        if self._on_fail is not None:
+            self._on_fail()
         raise MediaStreamError from exc
 
     def _transform(self, frame: av.VideoFrame) -> tuple[av.VideoFrame, dict[str, float]]:
