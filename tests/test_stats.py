@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from mirage_lsd.engine.stats import Histogram, StatsRecorder
 
@@ -57,3 +58,18 @@ def test_counting_drops_from_inside_a_snapshot_does_not_deadlock() -> None:
     thread.join(5)
     assert not thread.is_alive()
     assert recorder.snapshot(running=False).dropped_input == 3
+
+
+def test_recent_fps_follows_a_slowdown_that_the_lifetime_rate_hides() -> None:
+    recorder = StatsRecorder("m", "cpu", 1, "live")
+    recorder.started()
+    t0 = recorder.start_time
+    assert t0 is not None
+    for i in range(600):  # 20 s at 30 FPS, then 10 s at 5 FPS
+        recorder.output_ready(10.0, {}, t0 + i / 30)
+    for i in range(50):
+        recorder.output_ready(10.0, {}, t0 + 20 + (i + 1) / 5)
+    recorder.end_time = t0 + 30
+    stats = recorder.snapshot(running=False)
+    assert stats.fps == pytest.approx(650 / 30, rel=0.01)  # 21.7: most of the run was fast
+    assert stats.fps_recent == pytest.approx(5.0, rel=0.05)  # the last 5 s

@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 STAGES = ("decode", "preprocess", "model", "postprocess", "encode")
+RECENT_S = 5.0  # the window of `fps_recent`
+RECENT_FRAMES = 4096  # output times kept for it: enough for 800 FPS over the window
 
 
 class Histogram:
@@ -76,12 +79,13 @@ class Stats:
     drop_ratio: float
     corrupt_frames: int
     reconnects: int
-    fps: float
+    fps: float  # over the whole stream
     ttff_ms: float | None
     latency_ms: dict[str, float | None]
     stages_ms: dict[str, float | None]
     stages_p95_ms: dict[str, float | None]
     extra: dict[str, Any] = field(default_factory=dict)
+    fps_recent: float = 0.0  # over the last RECENT_S seconds: what a live readout shows
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -106,6 +110,7 @@ class StatsRecorder:
         self.corrupt_frames = self.reconnects = 0
         self.latency = Histogram()
         self.stages = {name: Histogram() for name in STAGES}
+        self._recent: deque[float] = deque(maxlen=RECENT_FRAMES)  # output times
 
     def started(self) -> None:
         with self._lock:
@@ -127,6 +132,7 @@ class StatsRecorder:
     def output_ready(self, latency_ms: float, stage_ms: dict[str, float], now: float) -> None:
         with self._lock:
             self.frames_out += 1
+            self._recent.append(now)
             if self.first_output_time is None:
                 self.first_output_time = now
             self.latency.add(latency_ms)
@@ -181,4 +187,14 @@ class StatsRecorder:
                 latency_ms={f"p{p}": _r(self.latency.percentile(p)) for p in (50, 90, 95, 99)},
                 stages_ms={k: _r(h.percentile(50)) for k, h in self.stages.items()},
                 stages_p95_ms={k: _r(h.percentile(95)) for k, h in self.stages.items()},
+                fps_recent=self._recent_fps(now),
             )
+
+    def _recent_fps(self, now: float) -> float:
+        """Frames out per second over the last RECENT_S seconds (fewer, early on)."""
+        start = self.first_output_time
+        if start is None:
+            return 0.0
+        since = max(start, now - RECENT_S)
+        count = sum(1 for t in self._recent if t >= since)
+        return round(count / (now - since), 2) if now > since else 0.0

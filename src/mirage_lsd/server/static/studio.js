@@ -213,7 +213,7 @@ const studio = {
     this.stats = stats;
     if (stats.extra && stats.extra.error) { this.fail(`the model failed: ${stats.extra.error}`); return; }
     const fmt = (v, d = 0) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
-    $("fps").textContent = fmt(stats.fps, 1);
+    $("fps").textContent = fmt(stats.fps_recent, 1);  // the last 5 s, not the whole session
     $("ttff").textContent = fmt(stats.ttff_ms);
     $("p50").textContent = fmt(stats.latency_ms.p50);
     $("p90").textContent = fmt(stats.latency_ms.p90);
