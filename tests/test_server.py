@@ -629,3 +629,10 @@ def test_a_whip_session_whose_model_fails_is_closed(still: np.ndarray) -> None:
 
     with running_server(ServerSettings(), BrokenModel()) as server:
         asyncio.run(run(server))
+
+
+def test_an_offer_without_video_is_refused_before_any_work(server: Running) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        r = http.post("/api/sessions", json={"sdp": "v=0\r\n", "prompt": "night vision"})
+        assert r.status_code == 400 and "no video" in r.json()["detail"]
+        assert server.manager.sessions == {}

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
+from aiortc.sdp import SessionDescription
 from pydantic import ValidationError
 
 from mirage_lsd.engine.stats import StatsRecorder
@@ -39,6 +40,16 @@ class BusyError(Exception):
 
 class BadOfferError(ValueError):
     """An SDP offer aiortc cannot parse or answer (no common codec, a malformed line)."""
+
+
+def check_offer(sdp: str) -> None:
+    """Refuse, before any work is done for it, an offer with no video to transform."""
+    try:
+        media = SessionDescription.parse(sdp).media
+    except Exception as exc:  # aiortc's parser raises whatever its lines make it raise
+        raise BadOfferError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    if not any(m.kind == "video" for m in media):
+        raise BadOfferError("the offer has no video")
 
 
 async def accept_offer(pc: RTCPeerConnection, sdp: str) -> None:
@@ -302,6 +313,7 @@ class SessionManager:
             raise BusyError
         if options.steps > self.settings.max_steps:
             raise UserError(f"steps must be at most {self.settings.max_steps} on this server")
+        check_offer(sdp)  # cheap, before the engine and the prompt's encoding
         self._pending += 1
         try:
             # 2. engine and peer, 3. answer (gathers ICE candidates)
