@@ -1144,8 +1144,13 @@ def test_an_automatic_compile_is_skipped_for_a_short_file(
     engine.start(media / "walk.mkv", max_frames=3, mode="live")  # live: may run for hours
     engine.wait()
     assert requested == [(16, 16)]
+    engine.start(media / "walk.mkv", max_frames=3, mode="bench")  # measures the steady state
+    engine.wait()
+    engine.start(open_source(media / "walk.mkv", loop=True), max_frames=3)  # never ends
+    engine.wait()
+    assert requested == [(16, 16)] * 3
     asked = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), compile=True)  # asked for: always
     monkeypatch.setattr(asked._compiler, "request", requested.append)
     asked.plan_stream(live=False, frames=10)
     asked.init_state(64, 64)
-    assert requested == [(16, 16), (16, 16)]
+    assert requested == [(16, 16)] * 4

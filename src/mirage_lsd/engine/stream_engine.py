@@ -264,9 +264,10 @@ class StreamEngine:
         )
         run_mode: Mode = mode or ("live" if source.live else "offline")
         try:
-            frames = None if loop else expected_frames(source)
-            if max_frames is not None:
-                frames = min(frames or float(max_frames), float(max_frames))
+            # a benchmark measures the steady state however many frames it takes
+            frames = None if run_mode == "bench" else expected_frames(source)
+            if max_frames is not None and frames is not None:
+                frames = min(frames, float(max_frames))
             self.model.plan_stream(run_mode == "live", frames)
             lag = self.model.lag_frames(self.max_steps)
             if lag and run_mode == "offline":  # its last frames would never come out
@@ -490,7 +491,7 @@ class StreamEngine:
 def expected_frames(source: Source) -> float | None:
     """How many frames `source` will give, if known: its frame count, or its duration
     times its frame rate (30 when it has none); None for live and unbounded sources."""
-    if source.live:
+    if source.live or source.loop:
         return None
     if source.frame_count:
         return float(source.frame_count)

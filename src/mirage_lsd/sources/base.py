@@ -60,6 +60,8 @@ class Source(ABC):
     path: Path | None = None
     #: The folders an image-sequence input reads from (an output folder must not be one).
     image_folders: tuple[Path, ...] = ()
+    #: Starts over at its end: it never ends by itself (benchmarks, long drift runs).
+    loop: bool = False
 
     def __init__(self) -> None:
         self.counters = SourceCounters()
