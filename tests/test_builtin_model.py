@@ -1154,3 +1154,26 @@ def test_an_automatic_compile_is_skipped_for_a_short_file(
     asked.plan_stream(live=False, frames=10)
     asked.init_state(64, 64)
     assert requested == [(16, 16)] * 4
+
+
+def test_memory_stays_flat_over_a_long_stream_of_the_model(model: BuiltinModel) -> None:
+    """The state's own accounting aside: the process itself does not grow."""
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    pool = frames(8, seed=11)
+    engine = StreamEngine(model, device="cpu", prompt="thermal")
+
+    def looped(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield pool[i % len(pool)]
+
+    for _ in engine.stream(looped(300)):  # warm up allocators and caches
+        pass
+    before = rss()
+    count = sum(1 for _ in engine.stream(looped(3000)))
+    growth = rss() - before
+    assert count == 3000
+    assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 3000 frames"
