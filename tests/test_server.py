@@ -636,3 +636,37 @@ def test_an_offer_without_video_is_refused_before_any_work(server: Running) -> N
         r = http.post("/api/sessions", json={"sdp": "v=0\r\n", "prompt": "night vision"})
         assert r.status_code == 400 and "no video" in r.json()["detail"]
         assert server.manager.sessions == {}
+
+
+def test_a_whip_stream_runs_its_model_only_while_someone_watches(
+    server: Running, still: np.ndarray
+) -> None:
+    async def run() -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        viewer = RTCPeerConnection()
+        viewer.addTransceiver("video", direction="recvonly")
+        receiver = Receiver()
+        viewer.on("track", receiver.attach)
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            await publisher.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            session = server.manager.get(sid)
+            made = lambda: session.stats()["frames_out"]  # noqa: E731
+            await asyncio.sleep(1.0)
+            assert made() == 0  # frames come in, nobody watches: no model step
+            r = await http.post(f"/whep/{sid}", content=await ice_complete(viewer), headers=sdp)
+            await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+            await receiver.frame_after(3)
+            assert (await http.delete(r.headers["location"])).status_code == 200
+            await asyncio.sleep(0.5)  # a frame in flight may still finish
+            left = made()
+            await asyncio.sleep(1.5)
+            assert made() <= left + 1  # the relay still pulls, but the model rests
+            await http.delete(f"/whip/{sid}")
+        await publisher.close()
+        await viewer.close()
+
+    asyncio.run(run())

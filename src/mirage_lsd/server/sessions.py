@@ -113,7 +113,11 @@ class Session:
         # a WHIP publisher (OBS) reads no stats: a failed model ends its session, so the
         # publisher sees its peer close; the page reads the error, then ends its own
         on_fail = self._end_soon if kind == "whip" else None
-        self.output = TransformTrack(self.slot, self.engine, self.executor, self.recorder, on_fail)
+        # a WHIP stream is watched only over WHEP: the model runs while a viewer is there
+        self.watched = asyncio.Event() if kind == "whip" else None
+        self.output = TransformTrack(
+            self.slot, self.engine, self.executor, self.recorder, on_fail, self.watched
+        )
         self._pump: asyncio.Task[None] | None = None
         self._drains: list[asyncio.Task[None]] = []
         self._deadline: asyncio.Task[None] | None = None  # see SessionManager.open
@@ -179,6 +183,8 @@ class Session:
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
+        if self.watched is not None:
+            self.watched.set()
         # a viewer that never connects (it left, or its offer had no media) frees its slot
         self._drains.append(asyncio.create_task(self._drop_if_never_connected(viewer_id, pc)))
         return viewer_id, pc.localDescription
@@ -197,6 +203,8 @@ class Session:
         pc = self.viewers.pop(viewer_id, None)
         if pc is None:
             raise NotFoundError(viewer_id)
+        if self.watched is not None and not self.viewers:
+            self.watched.clear()  # the last one left: the model rests until the next
         await pc.close()
 
     # -- control ---------------------------------------------------------------

@@ -103,6 +103,7 @@ class TransformTrack(MediaStreamTrack):
         executor: ThreadPoolExecutor,
         recorder: StatsRecorder,
         on_fail: Callable[[], None] | None = None,
+        watched: asyncio.Event | None = None,
     ) -> None:
         super().__init__()
         self._slot = slot
@@ -110,10 +111,20 @@ class TransformTrack(MediaStreamTrack):
         self._executor = executor
         self._recorder = recorder
         self._on_fail = on_fail  # called (in the event loop) once the model has failed
+        # set while someone watches the output (None: always): a relay keeps pulling
+        # frames after its last viewer leaves, and the model must not run for nobody
+        self._watched = watched
         #: The exception that ended the track (a model failure), reported by the session.
         self.error: BaseException | None = None
 
+    def stop(self) -> None:
+        super().stop()
+        if self._watched is not None:
+            self._watched.set()  # a recv waiting for a viewer ends now
+
     async def recv(self) -> av.VideoFrame:
+        if self._watched is not None:
+            await self._watched.wait()
         if self.readyState != "live":
             raise MediaStreamError
         try:
