@@ -16,6 +16,14 @@ MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 os.environ[COMPILE_ENV] = "0"
 
 
+def skip_or_fail_in_ci(reason: str) -> None:
+    """Skip a test whose tools are missing here; fail it under CI, which installs them
+    (`.ci/run`), so that a broken install cannot turn its checks green by skipping."""
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     """Folder of the shared CC-BY clips (read in place, never copied into the repo)."""

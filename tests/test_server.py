@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-aiortc = pytest.importorskip("aiortc", reason="pip install 'mirage-lsd[serve]'")
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
+aiortc = pytest.importorskip("aiortc", reason="pip install -e '.[test]'")
+httpx = pytest.importorskip("httpx", reason="pip install -e '.[test]'")
+uvicorn = pytest.importorskip("uvicorn", reason="pip install -e '.[test]'")
 
 import av  # noqa: E402
 import cv2  # noqa: E402

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from av.stream import Disposition
+from conftest import skip_or_fail_in_ci
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -391,8 +392,9 @@ def test_screen_without_display_is_a_user_error(monkeypatch: pytest.MonkeyPatch)
     assert_one_line(exc)
 
 
-@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
 def test_screen_capture_under_xvfb(monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("Xvfb") is None:
+        skip_or_fail_in_ci("Xvfb is not installed: apt-get install -y xvfb")
     ready_r, ready_w = os.pipe()  # Xvfb writes its display number here once it accepts clients
     xvfb = subprocess.Popen(
         [

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_in_ci
 
 pytest.importorskip("aiortc", reason="pip install 'mirage-lsd[serve]'")
 
@@ -37,7 +38,8 @@ def _chromium() -> str:
     for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip(f"chromium not found: {INSTALL}")
+    skip_or_fail_in_ci(f"chromium not found: {INSTALL}")
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def driver() -> list[str]:
     chromium = _chromium()
     node = shutil.which("node")
     if node is None or not (BROWSER_DIR / "node_modules" / "playwright-core").exists():
-        pytest.skip(f"node or playwright-core missing: {INSTALL}")
+        skip_or_fail_in_ci(f"node or playwright-core missing: {INSTALL}")
     return [node, str(BROWSER_DIR / "studio.mjs"), chromium]
 
 
