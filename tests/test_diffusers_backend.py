@@ -165,23 +165,23 @@ def test_size_not_divisible_by_8(tiny: dict[str, Path]) -> None:
 
 
 def test_options_validate() -> None:
-    for kwargs in (
-        {"guidance": "half"},
-        {"strength": 0.0},
-        {"t_index_list": "40,10"},
-        {"bank_merge": "lru"},
-        {"latent_feedback": 1.0},
-        {"kv_downsample": 3},
-        {"no_such_option": 1},
-        {"strength": "0.5"},  # the SDK passes Python values as they come
-        {"t_index_list": 32},
-        {"bank_size": 2.5},
-        {"kv_downsample": 2.0},
-        {"seed": True},
-        {"loras": ["org/style:nan"]},
-        {"latent_feedback": 0.3, "batch_mode": "stream_batch"},  # would mix in an older frame
+    for kwargs, reason in (
+        ({"guidance": "half"}, "unknown --guidance 'half'"),
+        ({"strength": 0.0}, r"--strength must be in \(0, 1\]"),
+        ({"t_index_list": "40,10"}, "strictly increasing"),
+        ({"bank_merge": "lru"}, "unknown --bank-merge"),
+        ({"latent_feedback": 1.0}, "--latent-feedback must be below 1"),
+        ({"kv_downsample": 3}, "--kv-downsample must be 1, 2 or 4"),
+        ({"no_such_option": 1}, "unknown diffusers option"),
+        ({"strength": "0.5"}, "strength must be a number"),  # the SDK passes values as they come
+        ({"t_index_list": 32}, "--t-index takes comma-separated numbers"),
+        ({"bank_size": 2.5}, "bank-size must be a whole number"),
+        ({"kv_downsample": 2.0}, "kv-downsample must be a whole number"),
+        ({"seed": True}, "seed must be a whole number"),
+        ({"loras": ["org/style:nan"]}, "scale must be a finite number"),
+        ({"latent_feedback": 0.3, "batch_mode": "stream_batch"}, "needs --batch-mode latency"),
     ):
-        with pytest.raises(UserError) as err:
+        with pytest.raises(UserError, match=reason) as err:
             DiffusersOptions.from_kwargs(**kwargs)
         assert "\n" not in str(err.value)
     assert DiffusersOptions.from_kwargs(loras="org/style").loras == (LoraSpec("org/style"),)
