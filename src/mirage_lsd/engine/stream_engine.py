@@ -116,7 +116,8 @@ class StreamEngine:
         if max_steps > self.model.info.max_steps:
             raise UserError(
                 f"{self.model.info.name} runs at most {self.model.info.max_steps} step(s) per "
-                f"frame, not {max_steps}"
+                f"frame, not {max_steps}: ask for 1 to {self.model.info.max_steps} "
+                "(--steps, max_steps)"
             )
         text = validate_prompt(prompt) if prompt is not None else None
         self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)
