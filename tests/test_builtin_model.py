@@ -1149,11 +1149,15 @@ def test_an_automatic_compile_is_skipped_for_a_short_file(
     engine.start(open_source(media / "walk.mkv", loop=True), max_frames=3)  # never ends
     engine.wait()
     assert requested == [(16, 16)] * 3
+    engine.start(media / "walk.mkv", max_frames=3)  # short again: no compile ...
+    engine.wait()
+    engine.process(frames(1, seed=3)[0])  # ... but frames pushed one by one may go on for hours
+    assert requested == [(16, 16)] * 4
     asked = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), compile=True)  # asked for: always
     monkeypatch.setattr(asked._compiler, "request", requested.append)
     asked.plan_stream(live=False, frames=10)
     asked.init_state(64, 64)
-    assert requested == [(16, 16)] * 4
+    assert requested == [(16, 16)] * 5
 
 
 def test_memory_stays_flat_over_a_long_stream_of_the_model(model: BuiltinModel) -> None:
@@ -1177,3 +1181,14 @@ def test_memory_stays_flat_over_a_long_stream_of_the_model(model: BuiltinModel) 
     growth = rss() - before
     assert count == 3000
     assert growth < 8 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB over 3000 frames"
+
+
+def test_weight_files_get_the_usual_file_mode(tmp_path: Path, tiny_cfg: ModelConfig) -> None:
+    import os
+
+    path = tmp_path / "w.safetensors"
+    save_weights(path, LSDNet(tiny_cfg), catalog_bank())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors' own writer: 0600
+    load_weights(path)

@@ -597,6 +597,10 @@ def test_every_control_message_counts_against_the_limit_and_none_crashes(
                 f"/api/sessions/{session.id}/prompt", json={"seed": 5, "prompt": long}
             )
             assert r.status_code in (422, 429) and session.engine.seed != 5
+            r = await http.post(
+                f"/api/sessions/{session.id}/prompt", json={"seed": 5, "prompt": "   "}
+            )
+            assert r.status_code in (422, 429) and session.engine.seed != 5  # blank: refused
             await http.delete(f"/api/sessions/{session.id}")
         await pc.close()
 
@@ -657,6 +661,7 @@ def test_a_whip_stream_runs_its_model_only_while_someone_watches(
             made = lambda: session.stats()["frames_out"]  # noqa: E731
             await asyncio.sleep(1.0)
             assert made() == 0  # frames come in, nobody watches: no model step
+            assert session.stats()["dropped_input"] == 0  # and none counts as dropped
             r = await http.post(f"/whep/{sid}", content=await ice_complete(viewer), headers=sdp)
             await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
             await receiver.frame_after(3)

@@ -222,8 +222,9 @@ def run(
         except BaseException as exc:  # a failure, or a second Ctrl-C
             if report is not None:
                 error = "interrupted" if isinstance(exc, SystemExit) else str(exc) or repr(exc)
+                by = None if stopper.signal is None else signal.Signals(stopper.signal).name
                 try:
-                    _write_report(report, engine.stats(), **context, error=error)
+                    _write_report(report, engine.stats(), **context, error=error, stopped_by=by)
                 except UserError as report_error:  # the run's own failure is the one to show
                     console.print(f"warning: {report_error}", highlight=False, markup=False)
             raise

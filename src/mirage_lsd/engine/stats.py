@@ -191,9 +191,10 @@ class StatsRecorder:
             )
 
     def _recent_fps(self, now: float) -> float:
-        """Frames out per second over the last RECENT_S seconds (fewer, early on)."""
-        start = self.first_output_time
-        if start is None:
+        """Frames out per second over the last RECENT_S seconds (early on, since the
+        stream started, as `fps`)."""
+        start = self.start_time
+        if start is None or self.first_output_time is None:
             return 0.0
         since = max(start, now - RECENT_S)
         count = sum(1 for t in self._recent if t >= since)

@@ -195,6 +195,7 @@ class StreamEngine:
         recorder = self._recorder
         if recorder.mode != "process":  # after a stream: new stats, no history carried over
             recorder = self._recorder = self._new_recorder("process")
+            self.model.plan_stream(True, None)  # frames come as they come, for as long
             self._processor.restart()
         if recorder.start_time is None:  # the clock starts with the first frame
             recorder.started()

@@ -21,6 +21,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.sdp import SessionDescription
 from pydantic import ValidationError
 
+from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import StatsRecorder
 from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
@@ -109,7 +110,7 @@ class Session:
         self.pc = RTCPeerConnection()
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.relay = MediaRelay()
-        self.slot = NewestFrameSlot(self.recorder)
+        self.slot = NewestFrameSlot(self.recorder, counting=self._watched_now)
         # a WHIP publisher (OBS) reads no stats: a failed model ends its session, so the
         # publisher sees its peer close; the page reads the error, then ends its own
         on_fail = self._end_soon if kind == "whip" else None
@@ -183,10 +184,11 @@ class Session:
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
-        if self.watched is not None:
+        if self.watched is not None and not self.watched.is_set():
+            self.engine.reset()  # its history is from before the pause: start afresh
             self.watched.set()
         # a viewer that never connects (it left, or its offer had no media) frees its slot
-        self._drains.append(asyncio.create_task(self._drop_if_never_connected(viewer_id, pc)))
+        self._track(asyncio.create_task(self._drop_if_never_connected(viewer_id, pc)))
         return viewer_id, pc.localDescription
 
     async def _drop_if_never_connected(self, viewer_id: str, pc: RTCPeerConnection) -> None:
@@ -195,9 +197,17 @@ class Session:
             log.info("session %s: viewer %s never connected, dropping it", self.id, viewer_id)
             await self.remove_viewer(viewer_id)
 
+    def _watched_now(self) -> bool:
+        """Whether input frames are for someone now (an unwatched WHIP stream drops none)."""
+        return self.watched is None or self.watched.is_set()
+
     def _end_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._manager.discard(self.id))
+        self._track(asyncio.get_running_loop().create_task(self._manager.discard(self.id)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a helper task to cancel at close, and forget it once it is done."""
         self._drains.append(task)
+        task.add_done_callback(lambda t: t in self._drains and self._drains.remove(t))
 
     async def remove_viewer(self, viewer_id: str) -> None:
         pc = self.viewers.pop(viewer_id, None)
@@ -213,10 +223,10 @@ class Session:
         if limited and not self.control.allow():
             raise RateLimitedError
         limit = self._settings.max_prompt_chars
-        if params.prompt is not None and len(params.prompt.strip()) > limit:
-            raise UserError(  # checked before anything changes: a refused change is no change
-                f"prompt is {len(params.prompt.strip())} characters: keep it to {limit} or fewer"
-            )
+        if params.prompt is not None:  # checked before anything changes: a refused change
+            text = validate_prompt(params.prompt)  # is no change (blank, NUL, too long)
+            if len(text) > limit:
+                raise UserError(f"prompt is {len(text)} characters: keep it to {limit} or fewer")
         if params.strength is not None:
             self.engine.set_strength(params.strength)
         if params.seed is not None:

@@ -42,8 +42,11 @@ class Arrival:
 class NewestFrameSlot:
     """A one-slot, newest-wins hand-off between the pump and the transform track."""
 
-    def __init__(self, recorder: StatsRecorder) -> None:
+    def __init__(
+        self, recorder: StatsRecorder, counting: Callable[[], bool] = lambda: True
+    ) -> None:
         self._recorder = recorder
+        self._counting = counting  # False: frames replaced unseen are not counted as drops
         self._item: Arrival | None = None
         self._changed = asyncio.Event()
         self._seq = 0
@@ -51,7 +54,8 @@ class NewestFrameSlot:
 
     def put(self, frame: av.VideoFrame) -> None:
         replaced = self._item is not None
-        self._recorder.captured(0.0, dropped=replaced)  # decoding happened in aiortc
+        if self._counting():
+            self._recorder.captured(0.0, dropped=replaced)  # decoding happened in aiortc
         self._item = Arrival(frame, time.monotonic(), self._seq)
         self._seq += 1
         self._changed.set()

@@ -542,7 +542,7 @@ def train(
             if ctrl_c.pressed:  # after a whole step: the checkpoint is one a resume continues
                 if done > saved:
                     save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
-                log.info("stopped at step %d; checkpoint saved: continue with --resume", done)
+                out_console.print(f"stopped at step {done}, checkpoint saved: --resume continues")
                 raise KeyboardInterrupt
     # 7. export
     weights = out / f"{NAME}.safetensors"

@@ -90,7 +90,7 @@ class BackgroundCompiler:
         except Exception as exc:  # any compiler failure means: stay eager
             with self._lock:
                 self._failed = True
-            if _exiting:  # cut short by the program's exit, not a failure
+            if _exiting or "shutdown" in str(exc):  # cut short by the program's exit
                 log.debug("background torch.compile stopped at exit: %s", exc)
             else:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -168,7 +168,7 @@ def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.nda
 
 def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
     """Write the network, its config and the look bank to one safetensors file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
     tensors |= {
@@ -183,10 +183,8 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)  # safetensors writes the file private (0600): use the usual mode
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
+    # written by us, not by safetensors' `save_file`, which makes the file private (0600)
+    tmp.write_bytes(save(tensors, metadata=metadata))
     tmp.replace(path)
 
 
