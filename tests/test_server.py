@@ -13,8 +13,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -23,16 +26,27 @@ aiortc = pytest.importorskip("aiortc", reason="pip install -e '.[test]'")
 httpx = pytest.importorskip("httpx", reason="pip install -e '.[test]'")
 uvicorn = pytest.importorskip("uvicorn", reason="pip install -e '.[test]'")
 
+import aioice.ice  # noqa: E402
 import av  # noqa: E402
 import cv2  # noqa: E402
-from aiortc import AudioStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+from aiortc import (  # noqa: E402
+    AudioStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.codecs.vpx import Vp8Encoder  # noqa: E402
 
+from mirage_lsd.engine.stats import StatsRecorder  # noqa: E402
+from mirage_lsd.engine.stream_engine import StreamEngine  # noqa: E402
 from mirage_lsd.errors import UserError  # noqa: E402
 from mirage_lsd.looks.catalog import _CATALOG, render_look  # noqa: E402
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel  # noqa: E402
 from mirage_lsd.server.app import create_app  # noqa: E402
 from mirage_lsd.server.sessions import SessionManager  # noqa: E402
 from mirage_lsd.server.settings import ServerSettings  # noqa: E402
+from mirage_lsd.server.tracks import NewestFrameSlot, TransformTrack  # noqa: E402
 
 LOOKS = ("night_vision", "sunset", "underwater")
 
@@ -118,7 +132,9 @@ def running_server(settings: ServerSettings, model: StreamModel | None = None) -
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Running]:
-    with running_server(ServerSettings(max_sessions=2, control_burst=5)) as running:
+    # the tests open sessions back to back: the creation rate is tested on its own server
+    settings = ServerSettings(max_sessions=2, control_burst=5, session_rate_per_s=50.0)
+    with running_server(settings) as running:
         yield running
 
 
@@ -344,6 +360,28 @@ def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
     asyncio.run(run())
 
 
+def test_sessions_opened_in_a_loop_are_rate_limited(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        no_ice = RTCConfiguration(iceServers=[])
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            codes = []
+            for _ in range(3):  # open and close: never busy, but work for the server each time
+                pc = RTCPeerConnection(no_ice)
+                pc.addTrack(StillTrack(still))
+                r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+                codes.append(r.status_code)
+                if r.status_code == 200:
+                    await http.delete(f"/api/sessions/{r.json()['session_id']}")
+                await pc.close()
+            assert codes == [200, 200, 429]  # a burst of max_sessions, then the rate
+            assert r.json()["detail"] == "too many new sessions: slow down"
+            assert r.headers["retry-after"] and server.manager.sessions == {}
+
+    settings = ServerSettings(max_sessions=2, session_rate_per_s=0.01)
+    with running_server(settings, LookModel()) as server:
+        asyncio.run(run(server))
+
+
 def test_busy_beyond_max_viewers(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
         publisher = RTCPeerConnection()
@@ -427,6 +465,74 @@ def test_openapi_docs_list_the_api(server: Running) -> None:
         paths = http.get("/openapi.json").json()["paths"]
     api = {"/api/sessions", "/api/sessions/{session_id}/prompt", "/api/sessions/{session_id}"}
     assert api | {"/whip", "/whep/{session_id}"} <= set(paths)
+
+
+# -- ICE servers -----------------------------------------------------------------------------------
+def test_no_stun_server_is_asked_unless_configured(
+    still: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc's default asks Google's STUN server for every peer (and waits 5 s offline)."""
+    asked: list[tuple[str, int]] = []
+
+    async def stun(protocol: object, server: tuple[str, int]) -> NoReturn:
+        asked.append(server)
+        raise OSError("no STUN server in tests")
+
+    monkeypatch.setattr(aioice.ice, "server_reflexive_candidate", stun)
+    sdp = {"Content-Type": "application/sdp"}
+
+    async def publish_and_watch(server: Running) -> None:
+        no_ice = RTCConfiguration(iceServers=[])  # the test's own peers ask none either
+        publisher, viewer = RTCPeerConnection(no_ice), RTCPeerConnection(no_ice)
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        viewer.addTransceiver("video", direction="recvonly")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            assert r.status_code == 201, r.text
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            r = await http.post(f"/whep/{sid}", content=await ice_complete(viewer), headers=sdp)
+            assert r.status_code == 201, r.text
+            await http.delete(f"/whip/{sid}")
+        await publisher.close()
+        await viewer.close()
+
+    with running_server(ServerSettings()) as server:
+        asyncio.run(publish_and_watch(server))
+    assert asked == []  # neither the session's peer nor the viewer's
+    with running_server(ServerSettings(ice_servers=("stun:127.0.0.1:3478",))) as server:
+        asyncio.run(publish_and_watch(server))
+    assert asked and set(asked) == {("127.0.0.1", 3478)}
+    for bad in ("http://example.com", "turn:example.com"):
+        with pytest.raises(UserError, match="--ice-server"):
+            create_app(ServerSettings(ice_servers=(bad,)), LookModel())
+
+
+# -- the output's timestamps ----------------------------------------------------------------------
+def test_output_pts_keep_rising_when_the_input_rtp_clock_wraps(still: np.ndarray) -> None:
+    """aiortc stamps decoded frames with the sender's RTP timestamp, which wraps at 2**32."""
+
+    async def run() -> None:
+        recorder = StatsRecorder("test-looks", "cpu", 1, "live")
+        slot = NewestFrameSlot(recorder)
+        executor = ThreadPoolExecutor(1)
+        engine = StreamEngine(LookModel(), max_steps=1)
+        track = TransformTrack(slot, engine, executor, recorder)
+        encoder = Vp8Encoder()
+        stamps = []
+        for pts in (2**32 - 3000, 0, 3000):
+            frame = av.VideoFrame.from_ndarray(still, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 90_000)
+            slot.put(frame)
+            out = await track.recv()
+            payloads, _ = encoder.encode(out)  # libvpx refuses a pts below its first
+            assert payloads
+            stamps.append(out.pts)
+            await asyncio.sleep(0.01)
+        assert stamps == sorted(set(stamps)) and stamps[0] == 0
+        track.stop()
+        executor.shutdown()
+
+    asyncio.run(run())
 
 
 # -- a slow model: newest frame wins, stale frames are counted, the loop stays free -------------
@@ -525,6 +631,99 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
         port = str(taken.getsockname()[1])
         result = runner.invoke(app, ["--port", port])
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate and its key, as PEM files (cryptography comes with aiortc)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serve_refuses_unusable_tls_files_in_one_line(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from mirage_lsd.cli.serve import serve
+
+    app = typer.Typer()
+    app.command()(serve)
+    cert, key = self_signed(tmp_path)
+    other_cert, _ = self_signed(tmp_path, "other")
+    missing = tmp_path / "missing.pem"
+    cases = {
+        ("--ssl-certfile", str(missing)): f"--ssl-certfile {missing}: no such file",
+        ("--ssl-certfile", str(cert), "--ssl-keyfile", str(missing)): "no such file",
+        ("--ssl-keyfile", str(key)): "--ssl-keyfile needs --ssl-certfile",
+        ("--ssl-certfile", str(other_cert), "--ssl-keyfile", str(key)): "key values mismatch",
+        ("--ssl-certfile", str(cert)): "for TLS: not PEM",  # no key in the file
+    }
+    for args, message in cases.items():
+        result = CliRunner().invoke(app, [*args, "--port", "0"])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_serve_speaks_https_with_the_given_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Browsers share camera and screen only in a secure context: https beyond localhost."""
+    from mirage_lsd.cli.serve import serve
+
+    servers: list[uvicorn.Server] = []
+
+    class Recorded(uvicorn.Server):  # serve's server, to find its port and stop it
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            servers.append(self)
+
+    monkeypatch.setattr(uvicorn, "Server", Recorded)
+    monkeypatch.setattr("mirage_lsd.server.app.load_model", lambda name, options: LookModel())
+    cert, key = self_signed(tmp_path)
+    kwargs = {"port": 0, "ssl_certfile": cert, "ssl_keyfile": key}
+    thread = threading.Thread(target=serve, kwargs=kwargs, name="test-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (servers and servers[0].started):
+        assert thread.is_alive() and time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.05)
+    try:
+        port = servers[0].servers[0].sockets[0].getsockname()[1]
+        with httpx.Client(verify=False) as http:
+            page = http.get(f"https://127.0.0.1:{port}/")
+            assert page.status_code == 200 and "studio.js" in page.text
+            with pytest.raises(httpx.HTTPError):  # plain http is not served there
+                http.get(f"http://127.0.0.1:{port}/")
+    finally:
+        servers[0].should_exit = True
+        thread.join(15)
 
 
 def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
@@ -640,6 +839,29 @@ def test_an_offer_without_video_is_refused_before_any_work(server: Running) -> N
         r = http.post("/api/sessions", json={"sdp": "v=0\r\n", "prompt": "night vision"})
         assert r.status_code == 400 and "no video" in r.json()["detail"]
         assert server.manager.sessions == {}
+
+
+def test_a_whep_offer_without_video_is_refused(server: Running, still: np.ndarray) -> None:
+    async def run() -> None:
+        publisher = RTCPeerConnection()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        listener = RTCPeerConnection()  # asks for audio only: nothing this server sends
+        listener.addTransceiver("audio", direction="recvonly")
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            r = await http.post(f"/whep/{sid}", content=await ice_complete(listener), headers=sdp)
+            assert (
+                r.status_code == 400 and r.json()["detail"] == "bad offer: the offer has no video"
+            )
+            session = server.manager.get(sid)
+            assert not session.viewers and not session.watched.is_set()  # no slot, no model
+            await http.delete(f"/whip/{sid}")
+        await publisher.close()
+        await listener.close()
+
+    asyncio.run(run())
 
 
 def test_a_whip_stream_runs_its_model_only_while_someone_watches(

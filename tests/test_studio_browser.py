@@ -170,3 +170,6 @@ def test_page_needs_the_token_beyond_loopback(driver: list[str], fake_camera: Pa
     assert result["without_token"].startswith("401")
     assert result["with_token_presets"] == ["night_vision", "sunset", "underwater"]
     assert "token" not in result["url_after_load"]  # out of the address bar and history
+    assert result["reload_presets"] == result["with_token_presets"]  # kept for the tab
+    assert "token" not in result["url_after_reload"]
+    assert result["insecure_error"].startswith("camera and screen need https or localhost")

@@ -77,6 +77,20 @@ try {
     await allowed.waitForSelector("#presets button");
     result.with_token_presets = await allowed.$$eval("#presets button", (bs) => bs.map((b) => b.dataset.look));
     result.url_after_load = await allowed.evaluate(() => location.href);
+    // a reload keeps the token (the tab's sessionStorage), still out of the address bar
+    await allowed.reload();
+    await allowed.waitForSelector("#presets button");
+    result.reload_presets = await allowed.$$eval("#presets button", (bs) => bs.map((b) => b.dataset.look));
+    result.url_after_reload = await allowed.evaluate(() => location.href);
+    // plain http beyond localhost: the camera is refused with a hint, not a TypeError
+    const insecure = await context.newPage();
+    insecure.on("console", (m) => log.push(`${m.type()}: ${m.text()}`));
+    await insecure.addInitScript(() => Object.defineProperty(window, "isSecureContext", { value: false }));
+    await insecure.goto(pageUrl(cfg.token));
+    await insecure.selectOption("#source", "camera");
+    await insecure.click("#start");
+    await insecure.waitForFunction(() => window.studio.state === "error");
+    result.insecure_error = await insecure.evaluate(() => window.studio.lastError);
   } else {
     // 1. page A: camera, a look preset, start; output plays, then a typed prompt changes it
     const a = await open();

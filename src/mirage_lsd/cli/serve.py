@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,6 +52,27 @@ def serve(
         int | None,
         typer.Option("--downscale", help="Built-in model: denoise at frame / N.", min=1, max=16),
     ] = None,
+    ice_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ice-server",
+            metavar="URL",
+            help="STUN/TURN URL for clients behind NAT (repeatable): stun:HOST[:PORT] or "
+            "turn:USER:PASSWORD@HOST[:PORT]. Default: none, no outside server is contacted.",
+        ),
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssl-certfile",
+            help="Serve https with this PEM certificate: browsers share camera and "
+            "screen only over https or on localhost.",
+        ),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option("--ssl-keyfile", help="The certificate's PEM private key."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     """Serve the studio: browser page, REST API (/docs), WebRTC, WHIP and WHEP."""
@@ -77,7 +100,9 @@ def serve(
             fp16=fp16,
             downscale=downscale,
             token=token,
+            ice_servers=tuple(ice_server or ()),
         ).resolved()
+        _check_tls(ssl_certfile, ssl_keyfile)  # before the model loads: a typo fails fast
         app = create_app(settings)
         # 3. bind now, so a taken port is one clear line
         sock = _bind(host, port)
@@ -85,18 +110,42 @@ def serve(
             host, f"[{host}]" if ":" in host else host
         )
         query = f"?token={settings.token}" if settings.token else ""
+        scheme = "https" if ssl_certfile else "http"
         console.print(
-            f"studio: http://{shown}:{sock.getsockname()[1]}/{query} (listening on {host})"
+            f"studio: {scheme}://{shown}:{sock.getsockname()[1]}/{query} (listening on {host})"
         )
         if settings.token and token is None:
             console.print(f"token (send as 'Authorization: Bearer TOKEN'): {settings.token}")
         # 4. serve until Ctrl-C
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level="debug" if debug else "warning", lifespan="on")
+            uvicorn.Config(
+                app,
+                log_level="debug" if debug else "warning",
+                lifespan="on",
+                ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile,
+            )
         )
         server.run(sockets=[sock])
 
     guarded(debug, body)
+
+
+def _check_tls(certfile: Path | None, keyfile: Path | None) -> None:
+    """Refuse missing or unusable TLS files in one line (uvicorn would fail later, verbosely)."""
+    if certfile is None:
+        if keyfile is not None:
+            raise UserError("--ssl-keyfile needs --ssl-certfile")
+        return
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is not None and not path.is_file():
+            raise UserError(f"{option} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:  # reason: KEY_VALUES_MISMATCH, or None for a file not PEM
+        why = exc.reason.lower().replace("_", " ") if exc.reason else "not PEM"
+        key = keyfile or "in it"
+        raise UserError(f"cannot use {certfile} (key: {key}) for TLS: {why}") from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -147,7 +147,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
-        return error(429, "too many control messages: slow down", {"Retry-After": "1"})
+        return error(429, f"{exc}: slow down", {"Retry-After": "1"})
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:

@@ -16,8 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaRelay
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import SessionDescription
 from pydantic import ValidationError
 
@@ -62,12 +69,37 @@ async def accept_offer(pc: RTCPeerConnection, sdp: str) -> None:
         raise BadOfferError(reason) from exc
 
 
+def ice_configuration(urls: tuple[str, ...]) -> RTCConfiguration:
+    """The peers' STUN/TURN servers: only those asked for.
+
+    aiortc's default is Google's STUN server: every session would contact it, and on an
+    offline LAN each answer would wait 5 s for it. A TURN URL carries its login as
+    `turn:USER:PASSWORD@HOST[:PORT]`.
+    """
+    servers = []
+    for url in urls:
+        scheme, _, rest = url.partition(":")
+        login, _, address = rest.rpartition("@")
+        uri = f"{scheme}:{address}"
+        try:
+            parse_stun_turn_uri(uri)
+        except ValueError as exc:
+            raise UserError(
+                f"--ice-server {uri!r}: {exc} (use stun:HOST[:PORT] or turn:USER:PASSWORD@HOST)"
+            ) from None
+        username, _, credential = login.partition(":")
+        if scheme.startswith("turn") and not (username and credential):
+            raise UserError(f"--ice-server {uri!r}: a TURN server needs USER:PASSWORD@ before HOST")
+        servers.append(RTCIceServer(uri, username or None, credential or None))
+    return RTCConfiguration(iceServers=servers)
+
+
 class NotFoundError(Exception):
     """No session (or viewer) with that id."""
 
 
 class RateLimitedError(Exception):
-    """Too many control messages for this session."""
+    """Too many of something (its message says what): control messages, new sessions."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +139,7 @@ class Session:
         # event loop stays free and frames keep flowing with the old prompt meanwhile.
         self.prompt_executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-prompt-{self.id}")
         self.control = TokenBucket(settings.control_rate_per_s, settings.control_burst)
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(manager.ice)
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.relay = MediaRelay()
         self.slot = NewestFrameSlot(self.recorder, counting=self._watched_now)
@@ -166,8 +198,9 @@ class Session:
             raise BusyError(
                 f"all {self._settings.max_viewers} viewer slots of this stream are in use"
             )
+        check_offer(sdp)  # one with nothing to watch would hold a slot and wake the model
         viewer_id = uuid.uuid4().hex[:12]
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(self._manager.ice)
         self.viewers[viewer_id] = pc
 
         @pc.on("connectionstatechange")
@@ -221,7 +254,7 @@ class Session:
     async def set_params(self, params: LiveParams, limited: bool = True) -> None:
         """Apply a change (rate limited per session); prompts are encoded in the prompt thread."""
         if limited and not self.control.allow():
-            raise RateLimitedError
+            raise RateLimitedError("too many control messages")
         limit = self._settings.max_prompt_chars
         if params.prompt is not None:  # checked before anything changes: a refused change
             text = validate_prompt(params.prompt)  # is no change (blank, NUL, too long)
@@ -321,17 +354,24 @@ class SessionManager:
     def __init__(self, settings: ServerSettings, model: StreamModel) -> None:
         self.settings = settings
         self.model = model
+        self.ice = ice_configuration(settings.ice_servers)
+        self.creations = TokenBucket(settings.session_rate_per_s, settings.max_sessions)
         self.sessions: dict[str, Session] = {}
         self._pending = 0  # slots reserved by sessions still negotiating
 
     async def open(self, kind: Kind, options: SessionOptions, sdp: str) -> tuple[Session, Any]:
-        """A new session answering `sdp`; BusyError when all slots are taken."""
+        """A new session answering `sdp`; BusyError when all slots are taken,
+        RateLimitedError when sessions are opened faster than `session_rate_per_s`."""
         # 1. reserve a slot before any await, so concurrent offers cannot overshoot
         if len(self.sessions) + self._pending >= self.settings.max_sessions:
             raise BusyError
         if options.steps > self.settings.max_steps:
             raise UserError(f"steps must be at most {self.settings.max_steps} on this server")
         check_offer(sdp)  # cheap, before the engine and the prompt's encoding
+        # each new session costs an engine, a thread and a peer: a client that opens and
+        # closes them in a loop keeps the slots free but the server busy
+        if not self.creations.allow():
+            raise RateLimitedError("too many new sessions")
         self._pending += 1
         try:
             # 2. engine and peer, 3. answer (gathers ICE candidates)

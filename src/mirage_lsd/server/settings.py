@@ -48,8 +48,10 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
     control_rate_per_s: float = 10.0  # control messages per session: sustained rate
     control_burst: int = 20  # ... and burst
+    session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions
     connect_timeout_s: float = 30.0  # a session whose peer has not connected by then is closed
     extra_origins: tuple[str, ...] = field(default_factory=tuple)
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs (none: host candidates only)
 
     def resolved(self) -> ServerSettings:
         """Checked settings, with a generated token when bound beyond loopback."""

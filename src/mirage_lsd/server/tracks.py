@@ -22,7 +22,7 @@ from typing import NoReturn
 
 import av
 from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
 
 from mirage_lsd.engine.stats import StatsRecorder
 from mirage_lsd.engine.stream_engine import StreamEngine
@@ -120,6 +120,8 @@ class TransformTrack(MediaStreamTrack):
         self._watched = watched
         #: The exception that ended the track (a model failure), reported by the session.
         self.error: BaseException | None = None
+        self._first_capture: float | None = None  # the output clock's zero
+        self._last_pts = -1
 
     def stop(self) -> None:
         super().stop()
@@ -149,8 +151,20 @@ class TransformTrack(MediaStreamTrack):
             self._fail(exc)
         now = time.monotonic()
         self._recorder.output_ready((now - arrival.capture_time) * 1000.0, stage_ms, now)
-        out.pts, out.time_base = arrival.frame.pts, arrival.frame.time_base
+        out.pts, out.time_base = self._stamp(arrival.capture_time), VIDEO_TIME_BASE
         return out
+
+    def _stamp(self, capture_time: float) -> int:
+        """The output pts: the session's own 90 kHz clock from the first frame, always rising.
+
+        Not the input's pts: that is the sender's RTP timestamp, which starts anywhere and
+        wraps at 2**32, and libvpx refuses a pts below its first (the output would freeze).
+        """
+        if self._first_capture is None:
+            self._first_capture = capture_time
+        pts = round((capture_time - self._first_capture) * VIDEO_CLOCK_RATE)
+        self._last_pts = max(pts, self._last_pts + 1)
+        return self._last_pts
 
     def _fail(self, exc: BaseException) -> NoReturn:
         """The model failed: keep the error for the session, end the output track."""

@@ -1,9 +1,18 @@
 // mirage-lsd studio: WebRTC both ways, control over the data channel. Plain JS, no build step.
 "use strict";
 
-// The token is read once, then taken out of the address bar (history, screen shares).
-const token = new URLSearchParams(location.search).get("token");
-if (token) history.replaceState(null, "", location.pathname);
+// The token is read once, then taken out of the address bar (history, screen shares); the
+// tab keeps it in sessionStorage, so a reload still works (it goes when the tab closes).
+const TOKEN_KEY = "mirage-lsd-token";
+const token = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  try {
+    if (given) sessionStorage.setItem(TOKEN_KEY, given);
+    else return sessionStorage.getItem(TOKEN_KEY);
+  } catch (_) { /* storage blocked: the token lasts until a reload */ }
+  if (given) history.replaceState(null, "", location.pathname);
+  return given;
+})();
 const $ = (id) => document.getElementById(id);
 const MAX_SEED = 2 ** 31 - 1;
 const TUNING_INTERVAL_MS = 150;  // the server allows 10 control messages a second
@@ -41,6 +50,11 @@ async function offerWithCandidates(pc) {
 
 // The chosen input as {stream, clip}: `clip` is the <video> playing a file, if any.
 async function openInput(kind) {
+  // Browsers hide camera and screen (no navigator.mediaDevices) on plain http beyond localhost.
+  if ((kind === "camera" || kind === "screen") && !(window.isSecureContext && navigator.mediaDevices)) {
+    throw new Error("camera and screen need https or localhost: run serve with "
+      + "--ssl-certfile/--ssl-keyfile or open it on localhost");
+  }
   if (kind === "camera") return { stream: await navigator.mediaDevices.getUserMedia({ video: true, audio: false }) };
   if (kind === "screen") return { stream: await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false }) };
   const file = $("file").files[0];
