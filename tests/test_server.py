@@ -195,6 +195,11 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.05)
 
 
+def client_peer() -> RTCPeerConnection:
+    """A test client peer that asks no STUN server (aiortc's default asks Google's)."""
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
 async def ice_complete(pc: RTCPeerConnection) -> str:
     await pc.setLocalDescription(await pc.createOffer())
     return pc.localDescription.sdp
@@ -203,7 +208,7 @@ async def ice_complete(pc: RTCPeerConnection) -> str:
 # -- WebRTC session with control over the data channel ---------------------------------------
 def test_session_transforms_and_follows_prompt(server: Running, still: np.ndarray) -> None:
     async def run() -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         channel = pc.createDataChannel("control")
         replies: asyncio.Queue[dict] = asyncio.Queue()
@@ -273,7 +278,7 @@ def test_session_transforms_and_follows_prompt(server: Running, still: np.ndarra
 
 def test_closed_peer_frees_its_session(server: Running, still: np.ndarray) -> None:
     async def run() -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         receiver = Receiver()
         pc.on("track", receiver.attach)
@@ -297,10 +302,10 @@ def test_whip_publish_is_transformed_and_watchable_over_whep(
     server: Running, still: np.ndarray
 ) -> None:
     async def run() -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
         publisher.addTransceiver(AudioStreamTrack(), direction="sendonly")  # like OBS: drained
-        viewer = RTCPeerConnection()
+        viewer = client_peer()
         viewer.addTransceiver("video", direction="recvonly")
         receiver = Receiver()
         viewer.on("track", receiver.attach)
@@ -342,7 +347,7 @@ def test_whip_publish_is_transformed_and_watchable_over_whep(
 # -- limits --------------------------------------------------------------------------------------
 def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
     async def run() -> None:
-        peers = [RTCPeerConnection() for _ in range(3)]
+        peers = [client_peer() for _ in range(3)]
         async with httpx.AsyncClient(base_url=server.url) as http:
             codes = []
             for pc in peers:
@@ -362,11 +367,10 @@ def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
 
 def test_sessions_opened_in_a_loop_are_rate_limited(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        no_ice = RTCConfiguration(iceServers=[])
         async with httpx.AsyncClient(base_url=server.url) as http:
             codes = []
             for _ in range(3):  # open and close: never busy, but work for the server each time
-                pc = RTCPeerConnection(no_ice)
+                pc = client_peer()
                 pc.addTrack(StillTrack(still))
                 r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
                 codes.append(r.status_code)
@@ -384,9 +388,9 @@ def test_sessions_opened_in_a_loop_are_rate_limited(still: np.ndarray) -> None:
 
 def test_busy_beyond_max_viewers(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
-        viewers = [RTCPeerConnection() for _ in range(2)]
+        viewers = [client_peer() for _ in range(2)]
         sdp = {"Content-Type": "application/sdp"}
         async with httpx.AsyncClient(base_url=server.url) as http:
             r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
@@ -424,7 +428,7 @@ def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
         assert http.post("/api/sessions", json={"sdp": "v=0", "steps": 99}).status_code == 422
 
     async def run() -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         async with httpx.AsyncClient(base_url=server.url) as http:
             r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
@@ -459,6 +463,91 @@ def test_token_required_beyond_loopback() -> None:
         assert http.get("/").status_code == 200  # the page itself carries no secret
 
 
+# -- other origins: WHIP/WHEP players ----------------------------------------------------------
+PLAYER = "https://player.example"
+
+
+def preflight(http: httpx.Client, path: str, origin: str) -> httpx.Response:
+    """What a browser sends before a cross-origin POST with a token and an SDP body."""
+    return http.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+
+
+def test_allowed_origins_may_use_whip_and_whep_with_the_token(still: np.ndarray) -> None:
+    token = "t" * 24
+    settings = ServerSettings(token=token, extra_origins=(PLAYER + ":443",))  # normalized
+
+    async def publish_and_watch(server: Running) -> None:
+        publisher, viewer = client_peer(), client_peer()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        viewer.addTransceiver("video", direction="recvonly")
+        from_player = {"Origin": PLAYER, "Content-Type": "application/sdp"}
+        with_token = {**from_player, "Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=from_player)
+            assert r.status_code == 401  # the preflight passes without it, the request not
+            assert r.headers["access-control-allow-origin"] == PLAYER  # the page reads why
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=with_token)
+            assert r.status_code == 201, r.text
+            assert r.headers["access-control-allow-origin"] == PLAYER
+            assert r.headers["access-control-expose-headers"] == "Location"
+            location = r.headers["location"]
+            sid = location.rsplit("/", 1)[1]
+            r = await http.post(
+                f"/whep/{sid}", content=await ice_complete(viewer), headers=with_token
+            )
+            assert r.status_code == 201, r.text
+            assert r.headers["access-control-allow-origin"] == PLAYER
+            assert r.headers["access-control-expose-headers"] == "Location"
+            assert r.headers["location"].startswith(f"/whep/{sid}/")
+            r = await http.delete(location, headers=with_token)
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == PLAYER
+        await publisher.close()
+        await viewer.close()
+
+    with running_server(settings) as server, httpx.Client(base_url=server.url) as http:
+        for path in ("/whip", "/whep/some-session", "/whip/some-session"):
+            r = preflight(http, path, PLAYER)
+            assert r.status_code == 204, (path, r.text)
+            assert r.headers["access-control-allow-origin"] == PLAYER
+            assert r.headers["access-control-allow-methods"] == "POST, PATCH, DELETE, OPTIONS"
+            assert r.headers["access-control-allow-headers"] == "Authorization, Content-Type"
+            assert r.headers["access-control-expose-headers"] == "Location"
+            assert r.headers["vary"] == "Origin"
+        r = preflight(http, "/whep/some-session", "https://evil.example")
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+        # the studio's own API stays same-origin, token or not
+        bearer = {"Authorization": f"Bearer {token}"}
+        r = http.get("/api/sessions", headers={"Origin": PLAYER, **bearer})
+        assert r.status_code == 403 and "only WHIP and WHEP" in r.json()["detail"]
+        assert preflight(http, "/api/sessions", PLAYER).status_code == 403
+        assert http.get("/api/sessions", headers={"Origin": server.url, **bearer}).json() == []
+        asyncio.run(publish_and_watch(server))
+
+    with running_server(ServerSettings(token=token, extra_origins=("*",))) as server:
+        with httpx.Client(base_url=server.url) as http:
+            r = preflight(http, "/whep/some-session", "https://anyone.example")
+        assert r.status_code == 204
+        assert r.headers["access-control-allow-origin"] == "https://anyone.example"
+
+
+def test_allowed_origins_are_checked() -> None:
+    resolved = ServerSettings(extra_origins=("HTTPS://Player.Example:443", "http://[::1]:8080"))
+    assert resolved.resolved().extra_origins == ("https://player.example", "http://[::1]:8080")
+    for bad in ("player.example", "https://player.example/", "https://x:99999", "null"):
+        with pytest.raises(UserError, match="--allow-origin"):
+            ServerSettings(extra_origins=(bad,)).resolved()
+    with pytest.raises(UserError, match="needs --token"):
+        ServerSettings(extra_origins=("*",)).resolved()
+    assert ServerSettings(host="0.0.0.0", extra_origins=("*",)).resolved().token  # generated
+
+
 def test_openapi_docs_list_the_api(server: Running) -> None:
     with httpx.Client(base_url=server.url) as http:
         assert http.get("/docs").status_code == 200
@@ -482,8 +571,7 @@ def test_no_stun_server_is_asked_unless_configured(
     sdp = {"Content-Type": "application/sdp"}
 
     async def publish_and_watch(server: Running) -> None:
-        no_ice = RTCConfiguration(iceServers=[])  # the test's own peers ask none either
-        publisher, viewer = RTCPeerConnection(no_ice), RTCPeerConnection(no_ice)
+        publisher, viewer = client_peer(), client_peer()  # the test's own peers ask none either
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
         viewer.addTransceiver("video", direction="recvonly")
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -548,7 +636,7 @@ class SlowModel(LookModel):
 
 def test_slow_model_drops_stale_frames_without_blocking(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         receiver = Receiver()
         pc.on("track", receiver.attach)
@@ -571,7 +659,7 @@ def test_slow_model_drops_stale_frames_without_blocking(still: np.ndarray) -> No
 
 def test_a_session_whose_peer_never_connects_is_closed(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         async with httpx.AsyncClient(base_url=server.url) as http:
             r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
@@ -595,7 +683,7 @@ class SlowTextModel(LookModel):
 
 def test_opening_a_session_does_not_stall_the_server(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         async with httpx.AsyncClient(base_url=server.url) as http:
             offer = {"sdp": await ice_complete(pc)}
@@ -631,6 +719,13 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
         port = str(taken.getsockname()[1])
         result = runner.invoke(app, ["--port", port])
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    result = runner.invoke(app, ["--allow-origin", "https://player.example/watch"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "--allow-origin 'https://player.example/watch': give scheme://host[:port]" in (
+        result.output
+    )
+    result = runner.invoke(app, ["--allow-origin", "*"])
+    assert result.exit_code == 2 and "--allow-origin '*' needs --token" in result.output
 
 
 def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
@@ -746,7 +841,7 @@ def test_a_viewer_that_never_connects_frees_its_slot_and_bad_offers_are_400(
     still: np.ndarray,
 ) -> None:
     async def run(server: Running) -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
         sdp = {"Content-Type": "application/sdp"}
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -755,7 +850,7 @@ def test_a_viewer_that_never_connects_frees_its_slot_and_bad_offers_are_400(
             sid = r.headers["location"].rsplit("/", 1)[1]
             await publisher.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
             await wait_until(lambda: publisher.connectionState == "connected")
-            ghost = RTCPeerConnection()  # offers, then vanishes without connecting
+            ghost = client_peer()  # offers, then vanishes without connecting
             ghost.addTransceiver("video", direction="recvonly")
             r = await http.post(f"/whep/{sid}", content=await ice_complete(ghost), headers=sdp)
             assert r.status_code == 201, r.text
@@ -764,7 +859,7 @@ def test_a_viewer_that_never_connects_frees_its_slot_and_bad_offers_are_400(
             assert "viewer slots" in busy["detail"]  # the viewer limit, not the session limit
             stats = lambda: server.manager.get(sid).stats()["extra"]["viewers"]  # noqa: E731
             await wait_until(lambda: stats() == 0, timeout=8)  # dropped after 2 s
-            viewer = RTCPeerConnection()
+            viewer = client_peer()
             viewer.addTransceiver("video", direction="recvonly")
             offer = (await ice_complete(viewer)).replace("a=setup:actpass", "a=setup:holdconn")
             r = await http.post(f"/whep/{sid}", content=offer, headers=sdp)
@@ -782,7 +877,7 @@ def test_every_control_message_counts_against_the_limit_and_none_crashes(
     server: Running, still: np.ndarray
 ) -> None:
     async def run() -> None:
-        pc = RTCPeerConnection()
+        pc = client_peer()
         pc.addTrack(StillTrack(still))
         async with httpx.AsyncClient(base_url=server.url) as http:
             r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
@@ -813,9 +908,9 @@ class BrokenModel(LookModel):
 
 def test_a_whip_session_whose_model_fails_is_closed(still: np.ndarray) -> None:
     async def run(server: Running) -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
-        viewer = RTCPeerConnection()
+        viewer = client_peer()
         viewer.addTransceiver("video", direction="recvonly")
         sdp = {"Content-Type": "application/sdp"}
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -843,9 +938,9 @@ def test_an_offer_without_video_is_refused_before_any_work(server: Running) -> N
 
 def test_a_whep_offer_without_video_is_refused(server: Running, still: np.ndarray) -> None:
     async def run() -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
-        listener = RTCPeerConnection()  # asks for audio only: nothing this server sends
+        listener = client_peer()  # asks for audio only: nothing this server sends
         listener.addTransceiver("audio", direction="recvonly")
         sdp = {"Content-Type": "application/sdp"}
         async with httpx.AsyncClient(base_url=server.url) as http:
@@ -868,9 +963,9 @@ def test_a_whip_stream_runs_its_model_only_while_someone_watches(
     server: Running, still: np.ndarray
 ) -> None:
     async def run() -> None:
-        publisher = RTCPeerConnection()
+        publisher = client_peer()
         publisher.addTransceiver(StillTrack(still), direction="sendonly")
-        viewer = RTCPeerConnection()
+        viewer = client_peer()
         viewer.addTransceiver("video", direction="recvonly")
         receiver = Receiver()
         viewer.on("track", receiver.attach)

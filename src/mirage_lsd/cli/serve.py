@@ -61,6 +61,16 @@ def serve(
             "turn:USER:PASSWORD@HOST[:PORT]. Default: none, no outside server is contacted.",
         ),
     ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="A web page origin, scheme://host[:port], that may use WHIP and WHEP "
+            "(players, OBS browser sources) but not the studio's API (repeatable). "
+            "'*' allows any page, only with a token (--token, or a --host beyond loopback).",
+        ),
+    ] = None,
     ssl_certfile: Annotated[
         Path | None,
         typer.Option(
@@ -101,6 +111,7 @@ def serve(
             downscale=downscale,
             token=token,
             ice_servers=tuple(ice_server or ()),
+            extra_origins=tuple(allow_origin or ()),
         ).resolved()
         _check_tls(ssl_certfile, ssl_keyfile)  # before the model loads: a typo fails fast
         app = create_app(settings)

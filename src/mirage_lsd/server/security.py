@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -18,6 +19,17 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The WHIP/WHEP routes: the only ones other origins may use (players, OBS browser sources).
+CORS_PATHS = re.compile(r"/whip(/[^/]+)?|/whep/[^/]+(/[^/]+)?")
+#: Sent on every response to an allowed cross-origin request: clients read Location.
+CORS_HEADERS = [(b"access-control-expose-headers", b"Location"), (b"vary", b"Origin")]
+#: The preflight's answer besides Allow-Origin: what the WHIP/WHEP routes take.
+PREFLIGHT_HEADERS = [
+    (b"access-control-allow-methods", b"POST, PATCH, DELETE, OPTIONS"),
+    (b"access-control-allow-headers", b"Authorization, Content-Type"),
+    (b"access-control-max-age", b"600"),
+]
 
 
 def require_token(settings: ServerSettings) -> Callable[[Request], None]:
@@ -41,10 +53,14 @@ def require_token(settings: ServerSettings) -> Callable[[Request], None]:
 
 
 class GuardMiddleware:
-    """Pure ASGI middleware: host check, origin check and a request body size limit.
+    """Pure ASGI middleware: host check, origin check, CORS and a request body size limit.
 
     - Host: on a loopback bind only loopback host names are served (stops DNS rebinding).
-    - Origin: a browser request must come from this server's own origin (or an extra one).
+    - Origin: a browser request must come from this server's own origin; the origins in
+      `extra_origins` (`*`: any) may also use the WHIP/WHEP routes, never /api.
+    - CORS: a preflight (OPTIONS) from an allowed origin is answered here with 204, before
+      the token check, since browsers send it without Authorization; the real request
+      still needs the token.
     - Body: more than `max_body_bytes` is refused with 413, counted as it streams in.
     """
 
@@ -57,11 +73,20 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "")
-        problem = self._check(host, headers.get("origin"))
+        origin = headers.get("origin")
+        shared = CORS_PATHS.fullmatch(scope["path"]) is not None
+        problem = self._check(headers.get("host", ""), origin, shared)
         if problem is not None:
             await _refuse(send, 403, problem)
             return
+        if origin is not None and shared:
+            allow = [(b"access-control-allow-origin", origin.encode("latin-1")), *CORS_HEADERS]
+            if scope["method"] == "OPTIONS":  # the preflight: no Authorization to check yet
+                if headers.get("access-control-request-private-network") == "true":
+                    allow.append((b"access-control-allow-private-network", b"true"))
+                await _respond(send, 204, b"", [*allow, *PREFLIGHT_HEADERS])
+                return
+            send = _with_headers(send, allow)
         limit = self.settings.max_body_bytes
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -80,30 +105,41 @@ class GuardMiddleware:
 
         await self.app(scope, limited_receive, send)
 
-    def _check(self, host: str, origin: str | None) -> str | None:
+    def _check(self, host: str, origin: str | None, shared: bool) -> str | None:
         hostname = urlsplit(f"//{host}").hostname or ""
         if self.settings.local_only and not is_loopback(hostname):
             return f"host '{hostname}' not served: this server only answers on loopback"
-        if origin is None:
-            return None  # not a browser (curl, aiortc clients): the token decides
-        allowed = {f"http://{host}", f"https://{host}", *self.settings.extra_origins}
-        if origin not in allowed:
+        if origin is None or origin in (f"http://{host}", f"https://{host}"):
+            return None  # not a browser (curl, aiortc clients) or the studio page itself
+        extra = self.settings.extra_origins
+        if "*" not in extra and origin not in extra:
             return f"origin '{origin}' not allowed"
+        if not shared:
+            return f"origin '{origin}' may use only WHIP and WHEP"
         return None
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """`send` that adds `extra` to the response's headers."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
+    await _respond(send, status, body, [(b"content-type", b"application/json")])
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +14,9 @@ from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
 LOOPBACK_NAMES = ("localhost",)
+#: scheme://host[:port], as a browser sends it in the Origin header (lower case, no path).
+ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def is_loopback(host: str) -> bool:
@@ -25,12 +29,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def normalize_origin(text: str) -> str:
+    """`text` as a browser writes its Origin header (lower case, no default port), else a
+    UserError: an entry that can never equal a sent Origin would silently allow nothing."""
+    if text == "*":
+        return text
+    match = ORIGIN.fullmatch(text.strip().lower())
+    if match is None or (match[3] is not None and not 0 < int(match[3]) < 65536):
+        raise UserError(
+            f"--allow-origin {text!r}: give scheme://host[:port] with no path, "
+            "e.g. https://player.example.com"
+        )
+    scheme, host, port = match.groups()
+    if port is None or int(port) == DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{int(port)}"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """How `mirage-lsd serve` runs. Build with `ServerSettings(...).resolved()`.
 
     token: required as `Authorization: Bearer TOKEN` when set; `resolved()` generates
     one when the server binds a non-loopback address and none was given.
+    extra_origins: web pages of other origins that may use WHIP/WHEP (CORS), never the
+    studio's /api. `*` (any page) needs a token: without one, any site the user visits
+    could publish to or watch this server.
     """
 
     host: str = "127.0.0.1"
@@ -50,7 +74,7 @@ class ServerSettings:
     control_burst: int = 20  # ... and burst
     session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions
     connect_timeout_s: float = 30.0  # a session whose peer has not connected by then is closed
-    extra_origins: tuple[str, ...] = field(default_factory=tuple)
+    extra_origins: tuple[str, ...] = ()
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs (none: host candidates only)
 
     def resolved(self) -> ServerSettings:
@@ -67,9 +91,15 @@ class ServerSettings:
             raise UserError("--token must be at least 16 characters: use a long random string")
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
             raise UserError(f"max_prompt_chars must be from 1 to {MAX_PROMPT_CHARS}")
-        if self.token is None and not is_loopback(self.host):
-            return replace(self, token=secrets.token_urlsafe(24))
-        return self
+        token = self.token
+        if token is None and not is_loopback(self.host):
+            token = secrets.token_urlsafe(24)
+        origins = tuple(dict.fromkeys(normalize_origin(o) for o in self.extra_origins))
+        if "*" in origins and token is None:
+            raise UserError(
+                "--allow-origin '*' needs --token: without one any web page could use this server"
+            )
+        return replace(self, token=token, extra_origins=origins)
 
     @property
     def local_only(self) -> bool:
