@@ -359,6 +359,30 @@ def test_bad_input_gives_one_line_and_exit_code_2(media: Path, tmp_path: Path, c
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.xyz").exists()
 
 
+def test_a_file_shown_in_a_window_plays_in_real_time(media: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}  # SDL's headless driver
+    args = ("run", str(media / "walk.mkv"), "-o", "window", "--model", "identity", "-q")
+    result = mirage(*args, "--size", "64x48", "--report", str(report), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    stats = json.loads(report.read_text())
+    assert stats["mode"] == "live"
+    assert stats["elapsed_s"] >= 0.9 * 89 / 30  # the clip's 89 frames at 30 fps
+
+
+def test_passwords_in_urls_stay_out_of_errors_and_the_report(media: Path, tmp_path: Path) -> None:
+    port, out, report = _closed_port(), str(tmp_path / "o.mp4"), tmp_path / "r.json"
+    failing_input = mirage("run", f"rtsp://user:secret@127.0.0.1:{port}/x", "-o", out)
+    assert_one_line_error(failing_input, f"rtsp://user:***@127.0.0.1:{port}/x")
+    assert b"secret" not in failing_input.stderr
+    push = f"rtmp://user:secret@127.0.0.1:{port}/live/x"
+    args = ("run", str(media / "walk.mkv"), "-o", push, "--model", "identity")
+    failing_output = mirage(*args, "--report", str(report))
+    assert_one_line_error(failing_output, f"rtmp://user:***@127.0.0.1:{port}/live/x")
+    assert b"secret" not in failing_output.stderr and "secret" not in report.read_text()
+    assert json.loads(report.read_text())["output"] == f"rtmp://user:***@127.0.0.1:{port}/live/x"
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = mirage("run", "nope.mp4", "-o", str(tmp_path / "o.mp4"), "--debug")
     assert result.returncode != 0

@@ -148,6 +148,37 @@ def test_a_live_recording_lasts_as_long_as_what_it_recorded(media: Path, tmp_pat
     assert times[-1] - times[0] > 2.0
 
 
+class WatchedSink(Sink):
+    """Records when each frame is written; watched as it plays, like a window."""
+
+    live = True
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def write(self, image: np.ndarray, pts: float | None) -> None:
+        self.times.append(time.monotonic())
+
+
+def test_a_file_played_to_a_watched_output_keeps_its_own_pace(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = StreamEngine("identity", device="cpu", resolution=(48, 64))
+    sink = WatchedSink()
+    engine.start(media / "walk.mkv", output=sink, max_frames=60)  # 2 s at 30 fps
+    stats = engine.wait(timeout=20)
+    assert stats.mode == "live" and len(sink.times) >= 50
+    assert sink.times[-1] - sink.times[0] >= 0.9 * 60 / 30
+    fast = WatchedSink()  # unless asked otherwise: at the model's speed
+    engine.start(media / "walk.mkv", output=fast, mode="offline", max_frames=60)
+    engine.wait(timeout=20)
+    assert len(fast.times) == 60 and fast.times[-1] - fast.times[0] < 1.5
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
+    engine.start(media / "walk.mkv", on_frame=engine.render, max_frames=3)  # a window too
+    assert engine.wait(timeout=20).mode == "live"
+    engine.close()
+
+
 def test_set_prompt_while_running_reaches_the_model_at_the_next_frame(media: Path) -> None:
     model = RecordingModel()
     model.hold_at = 5

@@ -25,6 +25,8 @@ from mirage_lsd.sinks import (
     StreamPushSink,
     VideoFileSink,
     WindowSink,
+    _avio,
+    is_live_output,
     open_sink,
 )
 from mirage_lsd.sinks._video import OfflineClock
@@ -183,6 +185,24 @@ def test_offline_clock_repeated_and_restarted_times() -> None:
     assert OfflineClock(Fraction(30), origin=9.5)(10.0) == 45000  # counted from the origin
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_colours_are_converted_and_tagged_as_bt709(tmp_path: Path, suffix: str) -> None:
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    path = tmp_path / f"red{suffix}"
+    with VideoFileSink(path, size=(64, 64), fps=FPS) as sink:
+        write_all(sink, [red] * 3)
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        frame = next(container.decode(video=0))
+    # what players are told: BT.709 matrix, primaries and transfer, limited range (1 each)
+    tags = (context.colorspace, context.color_primaries, context.color_trc, context.color_range)
+    assert tags == (1, 1, 1, 1)
+    # and what was written: pure red has luma 63 with BT.709's matrix (82 with BT.601's)
+    luma = frame.to_ndarray(format="yuv420p")[:64]
+    assert abs(float(luma.mean()) - 63) < 1.5
+
+
 def test_an_encoder_that_cannot_start_is_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -282,6 +302,16 @@ def test_png_folder_refuses_a_file(tmp_path: Path) -> None:
         ImageFolderSink(tmp_path / "notes", size=(48, 64))
 
 
+def test_which_outputs_are_watched_as_they_play(tmp_path: Path) -> None:
+    """A file input is paced to its frame rate for these (see `Sink.live`)."""
+    for spec in ("window", " VirtualCam ", "rtmp://host/live/key", "srt://host:9000"):
+        assert is_live_output(spec), spec
+    for spec in ("null", "out.mp4", str(tmp_path), tmp_path / "window"):
+        assert not is_live_output(spec), spec
+    assert is_live_output(NullSink()) is False
+    assert WindowSink.live and StreamPushSink.live
+
+
 def test_null_sink_counts() -> None:
     sink = open_sink("null", size=(48, 64), fps=FPS)
     assert isinstance(sink, NullSink)
@@ -335,11 +365,18 @@ with av.open(sys.argv[1], options={"listen": "1", "timeout": "20"}) as container
     except OSError:
         pass  # the pusher hung up
     frames += decoder.decode(None)
-print(len(frames), frames[0].height, frames[0].width)
+print(len(frames), frames[0].height, frames[0].width, frames[0].colorspace)
 """
 
 
-def test_rtmp_push_reaches_a_listener(walk: list[np.ndarray], unused_tcp_port: int) -> None:
+@pytest.mark.parametrize("timed", [True, False], ids=["timed-connection", "plain-pyav"])
+def test_rtmp_push_reaches_a_listener(
+    walk: list[np.ndarray], unused_tcp_port: int, timed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the timed connection, and through PyAV alone where its FFmpeg is unknown."""
+    if not timed:
+        monkeypatch.setitem(av.library_versions, "libavformat", (99, 0, 0))
+    assert _avio.available() is timed
     url = f"rtmp://127.0.0.1:{unused_tcp_port}/live/test"
     listener = subprocess.Popen(
         [sys.executable, "-c", LISTENER, url], stdout=subprocess.PIPE, text=True
@@ -354,7 +391,7 @@ def test_rtmp_push_reaches_a_listener(walk: list[np.ndarray], unused_tcp_port: i
         out, _ = listener.communicate(timeout=30)
     finally:
         listener.kill()
-    assert out.split() == [str(N), "240", "320"]
+    assert out.split() == [str(N), "240", "320", "1"]  # colours tagged BT.709 (1)
 
 
 def connect_when_listening(url: str) -> Sink:
@@ -383,6 +420,36 @@ def test_unreachable_stream_is_a_user_error(scheme: str, unused_tcp_port: int) -
     url = f"{scheme}://127.0.0.1:{unused_tcp_port}/live/x"
     with pytest.raises(UserError, match=f"cannot push to {url}"):
         open_sink(url, size=(48, 64), fps=FPS)
+    with pytest.raises(UserError, match=rf"to {scheme}://me:\*\*\*@127") as exc:  # no password
+        open_sink(f"{scheme}://me:secret@127.0.0.1:{unused_tcp_port}/x", size=(48, 64), fps=FPS)
+    assert "secret" not in str(exc.value)
+
+
+# The listening socket's backlog completes the TCP handshake: the server "accepts" and
+# never says a word, as a stalled server or a wrong port behind a proxy would.
+SILENT_SERVER = """
+import socket, time
+from mirage_lsd.errors import UserError
+from mirage_lsd.sinks import open_sink
+server = socket.create_server(("127.0.0.1", 0))
+url = f"rtmp://127.0.0.1:{server.getsockname()[1]}/live/x"
+start = time.monotonic()
+try:
+    open_sink(url, size=(48, 64), fps=30)
+except UserError as exc:
+    print(f"{time.monotonic() - start:.1f} {exc}")
+"""
+
+
+def test_a_server_that_never_answers_is_a_user_error_within_seconds() -> None:
+    # a process of its own, with a hard timeout: FFmpeg's RTMP handshake, left to
+    # itself, waits for good (and holds the GIL, so Ctrl-C cannot stop it)
+    result = subprocess.run(
+        [sys.executable, "-c", SILENT_SERVER], capture_output=True, text=True, timeout=30
+    )
+    seconds, message = result.stdout.strip().split(" ", 1)
+    assert float(seconds) < 10, result.stdout
+    assert message.startswith("cannot push to rtmp://127.0.0.1:") and "no answer" in message
 
 
 # -- spec parsing --------------------------------------------------------------------

@@ -40,7 +40,8 @@ from mirage_lsd.sources import (
     VideoFileSource,
     open_source,
 )
-from mirage_lsd.sources.network import SCHEMES, url_scheme
+from mirage_lsd.sources._av import set_decoder_threads
+from mirage_lsd.sources.network import SCHEMES, redact_url, url_scheme
 from mirage_lsd.sources.screen import parse_screen_spec
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay_s=0.05)
@@ -392,7 +393,9 @@ def test_screen_without_display_is_a_user_error(monkeypatch: pytest.MonkeyPatch)
     assert_one_line(exc)
 
 
-def test_screen_capture_under_xvfb(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def xvfb(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A 320x240 X display of its own (Xvfb) as DISPLAY."""
     if shutil.which("Xvfb") is None:
         skip_or_fail_in_ci("Xvfb is not installed: apt-get install -y xvfb")
     ready_r, ready_w = os.pipe()  # Xvfb writes its display number here once it accepts clients
@@ -417,22 +420,37 @@ def test_screen_capture_under_xvfb(monkeypatch: pytest.MonkeyPatch) -> None:
             number = ready.readline().strip()
         assert number, "Xvfb did not start"
         monkeypatch.setenv("DISPLAY", f":{number}")
-        source = ScreenSource(fps=20.0)
-        assert source.size == (240, 320) and source.live
-        start = time.monotonic()
-        frames = [source.recv() for _ in range(5)]
-        source.close()
-        assert time.monotonic() - start >= 0.18  # paced to 20 fps
-        assert frames[0].image.shape == (240, 320, 3) and frames[0].image.dtype == np.uint8
-        assert [f.index for f in frames] == list(range(5))
-        region = open_source("screen:10,20,100,50")
-        assert region.recv().image.shape == (50, 100, 3)
-        region.close()
-        with pytest.raises(UserError, match="monitor 5 not found"):
-            open_source("screen:5")
+        yield
     finally:
         xvfb.terminate()
         xvfb.wait()
+
+
+def test_screen_capture_under_xvfb(xvfb: None) -> None:
+    source = ScreenSource(fps=20.0)
+    assert source.size == (240, 320) and source.live
+    start = time.monotonic()
+    frames = [source.recv() for _ in range(5)]
+    source.close()
+    assert time.monotonic() - start >= 0.18  # paced to 20 fps
+    assert frames[0].image.shape == (240, 320, 3) and frames[0].image.dtype == np.uint8
+    assert [f.index for f in frames] == list(range(5))
+    region = open_source("screen:10,20,100,50")
+    assert region.recv().image.shape == (50, 100, 3)
+    region.close()
+    with pytest.raises(UserError, match="monitor 5 not found"):
+        open_source("screen:5")
+
+
+def test_a_screen_region_off_the_screen_is_refused_when_opened(xvfb: None) -> None:
+    """A grab off the screen fails: the stream would end at its first frame, "0 frames"."""
+    for spec in ("screen:300,200,100,50", "screen:-1,0,10,10", "screen:0,0,321,240"):
+        with pytest.raises(UserError, match=r"does not fit on the screen, which is 320x240") as exc:
+            open_source(spec)
+        assert_one_line(exc)
+    corner = open_source("screen:220,190,100,50")  # up to the edges: on the screen
+    assert corner.recv().image.shape == (50, 100, 3)
+    corner.close()
 
 
 # -- network streams --------------------------------------------------------------------------
@@ -531,6 +549,57 @@ def test_unreachable_stream_fails_fast() -> None:
         open_source(url)
     assert time.monotonic() - start < 10
     assert_one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rtsp://user:secret@127.0.0.1:1/x", "rtsp://user:***@127.0.0.1:1/x"),
+        ("rtsp://user:p@ss@cam/x?a=1", "rtsp://user:***@cam/x?a=1"),  # an @ in it
+        (
+            "srt://host:9000?mode=caller&passphrase=secret&x=1",
+            "srt://host:9000?mode=caller&passphrase=***&x=1",
+        ),
+        ("rtsp://user@cam/x", "rtsp://user@cam/x"),
+        ("/clips/secret.mp4", "/clips/secret.mp4"),
+    ],
+)
+def test_passwords_in_urls_are_hidden(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_failing_stream_with_a_password_does_not_show_it() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UserError, match=rf"'rtsp://user:\*\*\*@127.0.0.1:{port}/x'") as exc:
+        open_source(f"rtsp://user:secret@127.0.0.1:{port}/x")
+    assert "secret" not in str(exc.value)
+
+
+def test_a_live_stream_decodes_each_frame_as_its_packet_arrives(
+    media: Path, ts_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frame threads hold (threads - 1) frames back: latency a live picture cannot spare."""
+    from mirage_lsd.sources import network
+
+    live_flags: list[bool] = []
+
+    def recording(stream: av.video.stream.VideoStream, live: bool) -> None:
+        live_flags.append(live)
+        set_decoder_threads(stream, live)
+
+    monkeypatch.setattr(network, "set_decoder_threads", recording)
+    with http_server(ts_folder, _LiveHandler) as (base, _):
+        NetworkSource(f"{base}/walk.ts").close()
+    with http_server(media) as (base, _):
+        NetworkSource(f"{base}/walk.mkv").close()  # on demand: frame threads are fine
+    assert live_flags == [True, False]
+    with av.open(str(ts_folder / "walk.ts")) as container:
+        stream = container.streams.video[0]
+        set_decoder_threads(stream, live=True)
+        decoded = [len(packet.decode()) for packet in itertools.islice(container.demux(stream), 5)]
+    assert decoded == [1] * 5  # with "AUTO" on 2 cores: [0, 0, 1, 1, 1]
 
 
 def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:

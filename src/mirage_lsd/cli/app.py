@@ -30,7 +30,9 @@ from mirage_lsd.engine.stream_engine import StreamEngine, expected_frames
 from mirage_lsd.errors import UserError
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.models.registry import DEFAULT_MODEL, available_models, check_model_name
+from mirage_lsd.sinks import is_live_output
 from mirage_lsd.sources import RetryPolicy, Source, open_source
+from mirage_lsd.sources.network import redact_url
 
 app = typer.Typer(
     name="mirage-lsd",
@@ -145,7 +147,11 @@ def run(
     device: DeviceOpt = "auto",
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help="live (newest frame wins) or offline (every frame)."),
+        typer.Option(
+            "--mode",
+            help="live (newest frame wins; files play in real time) or offline (every frame)."
+            " Default: live for cameras, screens, streams and watched outputs.",
+        ),
     ] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop or letterbox.")] = "crop",
     report: Annotated[
@@ -185,6 +191,8 @@ def run(
         realtime = None if mode is None else mode == "live"
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
         source = open_source(input, realtime=realtime, retry=retry)
+        if mode is None and is_live_output(output):  # watched as it plays: not fast-forwarded
+            source.pace()
         live = source.live if mode is None else mode == "live"
         # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file
         auto = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
@@ -213,7 +221,7 @@ def run(
                 " it runs slower until then (--no-compile to skip)"
             )
         # 3. stream until the input ends or Ctrl-C; the report is written even on a failure
-        context = {"input": input, "output": output, "prompt": text}
+        context = {"input": redact_url(input), "output": redact_url(output), "prompt": text}
         try:
             with _StopOnSignal(engine) as stopper:
                 engine.start(source, output=output, mode="live" if live else "offline")
@@ -232,7 +240,7 @@ def run(
         if report is not None:
             by = None if stopper.signal is None else signal.Signals(stopper.signal).name
             _write_report(report, stats, **context, error=None, stopped_by=by)
-        where = "" if output == "null" else f" to {output}"
+        where = "" if output == "null" else f" to {redact_url(output)}"
         console.print(
             f"{stats.frames_written} frames{where}: {stats.fps:.1f} fps, "
             f"latency p95 {stats.latency_ms['p95'] or 0:.1f} ms, dropped {stats.dropped}"

@@ -33,7 +33,7 @@ from mirage_lsd.frame import FrameInfo
 from mirage_lsd.geometry import FitMode, check_size
 from mirage_lsd.models.base import StreamModel
 from mirage_lsd.models.registry import DEFAULT_MODEL, LoadOptions, load_model
-from mirage_lsd.sinks import Sink, open_sink
+from mirage_lsd.sinks import Sink, is_live_output, open_sink
 from mirage_lsd.sources import Source, open_source
 
 if TYPE_CHECKING:
@@ -228,7 +228,11 @@ class StreamEngine:
         `mode`: "live" (newest frame wins, stale frames dropped), "offline" (every
         frame in order) or "bench" (every frame, captured when the model is free);
         by default live for cameras, screens and live streams, offline for files, image
-        folders and videos on demand (URLs with a duration).
+        folders and videos on demand (URLs with a duration). Live plays a file or a video
+        on demand at its own frame rate (`Source.pace()`), and so does the default when
+        the output is watched as it plays (a window, a virtual camera, a stream URL, a
+        sink whose `live` is set, or `on_frame=engine.render`): a model faster than the
+        clip would fast-forward it. `mode="offline"` keeps it at the model's speed.
         `max_frames` caps the frames read from the source: offline and bench each one
         gives an output frame; live, those the model was too slow for are dropped.
         """
@@ -257,13 +261,15 @@ class StreamEngine:
             raise UserError(
                 f"on_frame must be a function, got {on_frame!r} (a sink spec goes in output=)"
             )
-        # 1. open the input: its kind decides the default mode
-        realtime = None if mode is None else mode == "live"
+        # 1. open the input: its kind, and whether the output is watched, decide the mode
         source = (
             input_source
             if isinstance(input_source, Source)
-            else open_source(input_source, realtime=realtime, loop=loop)
+            else open_source(input_source, loop=loop)
         )
+        watched = (output is not None and is_live_output(output)) or on_frame == self.render
+        if mode == "live" or (mode is None and watched):
+            source.pace()
         run_mode: Mode = mode or ("live" if source.live else "offline")
         try:
             # a benchmark measures the steady state however many frames it takes

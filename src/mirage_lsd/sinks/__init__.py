@@ -31,6 +31,7 @@ __all__ = [
     "VideoFileSink",
     "VirtualCameraSink",
     "WindowSink",
+    "is_live_output",
     "open_sink",
 ]
 
@@ -79,8 +80,8 @@ def open_sink(
             return __getattr__("VirtualCameraSink")(size, fps)
         if "://" in text:
             scheme = text.split("://", 1)[0].lower()
-            if scheme not in STREAM_SCHEMES:
-                raise UserError(f"cannot write to {text}: unsupported URL scheme; {_HELP}")
+            if scheme not in STREAM_SCHEMES:  # not the URL itself: it may hold a password
+                raise UserError(f"cannot write to a {scheme}:// URL: unsupported scheme; {_HELP}")
             return __getattr__("StreamPushSink")(text, size, fps)
     if not text.strip():
         raise UserError(f"no output given: {_HELP}")
@@ -91,3 +92,13 @@ def open_sink(
     if suffix and not path.is_dir():
         raise UserError(f"cannot write to {path}: unknown extension {suffix}; {_HELP}")
     return __getattr__("ImageFolderSink")(path, size)
+
+
+def is_live_output(spec: str | os.PathLike[str] | Sink) -> bool:
+    """Whether OUTPUT `spec` is watched as it plays (see `Sink.live`), without opening it:
+    a window, a virtual camera or a stream URL; files and folders are not."""
+    if isinstance(spec, Sink):
+        return spec.live
+    if isinstance(spec, os.PathLike):
+        return False
+    return spec.strip().lower() in ("window", "virtualcam") or "://" in spec

@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.container import OutputContainer
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 from av.video.stream import VideoStream
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,18 @@ def add_video_stream(
     pix_fmt: str,
     options: dict[str, str],
 ) -> VideoStream:
-    """Add a video encoder whose time base is one frame (1/rate)."""
+    """Add a video encoder whose time base is one frame (1/rate), tagged BT.709 at
+    limited range: the colours `encode()` converts to. Untagged, a player guesses (BT.601
+    for SD, BT.709 for HD) and shifts the colours whenever it guesses otherwise."""
     stream = container.add_stream(codec, rate=rate, options=options)
     stream.height, stream.width = size
     stream.pix_fmt = pix_fmt
-    stream.codec_context.time_base = 1 / rate
+    context = stream.codec_context
+    context.time_base = 1 / rate
+    context.colorspace = Colorspace.ITU709  # = AVCOL_SPC_BT709
+    context.color_primaries = ColorPrimaries.BT709  # sRGB's primaries
+    context.color_trc = ColorTrc.BT709
+    context.color_range = ColorRange.MPEG
     return stream
 
 
@@ -146,10 +154,18 @@ class OfflineClock:
 def encode(
     container: OutputContainer, stream: VideoStream, image: np.ndarray | None, pts: int
 ) -> None:
-    """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes."""
+    """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes.
+
+    The frame is converted here, with the BT.709 matrix the stream is tagged with
+    (the encoder's own conversion would use swscale's default, BT.601).
+    """
     frame = None
     if image is not None:
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+            format=stream.codec_context.pix_fmt,
+            dst_colorspace=Colorspace.ITU709,
+            dst_color_range=ColorRange.MPEG,
+        )
         frame.pts = pts
         frame.time_base = stream.codec_context.time_base
     container.mux(stream.encode(frame))

@@ -15,6 +15,9 @@ class Sink(ABC):
     """Consumer of output frames, (H, W, 3) uint8 RGB, all of the opened size."""
 
     frames_written: int = 0
+    #: Watched as it plays (a window, a virtual camera, a network push): a file input is
+    #: then paced to its own frame rate, not fast-forwarded at the model's speed.
+    live: bool = False
 
     @abstractmethod
     def write(self, image: np.ndarray, pts: float | None) -> None:

@@ -3,10 +3,15 @@
 Unlike a file, a live stream is stamped with the frames' own times (or the wall
 clock when they have none): a viewer plays it in real time, so a model running
 slower than `fps` must show up as a lower frame rate, not as slow motion.
+
+Every step that waits on the server gives up after `TIMEOUT_S`: RTMP and SRT are
+connected by `TimedConnection` (PyAV alone would wait forever for a server that never
+answers), RTSP by its muxer's own `timeout`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -14,6 +19,8 @@ import av
 import numpy as np
 
 from mirage_lsd.errors import UserError
+from mirage_lsd.sinks._avio import TimedConnection
+from mirage_lsd.sinks._avio import available as timed_connection_available
 from mirage_lsd.sinks._video import (
     LiveClock,
     add_video_stream,
@@ -25,28 +32,34 @@ from mirage_lsd.sinks._video import (
     reason,
 )
 from mirage_lsd.sinks.base import Sink
+from mirage_lsd.sources.network import redact_url
 
 log = logging.getLogger(__name__)
 
+TIMEOUT_S = 5.0  # how long a server may leave the connection, or a write, unanswered
 # URL scheme -> (muxer, muxer options). RTSP over TCP: UDP loses packets on busy links.
 _FORMATS = {
     "rtmp": ("flv", {}),
     "srt": ("mpegts", {}),
-    "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": "5000000"}),
+    "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": str(round(TIMEOUT_S * 1e6))}),
 }
 _X264 = {"preset": "ultrafast", "tune": "zerolatency"}
 _KEYFRAME_SECONDS = 2.0  # how long a viewer who joins late waits for a picture
 
 
 class StreamPushSink(Sink):
-    """Live push of yuv420p H.264 (ultrafast, zerolatency) to `url`."""
+    """Live push of yuv420p H.264 (ultrafast, zerolatency) to `url`; messages and logs
+    name it by `name`, the URL with its password hidden."""
+
+    live = True
 
     def __init__(self, url: str, size: tuple[int, int], fps: float) -> None:
         # 1. pick the muxer from the scheme
         self.url = url
+        self.name = name = redact_url(url)
         scheme = url.split("://", 1)[0].lower()
         if scheme not in _FORMATS:
-            raise UserError(f"cannot push to {url}: use an rtmp://, srt:// or rtsp:// URL")
+            raise UserError(f"cannot push to {name}: use an rtmp://, srt:// or rtsp:// URL")
         muxer, options = _FORMATS[scheme]
         self.size = size
         self.frames_written = 0
@@ -56,24 +69,38 @@ class StreamPushSink(Sink):
         self._pad = even_padding(size)
         coded = (size[0] + self._pad[0], size[1] + self._pad[1])
 
-        # 2. connect: FFmpeg opens the connection when it writes the header
+        # 2. connect (RTSP's muxer connects when it writes the header)
         rate = frame_rate(fps)
+        self._connection: TimedConnection | None = None
         try:
-            self._container = av.open(url, "w", format=muxer, container_options=options)
+            if muxer != "rtsp" and timed_connection_available():
+                self._connection = TimedConnection(url, TIMEOUT_S, name)
+            target = url if self._connection is None else self._connection
+            self._container = av.open(target, "w", format=muxer, container_options=options)
             self._video = add_video_stream(
                 self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
             )
             self._video.codec_context.gop_size = max(1, round(_KEYFRAME_SECONDS * rate))
             self._video.codec_context.time_base = LiveClock.TIME_BASE  # FLV counts milliseconds
             self._container.start_encoding()
-        except av.error.ProtocolNotFoundError as exc:
-            raise UserError(
-                f"cannot push to {url}: this FFmpeg build has no {scheme} support; "
-                "use rtmp:// or rtsp://"
-            ) from exc
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise UserError(f"cannot push to {url}: {reason(exc)}") from exc
-        log.info("pushing %dx%d H.264 to %s", coded[1], coded[0], url)
+        except BaseException as exc:
+            if self._connection is not None:  # its own failure to hang up is moot
+                with contextlib.suppress(av.FFmpegError, OSError):
+                    self._connection.close()
+            if isinstance(exc, av.error.ProtocolNotFoundError):
+                raise UserError(
+                    f"cannot push to {name}: this FFmpeg build has no {scheme} support; "
+                    "use rtmp:// or rtsp://"
+                ) from exc
+            if isinstance(exc, TimeoutError):
+                raise UserError(
+                    f"cannot push to {name}: no answer from the server in {TIMEOUT_S:.0f} s "
+                    "(is it an RTMP/SRT server, and is it running?)"
+                ) from exc
+            if isinstance(exc, av.FFmpegError | OSError | ValueError):
+                raise UserError(f"cannot push to {name}: {reason(exc)}") from exc
+            raise
+        log.info("pushing %dx%d H.264 to %s", coded[1], coded[0], name)
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
         """Encode and send the frame, stamped with `pts` (or the time it arrived)."""
@@ -85,7 +112,7 @@ class StreamPushSink(Sink):
             try:
                 encode(self._container, self._video, image, self._clock(pts))
             except (av.FFmpegError, OSError) as exc:
-                raise UserError(f"stream to {self.url} broke off: {reason(exc)}") from exc
+                raise UserError(f"stream to {self.name} broke off: {reason(exc)}") from exc
             self.frames_written += 1
 
     def close(self) -> None:
@@ -94,12 +121,12 @@ class StreamPushSink(Sink):
             if self._closed:
                 return
             self._closed = True
-            for step in (
-                lambda: encode(self._container, self._video, None, 0),
-                self._container.close,
-            ):
+            steps = [lambda: encode(self._container, self._video, None, 0), self._container.close]
+            if self._connection is not None:  # once the container has sent its last bytes
+                steps.append(self._connection.close)
+            for step in steps:
                 try:
                     step()
                 except (av.FFmpegError, OSError) as exc:
-                    log.warning("closing the stream to %s: %s", self.url, reason(exc))
-        log.info("pushed %d frames to %s", self.frames_written, self.url)
+                    log.warning("closing the stream to %s: %s", self.name, reason(exc))
+        log.info("pushed %d frames to %s", self.frames_written, self.name)

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 class VirtualCameraSink(Sink):
     """pyvirtualcam camera (OBS on Windows/macOS, v4l2loopback on Linux), RGB frames."""
 
+    live = True
+
     def __init__(self, size: tuple[int, int], fps: float) -> None:
         import pyvirtualcam
 

@@ -25,6 +25,8 @@ _FALLBACK = "Write to a file instead: --output out.mp4"
 class WindowSink(Sink):
     """A window of the frame size; `closed` turns True once the user closes it."""
 
+    live = True
+
     def __init__(self, size: tuple[int, int], title: str = "mirage-lsd") -> None:
         _check_display()
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")

@@ -47,6 +47,16 @@ def video_end(container: InputContainer, stream: VideoStream) -> float | None:
     return start + duration
 
 
+def set_decoder_threads(stream: VideoStream, live: bool) -> None:
+    """Slice threads for a live stream, frame and slice threads (AUTO) otherwise.
+
+    Frame threading holds (threads - 1) frames back before the first comes out: latency
+    a live picture cannot spare, while a file or a video on demand, whose next packets
+    are already there, decodes fastest with it.
+    """
+    stream.thread_type = "SLICE" if live else "AUTO"
+
+
 def quarter_turns(frame: av.VideoFrame | None) -> int:
     """Counter-clockwise quarter turns (0-3) that show `frame` upright, from the file's
     display matrix; a rotation that is not a multiple of 90 degrees is ignored."""

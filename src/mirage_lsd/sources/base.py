@@ -73,6 +73,14 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices and files. Safe to call twice."""
 
+    def pace(self) -> bool:
+        """Hand frames out at the pace of their timestamps from now on, as a camera would:
+        for an output someone watches as it plays (a window, a virtual camera, a network
+        push), which a file read at model speed would fast-forward. True when the source
+        is now live; sources with no timestamps to keep (image folders, arrays) stay as
+        they are."""
+        return self.live
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook
         """From another thread: cut short a wait inside `recv()` (a reconnect backoff), which
         then ends the stream. Sources that never wait long need not implement it."""

@@ -19,6 +19,7 @@ from mirage_lsd.sources._av import (
     describe,
     frame_rate,
     quarter_turns,
+    set_decoder_threads,
     to_rgb,
     video_duration,
     video_streams,
@@ -36,24 +37,25 @@ class VideoFileSource(Source):
 
     Frames come upright: a display rotation in the file (phones record portrait video
     as landscape frames plus a rotation) is applied, as players do.
-    `realtime=True` hands frames out at the pace of their timestamps, so a file
-    can stand in for a live camera (and the source reports `live`). `loop=True`
+    `realtime=True` (or `pace()`) hands frames out at the pace of their timestamps, so a
+    file can stand in for a live camera (and the source reports `live`). `loop=True`
     starts over at the end, with indices and pts that keep increasing (benchmarks).
     """
 
     def __init__(self, path: str | os.PathLike[str], realtime: bool = False, loop: bool = False):
         super().__init__()
         self.path = Path(path)
-        self.live = realtime
         self.loop = loop
         self._container, self._stream = self._open()
         self.fps = frame_rate(self._stream)
         self.frame_count = self._stream.frames or None
         self.duration_s = video_duration(self._container, self._stream)
         self.audio_path = self.path if self._container.streams.audio else None
-        step = 1.0 / (self.fps or DEFAULT_FPS)
-        self._timeline = Timeline(step)
-        self._pacer = Pacer(slack_s=step) if realtime else None
+        self._step = 1.0 / (self.fps or DEFAULT_FPS)
+        self._timeline = Timeline(self._step)
+        self._pacer: Pacer | None = None
+        if realtime:
+            self.pace()
         self._frames = self._decode()
         self._index = 0
         self._pass_frames = 0  # frames of the current pass, so an empty file cannot loop forever
@@ -88,7 +90,7 @@ class VideoFileSource(Source):
             reason = "only cover art, no video stream" if cover else "no video stream"
             raise UserError(f"cannot read video '{self.path}': {reason}. Is it a video file?")
         stream = videos[0]
-        stream.thread_type = "AUTO"
+        set_decoder_threads(stream, live=False)
         return container, stream
 
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -127,6 +129,12 @@ class VideoFileSource(Source):
         out = Frame(image, self._index, pts)
         self._index += 1
         return out
+
+    def pace(self) -> bool:
+        if self._pacer is None:
+            self._pacer = Pacer(slack_s=self._step)
+            self.live = True
+        return True
 
     def interrupt(self) -> None:
         if self._pacer is not None:

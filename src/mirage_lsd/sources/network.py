@@ -18,6 +18,7 @@ from mirage_lsd.sources._av import (
     describe,
     frame_rate,
     quarter_turns,
+    set_decoder_threads,
     to_rgb,
     video_duration,
     video_end,
@@ -30,12 +31,26 @@ log = logging.getLogger(__name__)
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https")
 DEFAULT_FPS = 30.0  # frame step for pts when the stream gives no rate
+_SECRET_PARAMS = re.compile(r"([?&](?:passphrase|password|token)=)[^&#]*", re.IGNORECASE)
 
 
 def url_scheme(spec: str) -> str | None:
     """The scheme of `spec` when it is written as a URL (`scheme://...`), else None."""
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", spec)
     return match.group(1).lower() if match else None
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be shown in messages, logs and reports: a password
+    (rtsp://user:***@host/...) and secret query values (SRT's passphrase) hidden."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)", url)
+    if match is None:
+        return url
+    scheme, netloc = match.groups()
+    userinfo, _, host = netloc.rpartition("@")  # a password may hold an '@' itself
+    if ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return scheme + netloc + _SECRET_PARAMS.sub(r"\1***", url[match.end() :])
 
 
 class _NoVideo(Exception):
@@ -50,8 +65,9 @@ class NetworkSource(Source):
     it does not come back; pts stay monotonic across reconnections. A video on
     demand (an HTTP file, a finished HLS playlist: it has a duration) is not live:
     every frame is wanted, its end is the end, and a drop resumes where it broke;
-    with `realtime=True` it is handed out at the pace of its timestamps, as a live
-    stream would be (and reports `live`).
+    with `realtime=True` (or `pace()`) it is handed out at the pace of its timestamps,
+    as a live stream would be (and reports `live`). Messages and logs name the stream
+    by `name`, the URL with its password hidden.
     """
 
     live = True
@@ -65,9 +81,10 @@ class NetworkSource(Source):
     ) -> None:
         super().__init__()
         scheme = url_scheme(url)
+        self.name = redact_url(url)
         if scheme not in SCHEMES:
             supported = ", ".join(f"{s}://" for s in SCHEMES)
-            raise UserError(f"unsupported stream address '{url}': use one of {supported}")
+            raise UserError(f"unsupported stream address '{self.name}': use one of {supported}")
         self.url = url
         self.retry = retry or RetryPolicy()
         self._options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
@@ -76,20 +93,21 @@ class NetworkSource(Source):
             self._container, stream = self._connect()
         except (av.FFmpegError, OSError, _NoVideo) as exc:
             raise UserError(
-                f"cannot open stream '{url}': {describe(exc)}. "
+                f"cannot open stream '{self.name}': {describe(exc)}. "
                 "Check the address and that the stream is running"
             ) from exc
         self.fps = frame_rate(stream)
         self.size = (stream.height, stream.width) if stream.width and stream.height else None
         self._end_s = video_end(self._container, stream)  # None: a live stream
         self.duration_s = video_duration(self._container, stream)
-        on_demand = self._end_s is not None
-        self.live = not on_demand or realtime
+        self.live = self._end_s is None
         self._last_time: float | None = None  # stream time of the last frame handed out
-        self._frames = decode_frames(self._container, stream, self.counters, url)
-        step = 1.0 / (self.fps or DEFAULT_FPS)
-        self._timeline = Timeline(step)
-        self._pacer = Pacer(slack_s=step) if on_demand and realtime else None
+        self._frames = decode_frames(self._container, stream, self.counters, self.name)
+        self._step = 1.0 / (self.fps or DEFAULT_FPS)
+        self._timeline = Timeline(self._step)
+        self._pacer: Pacer | None = None
+        if realtime:
+            self.pace()
         self._ended = threading.Event()  # closed or given up; also cuts a backoff wait short
         self._index = 0
         self._fresh_connection = True  # no frame yet since the last (re)connection
@@ -120,7 +138,7 @@ class NetworkSource(Source):
             container.close()
             raise _NoVideo("no video stream")
         stream = videos[0]
-        stream.thread_type = "AUTO"
+        set_decoder_threads(stream, live=video_end(container, stream) is None)
         return container, stream
 
     def _reconnect(self, cause: str) -> None:
@@ -128,7 +146,7 @@ class NetworkSource(Source):
         run out. The schedule starts over only when a frame arrives, so a stream that
         reopens and fails at once cannot loop forever."""
         if self._failures == 0 and not self._seeked:  # said once per drop
-            log.warning("stream %s dropped (%s): reconnecting", self.url, cause)
+            log.warning("stream %s dropped (%s): reconnecting", self.name, cause)
         self._container.close()
         delays = self.retry.delays()
         while self._failures < len(delays):
@@ -140,26 +158,26 @@ class NetworkSource(Source):
             try:
                 self._container, stream = self._connect()
             except (av.FFmpegError, OSError, _NoVideo) as exc:
-                log.info("stream %s: reconnection failed (%s)", self.url, describe(exc))
+                log.info("stream %s: reconnection failed (%s)", self.name, describe(exc))
                 continue
             if self._ended.is_set():  # closed while connecting: release what was opened
                 self._container.close()
                 raise EndOfStream
             self.counters.reconnects += 1
-            self._frames = decode_frames(self._container, stream, self.counters, self.url)
+            self._frames = decode_frames(self._container, stream, self.counters, self.name)
             if self._end_s is not None:
                 self._resume()
             elif video_end(self._container, stream) is not None:
                 # a live event whose playlist has been finished: it would start over
-                log.info("stream %s has finished", self.url)
+                log.info("stream %s has finished", self.name)
                 self._ended.set()
                 raise EndOfStream
             else:
                 self._timeline.restart()
             self._fresh_connection = True
-            log.info("stream %s is back", self.url)
+            log.info("stream %s is back", self.name)
             return
-        log.warning("stream %s did not come back after %d attempts: ending", self.url, len(delays))
+        log.warning("stream %s did not come back after %d attempts: ending", self.name, len(delays))
         self._ended.set()
         raise EndOfStream
 
@@ -201,7 +219,7 @@ class NetworkSource(Source):
                 self._reconnect("end of stream")
             except (av.FFmpegError, OSError) as exc:
                 if self._fresh_connection and self._seeked:  # the seek broke the read
-                    log.info("stream %s cannot seek: skipping to where it broke", self.url)
+                    log.info("stream %s cannot seek: skipping to where it broke", self.name)
                     self._seekable = False
                     self._failures -= 1  # not the server's failure: no backoff slot spent
                 self._reconnect(describe(exc))
@@ -225,6 +243,12 @@ class NetworkSource(Source):
         out = Frame(image, self._index, pts)
         self._index += 1
         return out
+
+    def pace(self) -> bool:
+        if not self.live:  # a video on demand; a live stream has its own pace
+            self._pacer = Pacer(slack_s=self._step)
+            self.live = True
+        return True
 
     def interrupt(self) -> None:
         self._ended.set()  # a backoff wait returns at once, recv() ends

@@ -40,7 +40,9 @@ class ScreenSource(Source):
     """Frames grabbed from the screen, no faster than `fps` so capture does not spin.
 
     `monitor` follows mss: 1 is the first monitor, 0 all of them together.
-    `region` (x, y, width, height) in desktop pixels overrides `monitor`.
+    `region` (x, y, width, height) in desktop pixels overrides `monitor`; it must lie
+    on the desktop, checked here: a grab outside it fails, which would end the stream
+    at its first frame.
     """
 
     live = True
@@ -60,8 +62,13 @@ class ScreenSource(Source):
                 "run it in a desktop session (on Linux, set DISPLAY)"
             ) from exc
         if region is not None:
-            x, y, w, h = region
-            self._area = {"left": x, "top": y, "width": w, "height": h}
+            self._area = _region_on(monitors[0], region)
+            if self._area is None:
+                self._mss.close()
+                raise UserError(
+                    f"screen region {','.join(map(str, region))} (X,Y,W,H) does not fit on "
+                    f"the screen, which is {_describe(monitors[0])}: give one inside it"
+                )
         elif 0 <= monitor < len(monitors):
             m = monitors[monitor]
             self._area = {k: m[k] for k in ("left", "top", "width", "height")}
@@ -98,3 +105,21 @@ class ScreenSource(Source):
     def close(self) -> None:
         self._closed = True
         self._mss.close()
+
+
+def _region_on(desktop: dict[str, int], region: Region) -> dict[str, int] | None:
+    """`region` as an mss area, or None when it reaches past `desktop` (mss's monitor 0,
+    the box around all monitors)."""
+    x, y, w, h = region
+    left, top = desktop["left"], desktop["top"]
+    if x < left or y < top or x + w > left + desktop["width"] or y + h > top + desktop["height"]:
+        return None
+    return {"left": x, "top": y, "width": w, "height": h}
+
+
+def _describe(desktop: dict[str, int]) -> str:
+    """'1920x1080', or '3840x1080 from -1920,0' when the desktop does not start at 0,0."""
+    size = f"{desktop['width']}x{desktop['height']}"
+    if desktop["left"] or desktop["top"]:
+        size += f" from {desktop['left']},{desktop['top']}"
+    return size
