@@ -374,6 +374,16 @@ def test_stream_batch_lag_follows_the_t_index_list(tiny: dict[str, Path]) -> Non
     assert load(tiny, t_index_list="20,35,45").lag_frames(1) == 0
 
 
+def test_stats_report_the_steps_the_t_index_runs(tiny: dict[str, Path]) -> None:
+    model = load(tiny, t_index_list="20,35,45")
+    assert model.steps_run(1) == 3 and load(tiny).steps_run(2) == 2
+    engine = StreamEngine(model, device="cpu", max_steps=1, prompt="a cat")  # asks for 1
+    engine.start(MEDIA / "walk.mkv", max_frames=2, on_frame=lambda image: None)
+    assert engine.wait(timeout=60).steps == 3
+    engine.process(np.zeros((SIZE, SIZE, 3), np.uint8))
+    assert engine.stats().steps == 3
+
+
 def test_unsupported_pipelines_are_refused(tiny: dict[str, Path], tmp_path: Path) -> None:
     import json
     import shutil

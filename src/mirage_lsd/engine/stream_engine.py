@@ -369,7 +369,8 @@ class StreamEngine:
         """Telemetry of the current or last stream (or of `process()` calls)."""
         stats = self._recorder.snapshot(self.running)
         prompt = {"text": self._prompts.text, **self.model.describe_prompt(self._prompts.current)}
-        extra = {**stats.extra, "prompt": prompt, "lag_frames": self.model.lag_frames(stats.steps)}
+        lag = self.model.lag_frames(self.max_steps)
+        extra = {**stats.extra, "prompt": prompt, "lag_frames": lag}
         return replace(stats, extra=extra)
 
     def render(self, image: np.ndarray, info: FrameInfo | None = None) -> None:
@@ -409,7 +410,8 @@ class StreamEngine:
     # -- internals -------------------------------------------------------------
     def _new_recorder(self, mode: str) -> StatsRecorder:
         info = self.model.info
-        return StatsRecorder(info.name, self.device, self.max_steps, mode)
+        steps = self.model.steps_run(self.max_steps)  # what runs, if not what was asked
+        return StatsRecorder(info.name, self.device, steps, mode)
 
     def _pipeline_request_stop(self) -> None:
         if self._pipeline is not None:

@@ -65,6 +65,11 @@ class StreamModel(ABC):
         noise ignore it.
         """
 
+    def steps_run(self, steps: int) -> int:
+        """How many denoising steps `step(..., steps)` runs: `steps`, unless the model
+        keeps a schedule of its own (a diffusers model's --t-index). Stats report this."""
+        return steps
+
     def lag_frames(self, steps: int) -> int:
         """How many frames late each output comes (a model that pipelines frames); 0 here."""
         return 0

@@ -251,6 +251,10 @@ class DiffusersStreamModel(StreamModel):
         return state.schedule
 
     # -- one frame ---------------------------------------------------------------
+    def steps_run(self, steps: int) -> int:
+        """With --t-index, the list's length, whatever `steps` says."""
+        return len(self._timesteps(steps))
+
     def lag_frames(self, steps: int) -> int:
         """stream_batch outputs each frame one frame late per extra step it runs (with
         --t-index, the list sets how many run, whatever `steps` says)."""
