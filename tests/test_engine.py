@@ -13,9 +13,11 @@ import pytest
 
 from mirage_lsd import StreamEngine, UserError
 from mirage_lsd.device import resolve_dtype
+from mirage_lsd.errors import EndOfStream
+from mirage_lsd.frame import Frame
 from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.sinks.base import Sink
-from mirage_lsd.sources import open_source
+from mirage_lsd.sources import Source, open_source
 
 
 class SlowModel(StreamModel):
@@ -177,6 +179,67 @@ def test_a_file_played_to_a_watched_output_keeps_its_own_pace(
     engine.start(media / "walk.mkv", on_frame=engine.render, max_frames=3)  # a window too
     assert engine.wait(timeout=20).mode == "live"
     engine.close()
+
+
+def test_a_window_preview_of_a_file_render_keeps_every_frame(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file output decides: previewing it costs it no frames (nor its audio)."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    model = RecordingModel()
+    engine = StreamEngine(model, device="cpu", resolution=(48, 64))
+    out = tmp_path / "o.mp4"
+    engine.start(media / "walk.mkv", output=out, on_frame=engine.render, max_frames=30)
+    stats = engine.wait(timeout=30)
+    engine.close()
+    assert stats.mode == "offline" and stats.frames_written == 30 and stats.dropped == 0
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+
+
+class ClosingSource(Source):
+    """A few black frames; remembers whether it was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size, self.fps, self.closed = (48, 64), 30.0, False
+
+    def recv(self) -> Frame:
+        raise EndOfStream
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_bad_output_closes_the_input_and_is_one_line(media: Path) -> None:
+    engine = StreamEngine("identity", device="cpu")
+    for bad in (42, b"o.mp4"):
+        source = ClosingSource()
+        with pytest.raises(UserError):
+            engine.start(source, output=bad)  # type: ignore[arg-type]
+        assert source.closed
+
+
+class PlanningModel(RecordingModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: list[tuple[bool, float | None]] = []
+
+    def plan_stream(self, live: bool, frames: float | None) -> None:
+        self.plans.append((live, frames))
+
+
+def test_the_model_is_told_how_long_a_bounded_stream_is(media: Path) -> None:
+    model = PlanningModel()
+    engine = StreamEngine(model, device="cpu", resolution=(48, 64))
+    engine.start(media / "walk.mkv", loop=True, max_frames=10, mode="offline")
+    engine.wait(timeout=20)
+    engine.start(media / "walk.mkv", mode="live", max_frames=5)  # paced, and still ends
+    engine.wait(timeout=20)
+    engine.start(media / "walk.mkv", loop=True)  # unbounded
+    engine.stop()
+    assert model.plans[:2] == [(False, 10.0), (True, 5.0)]
+    assert model.plans[2] == (False, None)
 
 
 def test_set_prompt_while_running_reaches_the_model_at_the_next_frame(media: Path) -> None:

@@ -196,7 +196,7 @@ def run(
         live = source.live if mode is None else mode == "live"
         # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file
         auto = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
-        short = ends_before_a_compile_pays(source, live)
+        short = ends_before_a_compile_pays(source)
         try:
             engine = StreamEngine(
                 model,
@@ -256,13 +256,14 @@ def run(
         raise typer.Exit(code)
 
 
-def ends_before_a_compile_pays(source: Source, live: bool) -> bool:
-    """An offline input known to have fewer than `SHORT_STREAM` frames (by its frame
-    count, or its duration times its frame rate); live streams and inputs of unknown
-    length may run long enough for a background compile to pay off. (The engine tells
-    the model the same; deciding here too keeps the "compiling" note truthful.)"""
+def ends_before_a_compile_pays(source: Source) -> bool:
+    """An input known to have fewer than `SHORT_STREAM` frames (by its frame count, or
+    its duration times its frame rate), offline or played in real time; cameras, live
+    streams and inputs of unknown length may run long enough for a background compile to
+    pay off. (The engine tells the model the same; deciding here too keeps the
+    "compiling" note truthful.)"""
     frames = expected_frames(source)
-    return not live and frames is not None and frames < SHORT_STREAM
+    return frames is not None and frames < SHORT_STREAM
 
 
 def _check_report_path(path: Path, *others: str) -> None:

@@ -267,15 +267,16 @@ class StreamEngine:
             if isinstance(input_source, Source)
             else open_source(input_source, loop=loop)
         )
-        watched = (output is not None and is_live_output(output)) or on_frame == self.render
+        # a window preview of a file render must not cost the file frames or its audio
+        watched = is_live_output(output) if output is not None else on_frame == self.render
         if mode == "live" or (mode is None and watched):
             source.pace()
         run_mode: Mode = mode or ("live" if source.live else "offline")
         try:
             # a benchmark measures the steady state however many frames it takes
             frames = None if run_mode == "bench" else expected_frames(source)
-            if max_frames is not None and frames is not None:
-                frames = min(frames, float(max_frames))
+            if max_frames is not None and run_mode != "bench":
+                frames = float(max_frames) if frames is None else min(frames, float(max_frames))
             self.model.plan_stream(run_mode == "live", frames)
             lag = self.model.lag_frames(self.max_steps)
             if lag and run_mode == "offline":  # its last frames would never come out
@@ -445,6 +446,11 @@ class StreamEngine:
             self._sink = output
             return output
         self._sink = None
+        if not isinstance(output, str | PathLike):
+            raise UserError(
+                f"output must be a sink spec (a path, window, virtualcam, a URL, null) or a "
+                f"Sink, got {output!r}"
+            )
         target = Path(os.path.expanduser(os.fspath(output)))
         try:
             if source.path is not None and target.exists() and target.samefile(source.path):
@@ -500,8 +506,9 @@ class StreamEngine:
 
 def expected_frames(source: Source) -> float | None:
     """How many frames `source` will give, if known: its frame count, or its duration
-    times its frame rate (30 when it has none); None for live and unbounded sources."""
-    if source.live or source.loop:
+    times its frame rate (30 when it has none); None for unbounded sources (cameras,
+    live streams, looping files). A file paced as it plays still ends."""
+    if source.loop:
         return None
     if source.frame_count:
         return float(source.frame_count)

@@ -99,6 +99,6 @@ def is_live_output(spec: str | os.PathLike[str] | Sink) -> bool:
     a window, a virtual camera or a stream URL; files and folders are not."""
     if isinstance(spec, Sink):
         return spec.live
-    if isinstance(spec, os.PathLike):
+    if not isinstance(spec, str):  # a path, or a wrong type that open_sink refuses
         return False
     return spec.strip().lower() in ("window", "virtualcam") or "://" in spec

@@ -370,10 +370,11 @@ class BuiltinModel(StreamModel):
         return (dividing or fitting)[0]
 
     def plan_stream(self, live: bool, frames: float | None) -> None:
-        """An automatic compile is skipped for an offline stream known to end within
-        SHORT_STREAM frames: it would end before the compile paid off (a 73-frame clip
-        took 18 s compiled against 7 s uncompiled on 2 cores, benchmarks/RESULTS.md)."""
-        short = not live and frames is not None and frames < SHORT_STREAM
+        """An automatic compile is skipped for a stream known to end within SHORT_STREAM
+        frames, offline or played in real time: it would end before the compile paid off
+        (a 73-frame clip took 18 s compiled against 7 s uncompiled on 2 cores,
+        benchmarks/RESULTS.md)."""
+        short = frames is not None and frames < SHORT_STREAM
         self._compile_streams = not (self._auto_compile and short)
 
     def wait_ready(self, timeout: float | None = None) -> None:
