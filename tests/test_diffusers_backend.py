@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -372,6 +373,22 @@ def test_stream_batch_lag_follows_the_t_index_list(tiny: dict[str, Path]) -> Non
     model = load(tiny, t_index_list="20,35,45", batch_mode="stream_batch")
     assert model.lag_frames(1) == 2  # three stages run, whatever the steps asked for
     assert load(tiny, t_index_list="20,35,45").lag_frames(1) == 0
+
+
+def test_strength_blends_a_lagging_output_with_its_own_input(tiny: dict[str, Path]) -> None:
+    """stream_batch outputs frame i - 2 at frame i: the blend takes that frame's input."""
+    images = frames(6)
+
+    def outputs(strength: float) -> list[np.ndarray]:
+        model = load(tiny, t_index_list="10,25,40", batch_mode="stream_batch")
+        engine = StreamEngine(model, device="cpu", max_steps=3, prompt="a cat", strength=strength)
+        return [engine.process(image) for image in images]
+
+    full, half = outputs(1.0), outputs(0.5)
+    for i in range(2, len(images)):
+        expected = cv2.addWeighted(full[i], 0.5, images[i - 2], 0.5, 0.0)
+        assert np.abs(half[i].astype(np.int16) - expected).max() <= 1
+    assert diff(half[5], cv2.addWeighted(full[5], 0.5, images[5], 0.5, 0.0)) > 1
 
 
 def test_stats_report_the_steps_the_t_index_runs(tiny: dict[str, Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import cv2
 import numpy as np
@@ -17,9 +18,10 @@ class FrameProcessor:
 
     The output size is fixed by `out_size`, or by the first frame when it is None
     (taken again after `restart()`). The model's per-stream state lives here and is
-    replaced on `reset()`. `strength` below 1 blends the output back toward the input;
-    `seed` picks the stream's noise. Both are plain attributes the engine may change
-    between frames.
+    replaced on `reset()`. `strength` below 1 blends the output back toward the input
+    it was made from (a model that lags `lag_frames` behind is blended with that older
+    input, not the newest); `seed` picks the stream's noise. Both are plain attributes
+    the engine may change between frames.
     """
 
     def __init__(
@@ -45,6 +47,8 @@ class FrameProcessor:
         # not a flag: a reset() from another thread during init_state() is not lost.
         self._generation = 0
         self._state_generation = -1
+        # the inputs the lagging outputs belong to: the oldest is the next output's
+        self._inputs: deque[np.ndarray] = deque(maxlen=model.lag_frames(steps) + 1)
 
     def reset(self) -> None:
         """Forget the stream's history; the next frame starts a fresh state."""
@@ -75,6 +79,7 @@ class FrameProcessor:
             generation = self._generation
             self._state = self.model.init_state(*padded.shape[:2], seed=self.seed)
             self._state_generation = generation
+            self._inputs.clear()
         cond = self.prompts.next()
         # 2. model
         t1 = time.perf_counter()
@@ -87,9 +92,10 @@ class FrameProcessor:
         if out.dtype != np.uint8 or not out.flags.c_contiguous:
             out = np.ascontiguousarray(out, dtype=np.uint8)
         out = clear_bars(out, self._plan)
+        self._inputs.append(fitted if self._inputs.maxlen == 1 else fitted.copy())
         strength = self.strength
         if strength < 1.0:
-            out = cv2.addWeighted(out, strength, fitted, 1.0 - strength, 0.0)
+            out = cv2.addWeighted(out, strength, self._inputs[0], 1.0 - strength, 0.0)
         t3 = time.perf_counter()
         return out, {
             "preprocess": (t1 - t0) * 1000.0,
