@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import signal
 import threading
 from pathlib import Path
@@ -584,6 +585,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         ("optim:\n  grad_clip: 0\n", r"optim\.grad_clip"),
         ("objective:\n  history_blur: -1\n", r"objective\.history_blur"),
         ("objective:\n  p_own_history: 2\n", r"objective\.p_own_history"),
+        ("objective:\n  look_balance_power: 0\n", r"objective\.look_balance_power.*\(0, 1\]"),
+        ("model:\n  edge_guide: true\ndata:\n  view: 512\n", r"model\.edge_guide.*data\.view"),
         ("? [a, b]\n: 1\n", r"line 1, column 3\): a key must be a plain name"),
         ("1: x\nfoo: y\n", "unknown config field '1'"),
     ):
@@ -955,7 +958,7 @@ def test_training_crops_are_windows_of_the_look_rendered_on_the_whole_view() -> 
 
 def test_data_folder_without_media_says_so(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    cfg = DataConfig(media_dir=str(tmp_path), train_images=(), crop=64)
+    cfg = DataConfig(media_dir=str(tmp_path), train_images=(), eval_clips=(), crop=64)
     with pytest.raises(UserError, match=r"no readable video or image.*\.mp4.*\.tiff"):
         load_sources(cfg, "train")
     with pytest.raises(UserError, match="is a file: give the folder"):
@@ -974,6 +977,79 @@ def test_a_users_folder_is_read_with_subfolders_and_every_file_shrunk(
     (train_clip,) = load_sources(cfg, "train")
     assert train_clip.name == "still.tif"
     assert min(train_clip.frames[0].shape[:2]) == round(64 * cfg.source_scale)
+
+
+def test_eval_clips_are_found_in_any_case_and_subfolder_or_named_as_missing(
+    tmp_path: Path,
+) -> None:
+    """A held-out clip never reaches the train split: `data.eval_clips` matches file names
+    (or paths in the folder) in any case, and an entry that matches nothing is an error."""
+    (tmp_path / "shots").mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "shots" / "Held.PNG"), image)
+    cv2.imwrite(str(tmp_path / "trained.png"), image)
+    cfg = DataConfig(
+        media_dir=str(tmp_path), train_images=(), eval_images=(), eval_clips=("held.png",), crop=64
+    )
+    for entry in ("held.png", "SHOTS/held.png"):
+        cfg = dataclasses.replace(cfg, eval_clips=(entry,))
+        assert [s.name for s in load_sources(cfg, "train")] == ["trained.png"]
+        assert [s.name for s in load_sources(cfg, "eval")] == ["Held.PNG"]
+    missing = dataclasses.replace(cfg, eval_clips=("held.png", "please.mkv"))
+    with pytest.raises(ConfigError, match=r"data\.eval_clips entry 'please\.mkv' .*\[\]") as err:
+        load_sources(missing, "train")
+    assert "\n" not in str(err.value)
+    # a folder of one's own without held-out clips: eval on the eval stills only
+    stills_only = dataclasses.replace(cfg, eval_clips=(), eval_images=("skimage:chelsea",))
+    assert len(load_sources(stills_only, "train")) == 2
+    assert [s.name for s in load_sources(stills_only, "eval")] == ["skimage:chelsea"]
+    with pytest.raises(ConfigError, match=r"data\.eval_clips and data\.eval_images"):
+        dataclasses.replace(cfg, eval_clips=())
+
+
+def test_a_train_still_that_is_an_eval_still_under_another_name_is_refused(media: Path) -> None:
+    cfg = DataConfig(
+        media_dir=str(media), train_images=("skimage:astronaut", "skimage:cat"),
+        eval_images=("skimage:chelsea",), crop=64, clip_max_frames=2,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"train_images entry 'skimage:cat' .*'skimage:chelsea'"):
+        load_sources(cfg, "train")
+
+
+def test_training_sets_opencv_threads_for_the_run_and_checkpoints_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`threads` is OpenCV's too while training (the data's looks and flow), and the
+    caller's own setting comes back after; a checkpoint is on disk before its rename."""
+    import mirage_lsd.training.train as training
+
+    config = yaml.safe_load(TINY_YAML.read_text()) | {
+        "steps": 2, "eval_every": 100, "checkpoint_every": 100, "eval_sequences": 1,
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    real_collate, real_fsync = training.collate, os.fsync
+    seen_threads: list[int] = []
+    synced: list[tuple[int, bool]] = []  # (size synced, checkpoint already in place)
+
+    def collate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen_threads.append(cv2.getNumThreads())
+        return real_collate(*args, **kwargs)
+
+    def fsync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_size, (tmp_path / "run" / "checkpoint.pt").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(training, "collate", collate)
+    monkeypatch.setattr(os, "fsync", fsync)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        train(tmp_path / "run.yaml", out_dir=tmp_path / "run", show_progress=False)
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+    assert seen_threads and set(seen_threads) == {config["threads"]}
+    assert synced[0] == ((tmp_path / "run" / "checkpoint.pt").stat().st_size, False)
 
 
 # ---------------------------------------------------------------- the bundled weights

@@ -288,7 +288,9 @@ def test_stream_batch_lag_is_reported_and_refused_for_files(
 def test_guidance_modes_run_and_change_output(tiny: dict[str, Path], guidance: str) -> None:
     images = frames(3)
     base = run(load(tiny, vae="full", t_index_list="20,40"), images)[0]
-    kw = {"guidance": guidance, "guidance_scale": 3.0, "negative_prompt": "blurry"}
+    kw = {"guidance": guidance, "guidance_scale": 3.0}
+    if guidance != "self":  # self's negative is virtual: it reads no negative prompt
+        kw["negative_prompt"] = "blurry"
     guided, state = run(load(tiny, vae="full", t_index_list="20,40", **kw), images)
     assert diff(base[-1], guided[-1]) > 0
     if guidance != "full":  # the stock noise moved away from the fixed noise
@@ -518,6 +520,19 @@ def test_lcm_distilled_unet_gets_its_guidance_embedding(tmp_path: Path) -> None:
     model = load_diffusers_model(str(folder), LoadOptions(), DiffusersOptions(vae="full"))
     outs, _ = run(model, frames(1))
     assert outs[0].shape == (SIZE, SIZE, 3)
+    # --guidance-scale is that model's own guidance, given to the embedding
+    options = DiffusersOptions(vae="full", guidance_scale=1.5)
+    softer = load_diffusers_model(str(folder), LoadOptions(), options)
+    assert diff(outs[0], run(softer, frames(1))[0][0]) > 0
+
+
+def test_guidance_options_that_would_be_ignored_are_refused(tiny: dict[str, Path]) -> None:
+    for guidance in ("none", "self"):
+        with pytest.raises(UserError, match="--negative-prompt needs --guidance full or initi"):
+            DiffusersOptions(guidance=guidance, negative_prompt="blurry")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="--guidance-scale needs --guidance full, self or init"):
+        load(tiny, guidance_scale=3.0)  # plain SD, no guidance: the scale would do nothing
+    assert load(tiny, guidance="full", guidance_scale=3.0, negative_prompt="blurry")
 
 
 def test_slerp_endpoints_and_norm() -> None:

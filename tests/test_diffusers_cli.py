@@ -52,7 +52,7 @@ def test_run_writes_every_frame_with_all_the_flags(tiny: dict[str, Path], tmp_pa
         "run", str(MEDIA / "classroom.gif"), "-o", str(out), "-p", "a watercolor painting",
         "--model", str(tiny["sd"]), "--vae", str(tiny["taesd"]), "--size", "64x64",
         "--steps", "2", "--strength", "0.6", "--lora", f"{tiny['lora']}:0.5",
-        "--guidance", "self", "--negative-prompt", "blurry", "--seed", "7",
+        "--guidance", "initialize", "--negative-prompt", "blurry", "--seed", "7",
         "--bank-size", "2", "--flow-blend", "0.2", "--device", "cpu", "--quiet",
         "--report", str(report), timeout=600,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},  # as offline users run it: nothing fetched

@@ -11,8 +11,21 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
+import mirage_lsd.evaluation.evaluate as evaluation
+from mirage_lsd.engine.stream_engine import StreamEngine
+from mirage_lsd.errors import UserError
+from mirage_lsd.evaluation.evaluate import evaluate, resolve_look
 from mirage_lsd.evaluation.metrics import FlowWarper, psnr, ssim
+from mirage_lsd.models.builtin.model import BuiltinModel, catalog_bank
+from mirage_lsd.models.builtin.network import LSDNet
+from mirage_lsd.models.builtin.prompt_embedding import LookBank
+from mirage_lsd.models.identity import IdentityModel
+from mirage_lsd.training.config import load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD_PHOTO = "make it look like an old photograph"
 
 
 def a_frame(media: Path) -> np.ndarray:
@@ -87,3 +100,55 @@ def test_eval_cli_on_identity(media: Path) -> None:
     for key in ("style_ssim", "warp_error_target", "drift_db", "match_similarity"):
         assert isinstance(data[key], float)
     assert 0.5 < data["look_weight"] <= 1.0
+
+
+def noise_frames(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(count)]
+
+
+class Scheduled(IdentityModel):
+    """Runs a schedule of its own (3 steps, whatever is asked), and may pipeline frames."""
+
+    def __init__(self, lag: int = 0) -> None:
+        super().__init__()
+        self.lag = lag
+
+    def steps_run(self, steps: int) -> int:
+        return 3
+
+    def lag_frames(self, steps: int) -> int:
+        return self.lag
+
+
+def test_eval_reports_steps_run_samples_ssim_over_the_source_and_refuses_lag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--frames beyond the clip's end still spreads SSIM over the clip; a pipelining
+    model (its output t is input t - lag's) is refused, not scored against the wrong frame."""
+    calls: list[int] = []
+    monkeypatch.setattr(evaluation, "SSIM_FRAMES", 4)
+    monkeypatch.setattr(evaluation, "ssim", lambda a, b: calls.append(1) or 1.0)
+    engine = StreamEngine(Scheduled(), device="cpu", resolution=(64, 64))
+    result = evaluate(engine, noise_frames(12), OLD_PHOTO, frames=1000)
+    assert (result.frames, result.steps, len(calls)) == (12, 3, 4)  # frames 0, 3, 6, 9
+    lagging = StreamEngine(Scheduled(lag=1), device="cpu", resolution=(64, 64))
+    with pytest.raises(UserError, match="without lag: use --batch-mode latency_first"):
+        evaluate(lagging, noise_frames(4), OLD_PHOTO, frames=4)
+
+
+def test_eval_scores_a_builtin_model_on_the_look_its_own_bank_picks() -> None:
+    full = catalog_bank()
+    names = ("thermal", "winter")
+    keep = [full.names.index(name) for name in names]
+    rows = torch.isin(full.owner, torch.tensor(keep))
+    owner = torch.tensor([keep.index(int(i)) for i in full.owner[rows]])
+    bank = LookBank(names, full.descriptions[rows], owner, full.anchors[keep])
+    net = LSDNet(load_train_config(ROOT / "configs" / "tiny.yaml").model)
+    model = BuiltinModel(net, bank, compile=False)
+    assert resolve_look(OLD_PHOTO)[0] == "sepia_vintage"  # the catalog's pick
+    engine = StreamEngine(model, device="cpu", resolution=(64, 64))
+    result = evaluate(engine, noise_frames(3), OLD_PHOTO, frames=3)
+    match = model.encode_prompt(OLD_PHOTO).match
+    assert (result.look, result.look_weight) == (match.best, match.weights[match.best])
+    assert result.look in names

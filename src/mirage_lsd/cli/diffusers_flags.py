@@ -28,11 +28,20 @@ def _flag(field: str, kind: Any, default: Any, flag: str, help: str) -> None:
 
 _flag("loras", list[str] | None, None, "--lora", "LoRA ID_OR_PATH[:SCALE], repeatable.")
 _flag("vae", str, "auto", "--vae", "auto, tiny, full or ID_OR_PATH.")
-_flag("negative_prompt", str, "", "--negative-prompt", "What to steer away from (with guidance).")
+_flag(
+    "negative_prompt",
+    str,
+    "",
+    "--negative-prompt",
+    "Steer away from it (guidance full/initialize).",
+)
 _flag("strength", float, 0.5, "--strength", "How far from the input, 0-1.")
 _flag("t_index_list", str | None, None, "--t-index", "Step indices on a 50-step grid: 32,45.")
 _flag("guidance", str, "none", "--guidance", "none, full, self or initialize (residual CFG).")
-_flag("guidance_scale", float, 1.2, "--guidance-scale", "CFG scale (>= 1).")
+_flag(
+    "guidance_scale", float | None, None, "--guidance-scale",
+    "CFG scale (>= 1; 1.2 by default); on an LCM-distilled model its own guidance (8.5).",
+)  # fmt: skip
 _flag("rcfg_delta", float, 1.0, "--rcfg-delta", "Virtual negative's weight (self/initialize).")
 _flag("seed", int, 2, "--seed", "The stream's fixed noise.")
 _flag(

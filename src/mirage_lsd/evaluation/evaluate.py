@@ -10,15 +10,17 @@ compared with it (style), with the previous output warped by optical flow
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mirage_lsd.engine.stream_engine import InputSpec, StreamEngine
+from mirage_lsd.engine.stream_engine import InputSpec, StreamEngine, expected_frames
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.evaluation.metrics import FlowWarper, psnr, ssim
 from mirage_lsd.geometry import apply_fit, plan_fit
 from mirage_lsd.looks.catalog import get_look
+from mirage_lsd.models.base import StreamModel
 from mirage_lsd.sources import open_source
 
 SSIM_FRAMES = 1000
@@ -49,18 +51,22 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def resolve_look(prompt: str) -> tuple[str, float, float]:
+def resolve_look(prompt: str, model: StreamModel | None = None) -> tuple[str, float, float]:
     """The look a prompt lands on (best match), the match's cosine similarity, and the
-    look's weight in the blend the built-in model (default config) makes of the prompt."""
+    look's weight in the blend the built-in model makes of the prompt: `model`'s own look
+    bank and prompt settings when it is a built-in model (it is scored on the look it
+    picks), else the bundled model's (the default config and the catalog's looks)."""
     from mirage_lsd.models.builtin.config import ModelConfig
-    from mirage_lsd.models.builtin.model import catalog_bank
+    from mirage_lsd.models.builtin.model import BuiltinModel, catalog_bank
     from mirage_lsd.models.builtin.prompt_embedding import default_encoder, match_prompt
 
-    cfg = ModelConfig()
-    embedding = default_encoder()([prompt])[0]
-    match = match_prompt(
-        prompt, embedding, catalog_bank(), cfg.prompt_top_k, cfg.prompt_temperature
+    cfg, bank = (
+        (model.cfg, model.bank)
+        if isinstance(model, BuiltinModel)
+        else (ModelConfig(), catalog_bank())
     )
+    embedding = default_encoder()([prompt])[0]
+    match = match_prompt(prompt, embedding, bank, cfg.prompt_top_k, cfg.prompt_temperature)
     return match.best, match.similarity, match.weights[match.best]
 
 
@@ -69,16 +75,22 @@ def evaluate(
 ) -> EvalResult:
     """Stream `frames` frames of `source` through `engine` with `prompt` and score them.
 
-    SSIM, the slowest metric, is taken on at most `SSIM_FRAMES` evenly spaced frames.
+    SSIM, the slowest metric, is taken on at most `SSIM_FRAMES` evenly spaced frames of
+    those the source will give (not of those asked for, which may be far more).
     `loop` restarts a file at its end (a cut: long drift runs on short clips).
     """
-    ssim_every = -(-frames // SSIM_FRAMES)  # ceil: at most SSIM_FRAMES frames
+    # output t must be scored against target t: a pipelining model's is frame t - lag's
+    if engine.model.lag_frames(engine.max_steps) > 0:
+        raise UserError("eval needs a model without lag: use --batch-mode latency_first")
     # 1. the look the prompt lands on, and the stream
-    look_name, similarity, weight = resolve_look(prompt)
+    look_name, similarity, weight = resolve_look(prompt, engine.model)
     look = get_look(look_name)
     engine.set_prompt(prompt)
     engine.reset()
     stream = open_source(source, loop=loop)
+    known = expected_frames(stream)
+    count = frames if known is None else min(frames, max(1, math.ceil(known)))
+    ssim_every = -(-count // SSIM_FRAMES)  # ceil: at most SSIM_FRAMES frames
     warper = FlowWarper()
     style, structure, ident, flick, flick_target, flick_input = [], [], [], [], [], []
     prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -127,5 +139,5 @@ def evaluate(
         drift_db=float(np.mean(style[-tenth:]) - np.mean(style[:tenth])),
         model=engine.model.info.name,
         size=f"{w}x{h}",
-        steps=engine.max_steps,
+        steps=engine.model.steps_run(engine.max_steps),
     )

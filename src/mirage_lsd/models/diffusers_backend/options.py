@@ -66,7 +66,8 @@ class DiffusersOptions:
     strength: float = 0.5  # --strength
     t_index_list: tuple[int, ...] | None = None  # --t-index 32,45
     guidance: Guidance = "none"  # --guidance none|full|self|initialize (residual CFG)
-    guidance_scale: float = 1.2  # --guidance-scale
+    # --guidance-scale; None: 1.2 for CFG, and 8.5 for an LCM-distilled UNet's own embedding
+    guidance_scale: float | None = None
     rcfg_delta: float = 1.0  # --rcfg-delta: weight of the virtual negative in self/initialize
     seed: int = 2  # --seed: the stream's fixed noise
     batch_mode: BatchMode = "latency_first"  # --batch-mode: stream_batch adds steps-1 lag
@@ -95,8 +96,14 @@ class DiffusersOptions:
                 raise UserError(f"--t-index takes numbers from 0 to {INDEX_GRID - 1}, got {idx}")
             if list(idx) != sorted(set(idx)):
                 raise UserError(f"--t-index must be strictly increasing, got {list(idx)}")
-        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 1.0):
-            raise UserError(f"--guidance-scale must be 1 or more, got {self.guidance_scale}")
+        scale = self.guidance_scale
+        if scale is not None and not (math.isfinite(scale) and scale >= 1.0):
+            raise UserError(f"--guidance-scale must be 1 or more, got {scale}")
+        if self.negative_prompt and self.guidance not in ("full", "initialize"):
+            raise UserError(
+                f"--negative-prompt needs --guidance full or initialize (--guidance "
+                f"{self.guidance} would ignore it)"
+            )
         for name, value in (
             ("similar-threshold", self.similarity_threshold),
             ("latent-feedback", self.latent_feedback),
@@ -164,6 +171,7 @@ def _check_type(name: str, value: Any, hint: str) -> None:
     """A one-line error for an option of the wrong type (`hint`: the field's annotation)."""
     if "float" in hint:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok or ("None" in hint and value is None)
         want = "a number"
     elif hint.startswith("int"):
         ok = isinstance(value, int) and not isinstance(value, bool)

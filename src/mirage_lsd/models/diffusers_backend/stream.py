@@ -48,8 +48,11 @@ from mirage_lsd.models.diffusers_backend.sampler import (
 
 log = logging.getLogger(__name__)
 
-#: Guidance scale an LCM-distilled UNet (time_cond_proj_dim) is told (diffusers' LCM default).
+#: Guidance scale an LCM-distilled UNet (time_cond_proj_dim) is told unless --guidance-scale
+#: says otherwise (diffusers' LCM default).
 LCM_EMBEDDED_GUIDANCE = 8.5
+#: Classifier-free guidance scale of --guidance full/self/initialize when none is given.
+DEFAULT_GUIDANCE_SCALE = 1.2
 #: The VAE's spatial factor (SD, SDXL and TAESD all use 8).
 LATENT_FACTOR = 8
 LATENT_CHANNELS = 4
@@ -124,10 +127,17 @@ class DiffusersStreamModel(StreamModel):
         self._prediction = str(sched.config.prediction_type)
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
         cond_dim = getattr(self.unet.config, "time_cond_proj_dim", None)
+        scale = options.guidance_scale
+        if cond_dim is None and options.guidance == "none" and scale is not None:
+            raise UserError(
+                "--guidance-scale needs --guidance full, self or initialize: this model has "
+                "no guidance input of its own (an LCM-distilled UNet has)"
+            )
+        self._cfg_scale = DEFAULT_GUIDANCE_SCALE if scale is None else scale
         self._w_embedding = (
             None
             if cond_dim is None
-            else guidance_embedding(LCM_EMBEDDED_GUIDANCE, cond_dim).to(self.device, dtype)
+            else guidance_embedding(scale or LCM_EMBEDDED_GUIDANCE, cond_dim).to(self.device, dtype)
         )
         self._bank_ctx = BankContext()
         if options.bank_size > 0 or options.kv_downsample > 1:
@@ -376,7 +386,7 @@ class DiffusersStreamModel(StreamModel):
         n, batch = len(sch), x.shape[0]
         a, b = sch.a[stages], sch.b[stages]
         t = sch.timesteps[stages].to(self.device)
-        mode = opts.guidance if opts.guidance_scale > 1.0 else "none"
+        mode = opts.guidance if self._cfg_scale > 1.0 else "none"
         # 1. rows of the UNet batch: unconditional rows first (CFG), then conditional
         if mode == "full":
             n_unc = batch
@@ -413,12 +423,12 @@ class DiffusersStreamModel(StreamModel):
         eps_unc, eps = eps_all[:n_unc], eps_all[n_unc:]
         # 3. guidance: full CFG, or residual CFG with the stock noise as the negative
         if mode == "full":
-            eps = guide(eps_unc, eps, opts.guidance_scale)
+            eps = guide(eps_unc, eps, self._cfg_scale)
         elif mode in ("self", "initialize"):
             stock = state.stock[stages].clone()
             if n_unc:
                 stock[0:1] = eps_unc
-            eps = guide(stock * opts.rcfg_delta, eps, opts.guidance_scale)
+            eps = guide(stock * opts.rcfg_delta, eps, self._cfg_scale)
             nxt = (stages + 1) % n
             a_next, b_next = sch.next_coeffs(stages)
             state.stock[nxt] = rcfg_next_stock(
