@@ -121,6 +121,50 @@ def test_full_vae_runs(tiny: dict[str, Path]) -> None:
     assert outs[0].shape == (SIZE, SIZE, 3)
 
 
+def test_weights_saved_as_the_fp16_variant_only_load(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """`save_pretrained(variant="fp16")` writes only *.fp16.safetensors: every part reads them,
+    in half precision and in full (the text encoders too; the UNet's choice is not the VAE's)."""
+    from diffusers import StableDiffusionPipeline
+
+    from mirage_lsd.models.diffusers_backend.loading import load_components
+
+    folder = tmp_path / "fp16-only"
+    StableDiffusionPipeline.from_pretrained(tiny["sd"]).save_pretrained(folder, variant="fp16")
+    assert not [p for p in folder.glob("*/*.safetensors") if ".fp16" not in p.name]
+    for dtype in (torch.float16, torch.float32):
+        parts = load_components(str(folder), DiffusersOptions(), dtype)
+        assert parts.unet.dtype == dtype and parts.text_encoders[0].dtype == dtype
+    mixed = tmp_path / "mixed"  # fp16 weights for the UNet alone
+    StableDiffusionPipeline.from_pretrained(tiny["sd"]).save_pretrained(mixed)
+    for old in (mixed / "unet").glob("*.safetensors"):
+        old.unlink()
+    StableDiffusionPipeline.from_pretrained(tiny["sd"]).unet.save_pretrained(
+        mixed / "unet", variant="fp16"
+    )
+    assert load_components(str(mixed), DiffusersOptions(), torch.float16).vae is not None
+
+
+def test_hub_downloads_skip_weights_never_read() -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from mirage_lsd.models.diffusers_backend.loading import _weights_patterns
+
+    repo = [
+        "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.non_ema.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors", "v1-5-pruned-emaonly.safetensors",
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+    ]  # fmt: skip
+    for fp16 in (False, True):
+        allow, ignore = _weights_patterns(fp16)
+        kept = set(filter_repo_objects(repo, allow_patterns=allow, ignore_patterns=ignore))
+        assert "unet/diffusion_pytorch_model.non_ema.safetensors" not in kept
+        assert "v1-5-pruned-emaonly.safetensors" not in kept
+        assert "unet/diffusion_pytorch_model.safetensors" in kept
+        assert ("unet/diffusion_pytorch_model.fp16.safetensors" in kept) is fp16
+        assert ("text_encoder/model.fp16-00001-of-00002.safetensors" in kept) is fp16
+
+
 def test_spec_detection() -> None:
     assert looks_like_diffusers_spec("stabilityai/sd-turbo")
     assert looks_like_diffusers_spec("model.safetensors")

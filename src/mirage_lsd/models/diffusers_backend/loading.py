@@ -128,7 +128,8 @@ def _weights_patterns(fp16: bool) -> tuple[list[str], list[str]]:
         "text_encoder/*.safetensors",
         "text_encoder_2/*.safetensors",
     ]
-    return allow, ([] if fp16 else ["*.fp16.*"])
+    ignore = ["*non_ema*"]  # SD 1.5's training copy of its UNet: 3.4 GB never read
+    return allow, (ignore if fp16 else [*ignore, "*.fp16.*", "*.fp16-*"])
 
 
 #: Pipelines whose UNet takes a plain 4-channel latent (no inpainting mask, no depth or
@@ -197,19 +198,24 @@ def _load_folder(folder: Path, spec: str, dtype: Any, fp16: bool) -> Components:
 
     index = json.loads((folder / "model_index.json").read_text())
     family = _family_of(str(index.get("_class_name", "")))
-    variant = "fp16" if fp16 and any(folder.glob("unet/*.fp16.safetensors")) else None
     try:
         unet = UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", torch_dtype=dtype, variant=variant
+            folder, subfolder="unet", torch_dtype=dtype, variant=_variant(folder / "unet", fp16)
         )
         vae = AutoencoderKL.from_pretrained(
-            folder, subfolder="vae", torch_dtype=dtype, variant=variant
+            folder, subfolder="vae", torch_dtype=dtype, variant=_variant(folder / "vae", fp16)
         )
-        encoders: list[Any] = [CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype)]
+        text = folder / "text_encoder"
+        encoders: list[Any] = [
+            CLIPTextModel.from_pretrained(text, dtype=dtype, variant=_variant(text, fp16))
+        ]
         tokenizers = [CLIPTokenizer.from_pretrained(folder / "tokenizer")]
         if family == "sdxl":
+            text = folder / "text_encoder_2"
             encoders.append(
-                CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype)
+                CLIPTextModelWithProjection.from_pretrained(
+                    text, dtype=dtype, variant=_variant(text, fp16)
+                )
             )
             tokenizers.append(CLIPTokenizer.from_pretrained(folder / "tokenizer_2"))
         sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -220,6 +226,16 @@ def _load_folder(folder: Path, spec: str, dtype: Any, fp16: bool) -> Components:
         ) from None
     zero = bool(index.get("force_zeros_for_empty_prompt", True))
     return Components(spec, family, unet, vae, encoders, tokenizers, sched, zero)
+
+
+def _variant(part: Path, fp16: bool) -> str | None:
+    """ "fp16" where that part's fp16 weights are to be read: asked for half precision, or
+    the only ones there (a folder saved with `save_pretrained(variant="fp16")`). Chosen
+    per part: a repo may have fp16 files for the UNet and not for the VAE."""
+    files = [p.name for p in part.glob("*.safetensors")]
+    halves = [n for n in files if ".fp16" in n]
+    plain = [n for n in files if ".fp16" not in n and "non_ema" not in n]
+    return "fp16" if halves and (fp16 or not plain) else None
 
 
 def _load_single_file(path: Path, dtype: Any) -> Components:
