@@ -613,6 +613,11 @@ def test_compiled_unet_and_vae_give_the_eager_frames(tiny: dict[str, Path]) -> N
         assert diff(a, b) <= 2
 
 
+def test_compile_with_a_feature_bank_is_refused(tiny: dict[str, Path]) -> None:
+    with pytest.raises(UserError, match="--compile does not go with --bank-size"):
+        load_compiled(tiny, bank_size=4)
+
+
 def test_compiler_failure_falls_back_to_eager(
     tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

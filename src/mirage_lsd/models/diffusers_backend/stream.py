@@ -143,6 +143,13 @@ class DiffusersStreamModel(StreamModel):
         if options.bank_size > 0 or options.kv_downsample > 1:
             install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
         self._eager: tuple[Any, Any, Any] | None = None  # the modules before torch.compile
+        if compile and options.bank_size > 0:
+            # the bank's keys grow frame by frame: each length (and each stage's recording
+            # or not) is a new graph, and past dynamo's limit the UNet runs eager, silently
+            raise UserError(
+                "--compile does not go with --bank-size: the compiled UNet would be "
+                "recompiled for every length of the bank; drop one of them"
+            )
         if compile:
             self._compile()
         self._uncond: PromptEmbeds | None = None  # negative prompt, encoded once
