@@ -86,8 +86,12 @@ class ObjectiveConfig:
                 raise ConfigError(f"objective.{name} must be from 0 to 1, got {value}")
         if self.shortcut_fraction + self.direct_fraction > 1:
             raise ConfigError("objective.shortcut_fraction + direct_fraction must be at most 1")
-        amounts = ("full_res_weight", "look_balance_power", "history_blur",
-                   "history_color_shift", "history_misalign", "history_max_sigma")  # fmt: skip
+        if not 0 < self.look_balance_power <= 1:  # what LookBalance takes, checked up front
+            raise ConfigError(
+                f"objective.look_balance_power must be in (0, 1], got {self.look_balance_power}"
+            )
+        amounts = ("full_res_weight", "history_blur", "history_color_shift",
+                   "history_misalign", "history_max_sigma")  # fmt: skip
         for name in amounts:
             value = getattr(self, name)
             if not 0 <= value < math.inf:
@@ -128,6 +132,13 @@ class TrainConfig:
                     f"data.{name} must be a multiple of {m} (model.image_downscale x "
                     f"the network's grid), got {side}"
                 )
+        # the edge guide's strength scales with the frame it sees: in training the crop,
+        # at run time the whole (view-sized) frame, so the two would disagree
+        if self.model.edge_guide and self.data.view > self.data.crop:
+            raise ConfigError(
+                "model.edge_guide needs data.view 0 or equal to data.crop: the edge map "
+                f"would be trained at the {self.data.crop} crop's scale, not the view's"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,11 @@ Sources and the train / eval split (eval material is never trained on):
                    train list); scikit-learn: flower.jpg
            clips   please.mkv, classroom.gif
 
+`data.eval_clips` entries name files of `media_dir` (file name, or path within it; any
+case, subfolders included); an entry that names no file is an error, not a silently
+trained-on clip (a folder of your own: list its held-out clips, or [] for the eval
+stills only). A train still with an eval still's pixels (an alias) is refused.
+
 Stills move by a synthetic camera (pan, zoom, rotation); clips are real motion, with a
 moving crop on top. Targets are the looks library's renders (or a blend of two looks,
 or the input itself for "no prompt").
@@ -26,6 +31,7 @@ or the input itself for "no prompt").
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -92,6 +98,8 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.view < 0 or self.source_scale <= 0:
             raise ConfigError("data.view must be >= 0 and data.source_scale > 0")
+        if not self.eval_clips and not self.eval_images:
+            raise ConfigError("data.eval_clips and data.eval_images are both empty: eval needs one")
 
 
 @dataclass(frozen=True)
@@ -183,14 +191,49 @@ def _fit(image: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=inter)
 
 
+def _pixels_id(image: np.ndarray) -> tuple[tuple[int, ...], bytes]:
+    """A still's shape and pixel hash: aliases (skimage's `cat` is `chelsea`) share it."""
+    return image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def _check_stills_held_out(cfg: DataConfig, train: list[tuple[str, np.ndarray]]) -> None:
+    """Refuse a train still whose pixels are an eval still's, whatever either is called."""
+    held = {_pixels_id(_still(name)): name for name in cfg.eval_images}
+    for name, image in train:
+        if twin := held.get(_pixels_id(image)):
+            raise ConfigError(
+                f"data.train_images entry '{name}' is data.eval_images entry '{twin}' "
+                "(the same pixels): held-out images are never trained on"
+            )
+
+
+def _eval_clip_files(cfg: DataConfig, folder: Path, files: list[Path]) -> set[Path]:
+    """The files of `folder` that `data.eval_clips` names, by file name or by path within
+    the folder, case-insensitively; an entry that names none is an error, so that a
+    misspelt held-out clip cannot go to the train split."""
+    keys = {p: {p.name.lower(), p.relative_to(folder).as_posix().lower()} for p in files}
+    found: set[Path] = set()
+    for entry in cfg.eval_clips:
+        matches = {p for p, names in keys.items() if entry.lower() in names}
+        if not matches:
+            raise ConfigError(
+                f"data.eval_clips entry '{entry}' is not in data.media_dir {folder}: list "
+                "held-out clips of that folder, or [] to evaluate on data.eval_images only"
+            )
+        found |= matches
+    return found
+
+
 def load_sources(cfg: DataConfig, split: str) -> list[Source]:
     """The stills and clips of `split` ("train" or "eval"), resized for the filmed view."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be train or eval, got {split}")
     short = round(view_side(cfg) * cfg.source_scale)
-    sources = []
-    for name in cfg.train_images if split == "train" else cfg.eval_images:
-        sources.append(Source(name, (_fit(_still(name), short),)))
+    names = cfg.train_images if split == "train" else cfg.eval_images
+    stills = [(name, _still(name)) for name in names]
+    if split == "train":
+        _check_stills_held_out(cfg, stills)
+    sources = [Source(name, (_fit(image, short),)) for name, image in stills]
     folder = Path(cfg.media_dir).expanduser()
     if not folder.exists():
         raise UserError(f"data folder {folder} does not exist (data.media_dir)")
@@ -198,13 +241,14 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
         raise UserError(f"data.media_dir {folder} is a file: give the folder that holds it")
     suffixes = VIDEO_SUFFIXES + tuple(sorted(IMAGE_SUFFIXES))
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-    chosen = [p for p in files if (p.name in cfg.eval_clips) == (split == "eval")]
+    held_out = _eval_clip_files(cfg, folder, files)
+    chosen = [p for p in files if (p in held_out) == (split == "eval")]
     clips = []
     for path in chosen:
         frames = _read_media(path, cfg.clip_max_frames, short)
         if frames:
             clips.append(Source(path.name, tuple(frames)))
-    if not clips:
+    if not clips and (split == "train" or cfg.eval_clips):
         raise UserError(
             f"data folder {folder} has no readable video or image for the {split} split"
             + (f" (looked for {', '.join(cfg.eval_clips)})" if split == "eval" else "")

@@ -16,7 +16,7 @@ The whole recipe, top to bottom:
      its look's running mean loss (`look_balance_power`, 0.5 by default)
 5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
    max steps
-6. checkpoint (atomic) every `checkpoint_every` steps
+6. checkpoint (atomic, fsynced) every `checkpoint_every` steps
 7. export the weights as safetensors
 """
 
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -300,7 +301,10 @@ def save_checkpoint(
     }
     if balance is not None:
         state["look_balance"] = balance.state_dict()
-    torch.save(state, tmp)
+    with tmp.open("wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename: a crash leaves old or new, whole
     tmp.replace(path)
 
 
@@ -427,11 +431,24 @@ def train(
     stop_at: int | None = None,
 ) -> TrainResult:
     """Train from `config`; `stop_at` ends early (with a checkpoint) at that step."""
-    # 1. config, seed and threads
+    # 1. config, seed and threads: torch's, and OpenCV's (the data's looks and flow) for
+    # the run only, as the caller's process may use OpenCV on its own terms
     cfg = load_train_config(config)
-    out = Path(out_dir or cfg.out_dir)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(cfg.threads)
+    try:
+        return _run(cfg, Path(out_dir or cfg.out_dir), device, resume, show_progress, stop_at)
+    finally:
+        cv2.setNumThreads(opencv_threads)
+
+
+def _run(
+    cfg: TrainConfig, out: Path, device: str, resume: bool, show_progress: bool,
+    stop_at: int | None,
+) -> TrainResult:  # fmt: skip
+    """`train` once its config is read and its threads set."""
     # 2. data
     bank = catalog_bank()
     train_data = SequenceData(cfg.data, "train", cfg.seed)

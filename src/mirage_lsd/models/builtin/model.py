@@ -184,7 +184,10 @@ def save_weights(path: Path, net: LSDNet, bank: LookBank) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # written by us, not by safetensors' `save_file`, which makes the file private (0600)
-    tmp.write_bytes(save(tensors, metadata=metadata))
+    with tmp.open("wb") as file:  # on disk before the rename: a crash leaves the old file
+        file.write(save(tensors, metadata=metadata))
+        file.flush()
+        os.fsync(file.fileno())
     tmp.replace(path)
 
 
