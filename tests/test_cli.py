@@ -379,9 +379,9 @@ def test_passwords_in_urls_stay_out_of_errors_and_the_report(media: Path, tmp_pa
     push = f"rtmp://user:secret@127.0.0.1:{port}/live/x"
     args = ("run", str(media / "walk.mkv"), "-o", push, "--model", "identity")
     failing_output = mirage(*args, "--report", str(report))
-    assert_one_line_error(failing_output, f"rtmp://user:***@127.0.0.1:{port}/live/x")
+    assert_one_line_error(failing_output, f"rtmp://user:***@127.0.0.1:{port}/live/***")
     assert b"secret" not in failing_output.stderr and "secret" not in report.read_text()
-    assert json.loads(report.read_text())["output"] == f"rtmp://user:***@127.0.0.1:{port}/live/x"
+    assert json.loads(report.read_text())["output"] == f"rtmp://user:***@127.0.0.1:{port}/live/***"
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -561,6 +561,12 @@ def test_unreachable_stream_fails_fast() -> None:
             "srt://host:9000?mode=caller&passphrase=***&x=1",
         ),
         ("rtsp://user@cam/x", "rtsp://user@cam/x"),
+        ("rtmp://live.twitch.tv/app/live_123_abcDEF", "rtmp://live.twitch.tv/app/***"),
+        (
+            "rtmps://a.rtmp.youtube.com:443/live2/k-e-y?x=1",
+            "rtmps://a.rtmp.youtube.com:443/live2/***?x=1",
+        ),
+        ("rtmp://127.0.0.1/live", "rtmp://127.0.0.1/live"),  # an app alone: no key
         ("/clips/secret.mp4", "/clips/secret.mp4"),
     ],
 )

@@ -42,7 +42,9 @@ def url_scheme(spec: str) -> str | None:
 
 def redact_url(url: str) -> str:
     """`url` as it may be shown in messages, logs and reports: a password
-    (rtsp://user:***@host/...) and secret query values (SRT's passphrase) hidden."""
+    (rtsp://user:***@host/...), secret query values (SRT's passphrase) and an RTMP stream
+    key (rtmp://host/app/***: the last of two or more path parts, what Twitch and
+    YouTube give as the key; a streamer's terminal is often on screen) hidden."""
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)", url)
     if match is None:
         return url
@@ -50,7 +52,13 @@ def redact_url(url: str) -> str:
     userinfo, _, host = netloc.rpartition("@")  # a password may hold an '@' itself
     if ":" in userinfo:
         netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return scheme + netloc + _SECRET_PARAMS.sub(r"\1***", url[match.end() :])
+    rest = url[match.end() :]
+    if scheme.lower() in ("rtmp://", "rtmps://"):
+        path, sep, query = rest.partition("?")
+        parts = path.split("/")  # "", app, [...,] key
+        if len([p for p in parts if p]) >= 2 and parts[-1]:
+            rest = "/".join([*parts[:-1], "***"]) + sep + query
+    return scheme + netloc + _SECRET_PARAMS.sub(r"\1***", rest)
 
 
 class _NoVideo(Exception):
