@@ -405,6 +405,27 @@ def test_free_text_lands_on_the_nearest_look(model: BuiltinModel) -> None:
 # ---------------------------------------------------------------- training
 
 
+def test_the_full_resolution_losses_add_up(tmp_path: Path) -> None:
+    """The first step's loss: the low-res MSE plus the full-res error as configured, so
+    l1+mse is exactly l1's plus mse's full-res terms (same weights, batch and noise)."""
+    first = {}
+    for loss, weight in (("l1", 1), ("mse", 1), ("l1+mse", 1), ("l1", 0)):
+        config = tmp_path / f"{loss}{weight}.yaml"
+        config.write_text(
+            TINY_YAML.read_text()
+            .replace("steps: 40", "steps: 1")
+            .replace("eval_every: 40", "eval_every: 1")
+            + f"\nobjective:\n  full_res_loss: {loss}\n  full_res_weight: {weight}\n"
+            "  look_balance: false\n"
+        )
+        result = train(config, out_dir=tmp_path / config.stem, show_progress=False)
+        first[loss, weight] = result.losses[0]
+    low_res = first["l1", 0]
+    both = first["l1", 1] + first["mse", 1] - low_res
+    assert first["l1+mse", 1] == pytest.approx(both, rel=1e-4)
+    assert first["l1+mse", 1] > first["l1", 1] > low_res
+
+
 def test_short_training_run_lowers_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
     cfg = load_train_config(TINY_YAML)
     full = train(TINY_YAML, out_dir=tmp_path / "full", show_progress=False)
@@ -555,7 +576,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data\.eval_clips"):
         load_train_config(bad)
     bad.write_text("objective:\n  full_res_loss: l2\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml.*objective\.full_res_loss.*l1, mse"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*objective\.full_res_loss.*l1, mse, l1\+mse"):
         load_train_config(bad)
     bad.write_text("model:\n  experts: 8\n  width: 16\n  experts: 0\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*'experts' is given twice"):

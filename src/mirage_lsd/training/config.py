@@ -14,7 +14,7 @@ import yaml
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig, config_from_dict
 from mirage_lsd.training.data import DataConfig
 
-FULL_RES_LOSSES = ("l1", "mse")
+FULL_RES_LOSSES = ("l1", "mse", "l1+mse")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ class ObjectiveConfig:
     shortcut_fraction: float = 0.25  # self-consistency: one step of 2d = two steps of d
     direct_fraction: float = 0.25  # run-time step sizes (1/1..1/max_steps), real target
     full_res_weight: float = 1.0  # weight of the guided-upsampled output's error
-    # that error: "l1" (the median: crisp where the look is ambiguous) or "mse" (the mean:
-    # what PSNR scores); the low-res x0 is always scored by its MSE
+    # that error: "l1" (the median: crisp where the look is ambiguous), "mse" (the mean:
+    # what PSNR scores) or "l1+mse" (their sum: L1's steady pull on small errors, the
+    # square's stronger one on large ones, a missed line); the low-res x0 is always
+    # scored by its MSE
     full_res_loss: str = "l1"
     # divide each sample's loss by a power of its look's running mean loss
     # (`training/balance.py`), so that the looks a small network nearly has are not

@@ -230,7 +230,11 @@ def sequence_loss(
         out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache, batch.windows)
         full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
         full_error = full - batch.targets[:, f]
-        full_error = full_error.abs() if obj.full_res_loss == "l1" else full_error.pow(2)
+        full_error = {
+            "l1": full_error.abs,
+            "mse": full_error.square,
+            "l1+mse": lambda: full_error.abs() + full_error.square(),
+        }[obj.full_res_loss]()
         loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
             full_error.flatten(1).mean(1)
         )  # (B,)
