@@ -564,10 +564,15 @@ def test_lcm_distilled_unet_gets_its_guidance_embedding(tmp_path: Path) -> None:
     model = load_diffusers_model(str(folder), LoadOptions(), DiffusersOptions(vae="full"))
     outs, _ = run(model, frames(1))
     assert outs[0].shape == (SIZE, SIZE, 3)
-    # --guidance-scale is that model's own guidance, given to the embedding
+    # without CFG, --guidance-scale is that model's own guidance, given to the embedding
     options = DiffusersOptions(vae="full", guidance_scale=1.5)
     softer = load_diffusers_model(str(folder), LoadOptions(), options)
     assert diff(outs[0], run(softer, frames(1))[0][0]) > 0
+    assert torch.allclose(softer._w_embedding, guidance_embedding(1.5, 32))
+    # with CFG it is the CFG scale, and the embedding keeps the LCM default
+    options = DiffusersOptions(vae="full", guidance="full", guidance_scale=2.0)
+    cfg = load_diffusers_model(str(folder), LoadOptions(), options)
+    assert torch.allclose(cfg._w_embedding, guidance_embedding(8.5, 32))
 
 
 def test_guidance_options_that_would_be_ignored_are_refused(tiny: dict[str, Path]) -> None:

@@ -564,7 +564,17 @@ def test_unreachable_stream_fails_fast() -> None:
         ("rtmp://live.twitch.tv/app/live_123_abcDEF", "rtmp://live.twitch.tv/app/***"),
         (
             "rtmps://a.rtmp.youtube.com:443/live2/k-e-y?x=1",
-            "rtmps://a.rtmp.youtube.com:443/live2/***?x=1",
+            "rtmps://a.rtmp.youtube.com:443/live2/***?***",
+        ),
+        (
+            "rtmps://live-api-s.facebook.com:443/rtmp/123?s_vt=api-s&a=AbSECRET",
+            "rtmps://live-api-s.facebook.com:443/rtmp/***?***",
+        ),
+        ("srt://h:8890?streamid=publish:cam:user:pass", "srt://h:8890?streamid=***"),
+        ("https://cdn/x.m3u8?access_token=S&v=2", "https://cdn/x.m3u8?access_token=***&v=2"),
+        (
+            "https://cdn/x.m3u8?Key-Pair-Id=1&Signature=S",
+            "https://cdn/x.m3u8?Key-Pair-Id=1&Signature=***",
         ),
         ("rtmp://127.0.0.1/live", "rtmp://127.0.0.1/live"),  # an app alone: no key
         ("/clips/secret.mp4", "/clips/secret.mp4"),

@@ -451,22 +451,27 @@ class StreamEngine:
                 f"output must be a sink spec (a path, window, virtualcam, a URL, null) or a "
                 f"Sink, got {output!r}"
             )
-        target = Path(os.path.expanduser(os.fspath(output)))
-        try:
-            if source.path is not None and target.exists() and target.samefile(source.path):
-                raise UserError(f"the output {output} is the input file: choose another name")
-            if target.is_dir() and any(target.samefile(d) for d in source.image_folders):
-                raise UserError(
-                    f"the output folder {output} holds the input images, which its frames "
-                    "would overwrite: choose another folder"
-                )
-        except OSError as exc:  # a folder on the way that cannot be entered
-            raise UserError(f"cannot write to {output}: {exc.strerror or exc}") from None
+        if not is_live_output(output):  # a file or folder: never the input itself
+            self._check_not_input(Path(os.path.expanduser(os.fspath(output))), source)
         if size is None:
             return None  # opened at the first frame, when the size is known
         audio = None if live else source.audio_path
         self._sink = open_sink(output, size=size, fps=fps, live=live, audio_from=audio)
         return self._sink
+
+    @staticmethod
+    def _check_not_input(target: Path, source: Source) -> None:
+        """Refuse an output file or folder that would overwrite the input."""
+        try:
+            if source.path is not None and target.exists() and target.samefile(source.path):
+                raise UserError(f"the output {target} is the input file: choose another name")
+            if target.is_dir() and any(target.samefile(d) for d in source.image_folders):
+                raise UserError(
+                    f"the output folder {target} holds the input images, which its frames "
+                    "would overwrite: choose another folder"
+                )
+        except OSError as exc:  # a folder on the way that cannot be entered
+            raise UserError(f"cannot write to {target}: {exc.strerror or exc}") from None
 
     def _make_deliver(
         self,

@@ -55,6 +55,9 @@ def _libavformat() -> ctypes.CDLL:
     if name is None:
         raise OSError("libavformat not found")
     lib = ctypes.CDLL(name)
+    major = lib.avformat_version() >> 16  # a system copy may not be the one PyAV runs on
+    if major != av.library_versions["libavformat"][0] or major not in KNOWN_MAJORS:
+        raise OSError(f"{name} is libavformat {major}, not PyAV's")
     lib.av_dict_set.argtypes = (_POINTER, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
     lib.av_dict_free.argtypes = (_POINTER,)
     lib.av_dict_free.restype = None

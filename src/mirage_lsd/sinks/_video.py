@@ -10,7 +10,13 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.container import OutputContainer
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+from av.video.reformatter import (
+    ColorPrimaries,
+    ColorRange,
+    Colorspace,
+    ColorTrc,
+    VideoReformatter,
+)
 from av.video.stream import VideoStream
 
 log = logging.getLogger(__name__)
@@ -152,16 +158,22 @@ class OfflineClock:
 
 
 def encode(
-    container: OutputContainer, stream: VideoStream, image: np.ndarray | None, pts: int
+    container: OutputContainer,
+    stream: VideoStream,
+    image: np.ndarray | None,
+    pts: int,
+    convert: VideoReformatter,
 ) -> None:
     """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes.
 
-    The frame is converted here, with the BT.709 matrix the stream is tagged with
-    (the encoder's own conversion would use swscale's default, BT.601).
+    The frame is converted here by `convert` (one per stream: it keeps its swscale
+    context from frame to frame), with the BT.709 matrix the stream is tagged with (the
+    encoder's own conversion would use swscale's default, BT.601).
     """
     frame = None
     if image is not None:
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+        frame = convert.reformat(
+            av.VideoFrame.from_ndarray(image, format="rgb24"),
             format=stream.codec_context.pix_fmt,
             dst_colorspace=Colorspace.ITU709,
             dst_color_range=ColorRange.MPEG,

@@ -17,6 +17,7 @@ import threading
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mirage_lsd.errors import UserError
 from mirage_lsd.sinks._avio import TimedConnection
@@ -77,6 +78,7 @@ class StreamPushSink(Sink):
                 self._connection = TimedConnection(url, TIMEOUT_S, name)
             target = url if self._connection is None else self._connection
             self._container = av.open(target, "w", format=muxer, container_options=options)
+            self._convert = VideoReformatter()
             self._video = add_video_stream(
                 self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
             )
@@ -110,7 +112,7 @@ class StreamPushSink(Sink):
             if self._closed:
                 return
             try:
-                encode(self._container, self._video, image, self._clock(pts))
+                encode(self._container, self._video, image, self._clock(pts), self._convert)
             except (av.FFmpegError, OSError) as exc:
                 raise UserError(f"stream to {self.name} broke off: {reason(exc)}") from exc
             self.frames_written += 1
@@ -121,7 +123,10 @@ class StreamPushSink(Sink):
             if self._closed:
                 return
             self._closed = True
-            steps = [lambda: encode(self._container, self._video, None, 0), self._container.close]
+            steps = [
+                lambda: encode(self._container, self._video, None, 0, self._convert),
+                self._container.close,
+            ]
             if self._connection is not None:  # once the container has sent its last bytes
                 steps.append(self._connection.close)
             for step in steps:

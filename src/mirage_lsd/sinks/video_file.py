@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mirage_lsd.errors import UserError
 from mirage_lsd.sinks import VIDEO_SUFFIXES
@@ -85,6 +86,7 @@ class VideoFileSink(Sink):
         try:
             self._pad = even_padding(size)
             coded = (size[0] + self._pad[0], size[1] + self._pad[1])
+            self._convert = VideoReformatter()
             self._video = add_video_stream(
                 self._container, codec, coded, self._rate, "yuv420p", dict(options)
             )
@@ -118,7 +120,9 @@ class VideoFileSink(Sink):
                 return
             stamp = self._offline(pts) if self._clock is None else self._clock(pts)
             try:
-                encode(self._container, self._video, pad_even(image, self._pad), stamp)
+                encode(
+                    self._container, self._video, pad_even(image, self._pad), stamp, self._convert
+                )
                 self.frames_written += 1
                 if self._audio is not None:
                     self._audio.mux_until(self.duration)
@@ -140,7 +144,7 @@ class VideoFileSink(Sink):
             self._closed = True
             try:
                 try:
-                    encode(self._container, self._video, None, 0)
+                    encode(self._container, self._video, None, 0, self._convert)
                     if self._audio is not None:
                         self._audio.close(self.duration)
                 finally:

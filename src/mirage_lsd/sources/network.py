@@ -31,7 +31,14 @@ log = logging.getLogger(__name__)
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https")
 DEFAULT_FPS = 30.0  # frame step for pts when the stream gives no rate
-_SECRET_PARAMS = re.compile(r"([?&](?:passphrase|password|token)=)[^&#]*", re.IGNORECASE)
+# query values that are credentials: SRT's passphrase and streamid (MediaMTX puts a login
+# in it), passwords, tokens (access_token, auth_token, ...), keys and signatures of
+# signed URLs (a CDN's HLS, Facebook's RTMPS)
+_SECRET_PARAMS = re.compile(
+    r"([?&](?:[\w.-]*_)?(?:passphrase|password|passwd|pass|pwd|token|streamid|key|sig|signature"
+    r"|secret|auth)=)[^&#]*",
+    re.IGNORECASE,
+)
 
 
 def url_scheme(spec: str) -> str | None:
@@ -43,8 +50,9 @@ def url_scheme(spec: str) -> str | None:
 def redact_url(url: str) -> str:
     """`url` as it may be shown in messages, logs and reports: a password
     (rtsp://user:***@host/...), secret query values (SRT's passphrase) and an RTMP stream
-    key (rtmp://host/app/***: the last of two or more path parts, what Twitch and
-    YouTube give as the key; a streamer's terminal is often on screen) hidden."""
+    key (rtmp://host/app/***?***: the last of two or more path parts, what Twitch and
+    YouTube give as the key, and any query, where Facebook signs it; a streamer's
+    terminal is often on screen) hidden."""
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)", url)
     if match is None:
         return url
@@ -57,7 +65,7 @@ def redact_url(url: str) -> str:
         path, sep, query = rest.partition("?")
         parts = path.split("/")  # "", app, [...,] key
         if len([p for p in parts if p]) >= 2 and parts[-1]:
-            rest = "/".join([*parts[:-1], "***"]) + sep + query
+            rest = "/".join([*parts[:-1], "***"]) + sep + ("***" if query else "")
     return scheme + netloc + _SECRET_PARAMS.sub(r"\1***", rest)
 
 

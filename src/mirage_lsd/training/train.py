@@ -230,11 +230,12 @@ def sequence_loss(
         out = net(x_t, image, history, mask, batch.prompts, t, d, sigma, cache, batch.windows)
         full = guided_upsample(out.x0, out.gain, batch.frames[:, f], image)
         full_error = full - batch.targets[:, f]
-        full_error = {
-            "l1": full_error.abs,
-            "mse": full_error.square,
-            "l1+mse": lambda: full_error.abs() + full_error.square(),
-        }[obj.full_res_loss]()
+        if obj.full_res_loss == "l1":
+            full_error = full_error.abs()
+        elif obj.full_res_loss == "mse":
+            full_error = full_error.square()
+        else:  # l1+mse
+            full_error = full_error.abs() + full_error.square()
         loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
             full_error.flatten(1).mean(1)
         )  # (B,)

@@ -134,10 +134,11 @@ class DiffusersStreamModel(StreamModel):
                 "no guidance input of its own (an LCM-distilled UNet has)"
             )
         self._cfg_scale = DEFAULT_GUIDANCE_SCALE if scale is None else scale
+        # the scale is the LCM input itself only with no CFG (diffusers' LCM pipeline);
+        # with CFG it is the CFG scale, and the LCM input keeps its default
+        lcm = scale if options.guidance == "none" and scale is not None else LCM_EMBEDDED_GUIDANCE
         self._w_embedding = (
-            None
-            if cond_dim is None
-            else guidance_embedding(scale or LCM_EMBEDDED_GUIDANCE, cond_dim).to(self.device, dtype)
+            None if cond_dim is None else guidance_embedding(lcm, cond_dim).to(self.device, dtype)
         )
         self._bank_ctx = BankContext()
         if options.bank_size > 0 or options.kv_downsample > 1:
