@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,7 +48,7 @@ from mirage_lsd.looks.catalog import _CATALOG, render_look  # noqa: E402
 from mirage_lsd.models.base import Conditioning, ModelInfo, State, StreamModel  # noqa: E402
 from mirage_lsd.server.app import create_app  # noqa: E402
 from mirage_lsd.server.sessions import SessionManager  # noqa: E402
-from mirage_lsd.server.settings import ServerSettings  # noqa: E402
+from mirage_lsd.server.settings import ServerSettings, ice_configuration  # noqa: E402
 from mirage_lsd.server.tracks import NewestFrameSlot, TransformTrack  # noqa: E402
 
 LOOKS = ("night_vision", "sunset", "underwater")
@@ -366,10 +369,12 @@ def test_busy_beyond_max_sessions(server: Running, still: np.ndarray) -> None:
 
 
 def test_sessions_opened_in_a_loop_are_rate_limited(still: np.ndarray) -> None:
+    """One slot: Stop then Start at once (or an encoder reconnecting) is no loop."""
+
     async def run(server: Running) -> None:
         async with httpx.AsyncClient(base_url=server.url) as http:
             codes = []
-            for _ in range(3):  # open and close: never busy, but work for the server each time
+            for _ in range(4):  # open and close: never busy, but work for the server each time
                 pc = client_peer()
                 pc.addTrack(StillTrack(still))
                 r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
@@ -377,11 +382,11 @@ def test_sessions_opened_in_a_loop_are_rate_limited(still: np.ndarray) -> None:
                 if r.status_code == 200:
                     await http.delete(f"/api/sessions/{r.json()['session_id']}")
                 await pc.close()
-            assert codes == [200, 200, 429]  # a burst of max_sessions, then the rate
+            assert codes == [200, 200, 200, 429]  # a burst of max_sessions + 2, then the rate
             assert r.json()["detail"] == "too many new sessions: slow down"
             assert r.headers["retry-after"] and server.manager.sessions == {}
 
-    settings = ServerSettings(max_sessions=2, session_rate_per_s=0.01)
+    settings = ServerSettings(max_sessions=1, session_rate_per_s=0.01)
     with running_server(settings, LookModel()) as server:
         asyncio.run(run(server))
 
@@ -595,6 +600,41 @@ def test_no_stun_server_is_asked_unless_configured(
             create_app(ServerSettings(ice_servers=(bad,)), LookModel())
 
 
+def test_ice_servers_aiortc_would_ignore_are_refused_before_the_model_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiortc parses more URLs than its ICE agent uses, and skips the rest without a word."""
+    import typer
+    from typer.testing import CliRunner
+
+    from mirage_lsd.cli.serve import serve
+
+    used = ("stun:127.0.0.1:3478", "turns:u:p@turn.example", "turn:u:p@t?transport=tcp")
+    assert len(ice_configuration(used[:2]).iceServers) == 2
+    assert len(ice_configuration(used[2:]).iceServers) == 1
+    cases = {
+        ("stuns:stun.example",): "'stuns:stun.example': aiortc ignores this form",
+        ("turn:u:p@t.example?transport=tls",): "aiortc ignores this form",
+        ("turns:u:p@t.example?transport=udp",): "aiortc ignores this form",
+        ("stun:a.example", "stun:b.example"): "'stun:b.example': aiortc uses only the first STUN",
+        ("turn:u:p@a.example", "turns:u:p@b.example"): "only the first STUN and the first TURN",
+    }
+    for urls, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            ServerSettings(ice_servers=urls).resolved()
+
+    def no_model(name: str, options: object) -> NoReturn:
+        raise AssertionError("the model loaded before the URL was checked")
+
+    monkeypatch.setattr("mirage_lsd.server.app.load_model", no_model)
+    app = typer.Typer()
+    app.command()(serve)
+    result = CliRunner().invoke(app, ["--port", "0", "--ice-server", "turn:u:p@t?transport=tls"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "--ice-server 'turn:t?transport=tls': aiortc ignores this form" in result.output
+    assert "u:p" not in result.output  # the login holds a password
+
+
 # -- the output's timestamps ----------------------------------------------------------------------
 def test_output_pts_keep_rising_when_the_input_rtp_clock_wraps(still: np.ndarray) -> None:
     """aiortc stamps decoded frames with the sender's RTP timestamp, which wraps at 2**32."""
@@ -762,6 +802,44 @@ def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def encrypt(key_path: Path, password: bytes) -> None:
+    """Rewrite a PEM key encrypted with `password`, as `openssl ... -aes256` would."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(password),
+        )
+    )
+
+
+def test_an_encrypted_key_needs_its_password_and_is_never_prompted_for(tmp_path: Path) -> None:
+    """Without a terminal or stdin (a service), OpenSSL's own prompt could not be answered."""
+    cert, key = self_signed(tmp_path)
+    encrypt(key, b"s3cret")
+    env = {k: v for k, v in os.environ.items() if k != "MIRAGE_LSD_SSL_KEYFILE_PASSWORD"}
+    serve = ["serve", "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
+    for extra_env, message in (
+        ({}, f"{key}: the key is encrypted: give --ssl-keyfile-password"),
+        ({"MIRAGE_LSD_SSL_KEYFILE_PASSWORD": "wrong"}, "wrong --ssl-keyfile-password"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "mirage_lsd.cli.app", *serve],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, **extra_env},
+            start_new_session=True,  # no controlling terminal to prompt on
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert message in lines[0] and not result.stdout
+
+
 def test_serve_refuses_unusable_tls_files_in_one_line(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
@@ -786,8 +864,9 @@ def test_serve_refuses_unusable_tls_files_in_one_line(tmp_path: Path) -> None:
         assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("password", [None, "s3cret"], ids=["plain-key", "encrypted-key"])
 def test_serve_speaks_https_with_the_given_certificate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str | None
 ) -> None:
     """Browsers share camera and screen only in a secure context: https beyond localhost."""
     from mirage_lsd.cli.serve import serve
@@ -802,7 +881,9 @@ def test_serve_speaks_https_with_the_given_certificate(
     monkeypatch.setattr(uvicorn, "Server", Recorded)
     monkeypatch.setattr("mirage_lsd.server.app.load_model", lambda name, options: LookModel())
     cert, key = self_signed(tmp_path)
-    kwargs = {"port": 0, "ssl_certfile": cert, "ssl_keyfile": key}
+    if password is not None:
+        encrypt(key, password.encode())
+    kwargs = {"port": 0, "ssl_certfile": cert, "ssl_keyfile": key, "ssl_keyfile_password": password}
     thread = threading.Thread(target=serve, kwargs=kwargs, name="test-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -835,6 +916,29 @@ def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
         httpx.Client(base_url=running.url) as http,
     ):
         assert http.get("/api/config").json()["max_steps"] == 2
+
+
+class ScheduledModel(LookModel):
+    """Runs its own schedule of 3 steps, whatever a session asks (a diffusers --t-index)."""
+
+    def steps_run(self, steps: int) -> int:
+        return 3
+
+
+def test_a_session_reports_the_steps_its_model_runs(still: np.ndarray) -> None:
+    async def run(server: Running) -> None:
+        pc = client_peer()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            offer = {"sdp": await ice_complete(pc), "steps": 1}
+            sid = (await http.post("/api/sessions", json=offer)).json()["session_id"]
+            assert (await http.get(f"/api/sessions/{sid}/stats")).json()["steps"] == 3
+            assert (await http.get("/api/sessions")).json()[0]["steps"] == 3
+            await http.delete(f"/api/sessions/{sid}")
+        await pc.close()
+
+    with running_server(ServerSettings(), ScheduledModel()) as server:
+        asyncio.run(run(server))
 
 
 def test_a_viewer_that_never_connects_frees_its_slot_and_bad_offers_are_400(

@@ -57,8 +57,9 @@ def serve(
         typer.Option(
             "--ice-server",
             metavar="URL",
-            help="STUN/TURN URL for clients behind NAT (repeatable): stun:HOST[:PORT] or "
-            "turn:USER:PASSWORD@HOST[:PORT]. Default: none, no outside server is contacted.",
+            help="STUN/TURN URL for clients behind NAT (repeatable: one STUN, one TURN): "
+            "stun:HOST[:PORT], turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] or "
+            "turns:USER:PASSWORD@HOST[:PORT]. Default: none, no outside server is contacted.",
         ),
     ] = None,
     allow_origin: Annotated[
@@ -82,6 +83,16 @@ def serve(
     ssl_keyfile: Annotated[
         Path | None,
         typer.Option("--ssl-keyfile", help="The certificate's PEM private key."),
+    ] = None,
+    ssl_keyfile_password: Annotated[
+        str | None,
+        typer.Option(
+            "--ssl-keyfile-password",
+            metavar="PASSWORD",
+            envvar="MIRAGE_LSD_SSL_KEYFILE_PASSWORD",
+            help="Password of an encrypted key (better from the environment: a command "
+            "line is visible to other users of the machine).",
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
@@ -113,7 +124,8 @@ def serve(
             ice_servers=tuple(ice_server or ()),
             extra_origins=tuple(allow_origin or ()),
         ).resolved()
-        _check_tls(ssl_certfile, ssl_keyfile)  # before the model loads: a typo fails fast
+        # before the model loads: a typo fails fast
+        _check_tls(ssl_certfile, ssl_keyfile, ssl_keyfile_password)
         app = create_app(settings)
         # 3. bind now, so a taken port is one clear line
         sock = _bind(host, port)
@@ -135,6 +147,7 @@ def serve(
                 lifespan="on",
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,
+                ssl_keyfile_password=ssl_keyfile_password,
             )
         )
         server.run(sockets=[sock])
@@ -142,8 +155,12 @@ def serve(
     guarded(debug, body)
 
 
-def _check_tls(certfile: Path | None, keyfile: Path | None) -> None:
-    """Refuse missing or unusable TLS files in one line (uvicorn would fail later, verbosely)."""
+def _check_tls(certfile: Path | None, keyfile: Path | None, password: str | None) -> None:
+    """Refuse missing or unusable TLS files in one line (uvicorn would fail later, verbosely).
+
+    OpenSSL would prompt on the terminal for an encrypted key's password, and uvicorn ask
+    again: the password comes only from the option, else an encrypted key is an error.
+    """
     if certfile is None:
         if keyfile is not None:
             raise UserError("--ssl-keyfile needs --ssl-certfile")
@@ -151,12 +168,31 @@ def _check_tls(certfile: Path | None, keyfile: Path | None) -> None:
     for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
         if path is not None and not path.is_file():
             raise UserError(f"{option} {path}: no such file")
+    key = keyfile or certfile
+    asked = False
+
+    def give_password() -> str:  # OpenSSL calls it only for an encrypted key
+        nonlocal asked
+        asked = True
+        if password is None:
+            raise UserError(
+                f"{key}: the key is encrypted: give --ssl-keyfile-password "
+                "(or MIRAGE_LSD_SSL_KEYFILE_PASSWORD)"
+            )
+        return password
+
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile, give_password)
     except ssl.SSLError as exc:  # reason: KEY_VALUES_MISMATCH, or None for a file not PEM
+        if asked and exc.reason is None:  # or for a key the password did not decrypt
+            raise UserError(
+                f"{key}: cannot decrypt the key: wrong --ssl-keyfile-password"
+            ) from None
         why = exc.reason.lower().replace("_", " ") if exc.reason else "not PEM"
-        key = keyfile or "in it"
-        raise UserError(f"cannot use {certfile} (key: {key}) for TLS: {why}") from None
+        raise UserError(
+            f"cannot use {certfile} (key: {keyfile or 'in it'}) for TLS: {why}"
+        ) from None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -16,15 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
-from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import SessionDescription
 from pydantic import ValidationError
 
@@ -34,12 +27,21 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.base import StreamModel
 from mirage_lsd.server.security import TokenBucket
-from mirage_lsd.server.settings import LiveParams, ServerSettings, SessionOptions
+from mirage_lsd.server.settings import (
+    LiveParams,
+    ServerSettings,
+    SessionOptions,
+    ice_configuration,
+)
 from mirage_lsd.server.tracks import NewestFrameSlot, TransformTrack, drain, pump
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["webrtc", "whip"]
+#: New sessions a burst may have beyond max_sessions. A stream stopped and started again
+#: at once (the page's Stop then Start, an encoder reconnecting) needs a second creation
+#: before the 1/s rate refills the first, and one retry of it a third; a loop still stops.
+SESSION_BURST_MARGIN = 2
 
 
 class BusyError(Exception):
@@ -67,31 +69,6 @@ async def accept_offer(pc: RTCPeerConnection, sdp: str) -> None:
     except Exception as exc:  # KeyError, AssertionError, OperationError, ... from aiortc
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadOfferError(reason) from exc
-
-
-def ice_configuration(urls: tuple[str, ...]) -> RTCConfiguration:
-    """The peers' STUN/TURN servers: only those asked for.
-
-    aiortc's default is Google's STUN server: every session would contact it, and on an
-    offline LAN each answer would wait 5 s for it. A TURN URL carries its login as
-    `turn:USER:PASSWORD@HOST[:PORT]`.
-    """
-    servers = []
-    for url in urls:
-        scheme, _, rest = url.partition(":")
-        login, _, address = rest.rpartition("@")
-        uri = f"{scheme}:{address}"
-        try:
-            parse_stun_turn_uri(uri)
-        except ValueError as exc:
-            raise UserError(
-                f"--ice-server {uri!r}: {exc} (use stun:HOST[:PORT] or turn:USER:PASSWORD@HOST)"
-            ) from None
-        username, _, credential = login.partition(":")
-        if scheme.startswith("turn") and not (username and credential):
-            raise UserError(f"--ice-server {uri!r}: a TURN server needs USER:PASSWORD@ before HOST")
-        servers.append(RTCIceServer(uri, username or None, credential or None))
-    return RTCConfiguration(iceServers=servers)
 
 
 class NotFoundError(Exception):
@@ -127,13 +104,14 @@ class Session:
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.kind = kind
-        self.steps = options.steps
+        # what runs: a diffusers model's --t-index list, whatever the session asked for
+        self.steps = engine.model.steps_run(options.steps)
         self.created = time.monotonic()
         self._manager = manager
         self._settings = settings
         self.engine = engine
         info = engine.model.info
-        self.recorder = StatsRecorder(info.name, info.device, options.steps, "live")
+        self.recorder = StatsRecorder(info.name, info.device, self.steps, "live")
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-model-{self.id}")
         # Prompt encoding may be slow (a text encoder): its own thread, in order, so the
         # event loop stays free and frames keep flowing with the old prompt meanwhile.
@@ -355,7 +333,9 @@ class SessionManager:
         self.settings = settings
         self.model = model
         self.ice = ice_configuration(settings.ice_servers)
-        self.creations = TokenBucket(settings.session_rate_per_s, settings.max_sessions)
+        self.creations = TokenBucket(
+            settings.session_rate_per_s, settings.max_sessions + SESSION_BURST_MARGIN
+        )
         self.sessions: dict[str, Session] = {}
         self._pending = 0  # slots reserved by sessions still negotiating
 

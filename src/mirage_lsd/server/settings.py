@@ -6,6 +6,7 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,10 +14,18 @@ from mirage_lsd.engine.prompt import MAX_PROMPT_CHARS
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
+if TYPE_CHECKING:
+    from aiortc import RTCConfiguration
+
 LOOPBACK_NAMES = ("localhost",)
 #: scheme://host[:port], as a browser sends it in the Origin header (lower case, no path).
 ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: The --ice-server URLs aiortc uses (it parses more, and skips the rest without a word).
+ICE_FORMS = (
+    "stun:HOST[:PORT], turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] "
+    "or turns:USER:PASSWORD@HOST[:PORT][?transport=tcp]"
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -46,6 +55,41 @@ def normalize_origin(text: str) -> str:
     return f"{scheme}://{host}:{int(port)}"
 
 
+def ice_configuration(urls: tuple[str, ...]) -> RTCConfiguration:
+    """The peers' STUN/TURN servers: only those asked for, and only ones aiortc uses.
+
+    aiortc's default is Google's STUN server: every session would contact it, and on an
+    offline LAN each answer would wait 5 s for it. A TURN URL carries its login as
+    `turn:USER:PASSWORD@HOST[:PORT]`. aiortc parses `stuns:`, TURN over TLS and any number
+    of servers, but its ICE agent gets only what `connection_kwargs` picks out: a URL that
+    adds nothing to that would be ignored, so it is refused. aiortc loads here, not at import.
+    """
+    from aiortc import RTCConfiguration, RTCIceServer
+    from aiortc.rtcicetransport import connection_kwargs, parse_stun_turn_uri
+
+    servers: list[RTCIceServer] = []
+    for url in urls:
+        scheme, _, rest = url.partition(":")
+        login, _, address = rest.rpartition("@")
+        uri = f"{scheme}:{address}"  # shown without the login: it holds a password
+        try:
+            parse_stun_turn_uri(uri)
+        except ValueError as exc:
+            raise UserError(f"--ice-server {uri!r}: {exc} (use {ICE_FORMS})") from None
+        username, _, credential = login.partition(":")
+        if scheme.startswith("turn") and not (username and credential):
+            raise UserError(f"--ice-server {uri!r}: a TURN server needs USER:PASSWORD@ before HOST")
+        server = RTCIceServer(uri, username or None, credential or None)
+        if connection_kwargs([*servers, server]) == connection_kwargs(servers):
+            if connection_kwargs([server]):
+                why = "aiortc uses only the first STUN and the first TURN server"
+            else:
+                why = f"aiortc ignores this form (use {ICE_FORMS})"
+            raise UserError(f"--ice-server {uri!r}: {why}")
+        servers.append(server)
+    return RTCConfiguration(iceServers=servers)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """How `mirage-lsd serve` runs. Build with `ServerSettings(...).resolved()`.
@@ -72,7 +116,7 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
     control_rate_per_s: float = 10.0  # control messages per session: sustained rate
     control_burst: int = 20  # ... and burst
-    session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions
+    session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions + 2
     connect_timeout_s: float = 30.0  # a session whose peer has not connected by then is closed
     extra_origins: tuple[str, ...] = ()
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs (none: host candidates only)
@@ -91,6 +135,7 @@ class ServerSettings:
             raise UserError("--token must be at least 16 characters: use a long random string")
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
             raise UserError(f"max_prompt_chars must be from 1 to {MAX_PROMPT_CHARS}")
+        ice_configuration(self.ice_servers)  # a bad URL fails before the model loads
         token = self.token
         if token is None and not is_loopback(self.host):
             token = secrets.token_urlsafe(24)
