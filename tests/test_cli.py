@@ -384,6 +384,17 @@ def test_passwords_in_urls_stay_out_of_errors_and_the_report(media: Path, tmp_pa
     assert json.loads(report.read_text())["output"] == f"rtmp://user:***@127.0.0.1:{port}/live/***"
 
 
+def test_a_signed_url_input_fails_as_an_input_with_its_signature_hidden(tmp_path: Path) -> None:
+    """A URL is no file the report could overwrite: the run fails on the input alone."""
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    url = f"http://127.0.0.1:{_closed_port()}/x.m3u8?Signature={'A' * 300}"
+    result = mirage("run", url, "-o", str(tmp_path / "o.mp4"), "--report", str(report))
+    assert result.returncode == 2
+    assert b"report" not in result.stderr and b"too long" not in result.stderr
+    assert b"127.0.0.1" in result.stderr and b"AAAA" not in result.stderr  # signature hidden
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = mirage("run", "nope.mp4", "-o", str(tmp_path / "o.mp4"), "--debug")
     assert result.returncode != 0

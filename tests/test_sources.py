@@ -571,6 +571,10 @@ def test_unreachable_stream_fails_fast() -> None:
             "rtmps://live-api-s.facebook.com:443/rtmp/***?***",
         ),
         ("srt://h:8890?streamid=publish:cam:user:pass", "srt://h:8890?streamid=***"),
+        (
+            "srt://h:8890?streamid=#!::m=publish,u=alice,s=hunter2&x=1",
+            "srt://h:8890?streamid=***&x=1",
+        ),
         ("https://cdn/x.m3u8?access_token=S&v=2", "https://cdn/x.m3u8?access_token=***&v=2"),
         (
             "https://cdn/x.m3u8?Key-Pair-Id=1&Signature=S",

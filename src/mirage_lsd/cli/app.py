@@ -274,6 +274,8 @@ def _check_report_path(path: Path, *others: str) -> None:
         if not path.parent.is_dir():
             raise UserError(f"cannot write report {path}: no folder {path.parent}")
         for other in others:
+            if "://" in other:  # a URL is no file to overwrite (and may be too long for one)
+                continue
             mine = Path(os.path.expanduser(other))
             same = path.samefile(mine) if path.exists() and mine.exists() else None
             if same or (same is None and path.resolve() == mine.resolve()):

@@ -33,12 +33,13 @@ SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https")
 DEFAULT_FPS = 30.0  # frame step for pts when the stream gives no rate
 # query values that are credentials: SRT's passphrase and streamid (MediaMTX puts a login
 # in it), passwords, tokens (access_token, auth_token, ...), keys and signatures of
-# signed URLs (a CDN's HLS, Facebook's RTMPS)
-_SECRET_PARAMS = re.compile(
-    r"([?&](?:[\w.-]*_)?(?:passphrase|password|passwd|pass|pwd|token|streamid|key|sig|signature"
-    r"|secret|auth)=)[^&#]*",
-    re.IGNORECASE,
-)
+# signed URLs (a CDN's HLS, Facebook's RTMPS). A value runs to the next '&': FFmpeg's
+# srt, rtsp and rtmp handlers read '#' as part of it (SRT's access-control streamid
+# starts with "#!::"); only in http(s) does '#' end it.
+_SECRET_NAMES = r"(?:[\w.-]*_)?(?:passphrase|password|passwd|pass|pwd|token|streamid|key|sig"
+_SECRET_NAMES += r"|signature|secret|auth)"
+_SECRET_PARAMS = re.compile(rf"([?&]{_SECRET_NAMES}=)[^&]*", re.IGNORECASE)
+_SECRET_HTTP_PARAMS = re.compile(rf"([?&]{_SECRET_NAMES}=)[^&#]*", re.IGNORECASE)
 
 
 def url_scheme(spec: str) -> str | None:
@@ -66,7 +67,8 @@ def redact_url(url: str) -> str:
         parts = path.split("/")  # "", app, [...,] key
         if len([p for p in parts if p]) >= 2 and parts[-1]:
             rest = "/".join([*parts[:-1], "***"]) + sep + ("***" if query else "")
-    return scheme + netloc + _SECRET_PARAMS.sub(r"\1***", rest)
+    secrets = _SECRET_HTTP_PARAMS if scheme.lower().startswith("http") else _SECRET_PARAMS
+    return scheme + netloc + secrets.sub(r"\1***", rest)
 
 
 class _NoVideo(Exception):
