@@ -395,6 +395,23 @@ def test_a_signed_url_input_fails_as_an_input_with_its_signature_hidden(tmp_path
     assert b"127.0.0.1" in result.stderr and b"AAAA" not in result.stderr  # signature hidden
 
 
+def test_prompts_typed_while_it_runs_change_the_look(media: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    args = ["run", str(media / "walk.mkv"), "-o", str(tmp_path / "o.mp4"), "-p", "sepia"]
+    args += ["--size", "128x96", "--no-compile", "--stdin-prompts", "--report", str(report)]
+    lines = "\n".join(["", "x" * 1001, "thermal camera"]) + "\n"  # blank, too long, a look
+    result = subprocess.run([*CLI, *args], input=lines.encode(), capture_output=True, timeout=120)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "warning: prompt is 1001 characters long" in stderr
+    assert "prompt: thermal camera" in stderr
+    stats = json.loads(report.read_text())
+    assert stats["prompt"] == "sepia"  # as started
+    assert stats["extra"]["prompt"]["text"] == "thermal camera"  # as it ended
+    looks = stats["extra"]["prompt"]["looks"]
+    assert max(looks, key=looks.get) == "thermal"
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = mirage("run", "nope.mp4", "-o", str(tmp_path / "o.mp4"), "--debug")
     assert result.returncode != 0

@@ -141,6 +141,18 @@ def run(
     prompt: Annotated[
         str | None, typer.Option("--prompt", "-p", help="What it should look like.")
     ] = None,
+    stdin_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--stdin-prompts",
+            help="While it runs, take each line typed (or piped) on standard input as the new "
+            "prompt.",
+        ),
+    ] = False,
+    transition: Annotated[
+        int,
+        typer.Option("--transition", help="Frames over which a new prompt blends in.", min=0),
+    ] = 15,
     model: ModelOpt = DEFAULT_MODEL,
     steps: StepsOpt = 1,
     size: SizeOpt = None,
@@ -226,6 +238,8 @@ def run(
             with _StopOnSignal(engine) as stopper:
                 engine.start(source, output=output, mode="live" if live else "offline")
                 stopper.started()
+                if stdin_prompts:
+                    _read_prompts(engine, transition)
                 stats = _follow(engine, source.frame_count, live, show=not quiet)
         except BaseException as exc:  # a failure, or a second Ctrl-C
             if report is not None:
@@ -254,6 +268,26 @@ def run(
     code = guarded(debug, body)
     if code:
         raise typer.Exit(code)
+
+
+def _read_prompts(engine: StreamEngine, transition: int) -> None:
+    """Apply each line of standard input as the new prompt, blended over `transition`
+    frames, while the stream runs (a VJ's console, or a script piping cues). A refused
+    line is a warning and the stream goes on; the end of the input ends the reading."""
+
+    def loop() -> None:
+        for line in sys.stdin:
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                engine.set_prompt(text, transition_frames=transition)
+            except UserError as exc:
+                console.print(f"warning: {exc}", highlight=False, markup=False)
+            else:
+                console.print(f"prompt: {text}", highlight=False, markup=False)
+
+    threading.Thread(target=loop, name="mirage-stdin-prompts", daemon=True).start()
 
 
 def ends_before_a_compile_pays(source: Source) -> bool:
