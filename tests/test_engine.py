@@ -182,6 +182,49 @@ def test_a_file_played_to_a_watched_output_keeps_its_own_pace(
     engine.close()
 
 
+class LookingModel(RecordingModel):
+    """A model with three named looks."""
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="looking", description="three looks", looks=("a", "bb", "ccc"))
+
+
+def test_arrow_keys_in_the_window_step_through_the_looks(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
+    import pygame
+
+    engine = StreamEngine(LookingModel(), device="cpu", resolution=(48, 64), prompt="bb")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    engine.render(frame)  # opens the window the keys are read from
+    seen = []
+    for key in (pygame.K_RIGHT, pygame.K_RIGHT, pygame.K_n, pygame.K_LEFT, pygame.K_SPACE):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+        engine.render(frame)  # the window handles its events as it draws
+        seen.append(engine.prompt)
+    assert seen == ["ccc", "a", "bb", "a", "a"]  # wraps around; other keys do nothing
+    assert pygame.display.get_caption()[0] == "mirage-lsd: a"
+    engine.close()
+    free = StreamEngine(LookingModel(), device="cpu", resolution=(48, 64), prompt="free text")
+    free.render(frame)
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_LEFT))
+    free.render(frame)
+    assert free.prompt == "ccc"  # from free text: the last look going back
+    free.close()
+    looking = StreamEngine(LookingModel(), device="cpu")  # an output="window" listens too
+    looking.start(media / "walk.mkv", output="window", max_frames=2)
+    looking.wait(timeout=20)
+    assert looking._sink is not None and looking._sink.on_key is not None  # type: ignore[attr-defined]
+    looking.close()
+    plain = StreamEngine("identity", device="cpu")  # no looks: keys change nothing
+    plain.start(media / "walk.mkv", output="window", max_frames=2)
+    plain.wait(timeout=20)
+    assert plain._sink is not None and plain._sink.on_key is None  # type: ignore[attr-defined]
+    plain.close()
+
+
 def test_a_window_preview_of_a_file_render_keeps_every_frame(
     media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ engine.wait()
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 InputSpec = Source | str | int | PathLike[str] | Iterable[np.ndarray]
 OnFrame = Callable[..., Any]
 DEFAULT_FPS = 30.0
+LOOK_KEY_TRANSITION = 15  # frames over which a look picked by a window's arrow key blends in
 
 
 class StreamEngine:
@@ -388,6 +390,7 @@ class StreamEngine:
                     window.close()
                 window = self._window = WindowSink(size=image.shape[:2])
                 self._window_stream = self._pipeline
+                self._watch_keys(window)
         window.write(image, None if info is None else info.pts)
         if window.closed:
             self._pipeline_request_stop()
@@ -457,6 +460,7 @@ class StreamEngine:
             return None  # opened at the first frame, when the size is known
         audio = None if live else source.audio_path
         self._sink = open_sink(output, size=size, fps=fps, live=live, audio_from=audio)
+        self._watch_keys(self._sink)
         return self._sink
 
     @staticmethod
@@ -492,6 +496,7 @@ class StreamEngine:
                 self._sink = open_sink(
                     output, size=image.shape[:2], fps=fps, live=live, audio_from=audio
                 )
+                self._watch_keys(self._sink)
             if self._sink is not None:
                 t0 = time.perf_counter()
                 # live: the capture clock (a looped or restarted source's pts jump back)
@@ -503,6 +508,27 @@ class StreamEngine:
                 callback(image, info)
 
         return deliver
+
+    def _watch_keys(self, sink: Sink) -> None:
+        """In a window, the arrow keys (or n and p) step through the model's looks."""
+        from mirage_lsd.sinks.window import WindowSink  # no pygame until a window opens
+
+        if isinstance(sink, WindowSink) and self.model.info.looks:
+            sink.on_key = functools.partial(self._step_look, sink)
+
+    def _step_look(self, window: WindowSink, key: str) -> None:
+        """Next or previous look, blended over LOOK_KEY_TRANSITION frames (a VJ's cue)."""
+        step = {"right": 1, "n": 1, "left": -1, "p": -1}.get(key)
+        looks = self.model.info.looks
+        if step is None:
+            return
+        text = self._prompts.text
+        if text in looks:
+            look = looks[(looks.index(text) + step) % len(looks)]
+        else:  # free text, or no prompt: start from either end
+            look = looks[0] if step > 0 else looks[-1]
+        self.set_prompt(look, transition_frames=LOOK_KEY_TRANSITION)
+        window.set_title(f"mirage-lsd: {look}")
 
     def _close_outputs(self) -> None:
         if self._sink is not None:

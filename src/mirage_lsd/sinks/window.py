@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,9 +24,14 @@ _FALLBACK = "Write to a file instead: --output out.mp4"
 
 
 class WindowSink(Sink):
-    """A window of the frame size; `closed` turns True once the user closes it."""
+    """A window of the frame size; `closed` turns True once the user closes it.
+
+    `on_key`, if set, gets the name of each key pressed in the window ("right", "n"),
+    from the thread that writes the frames.
+    """
 
     live = True
+    on_key: Callable[[str], None] | None = None
 
     def __init__(self, size: tuple[int, int], title: str = "mirage-lsd") -> None:
         _check_display()
@@ -61,6 +67,13 @@ class WindowSink(Sink):
             if event.type == pygame.QUIT:
                 log.info("window closed by the user")
                 self.close()
+                return
+            if event.type == pygame.KEYDOWN and self.on_key is not None:
+                self.on_key(pygame.key.name(event.key))
+
+    def set_title(self, title: str) -> None:
+        if not self.closed:
+            self._pygame.display.set_caption(title)
 
     def close(self) -> None:
         self.closed = True
