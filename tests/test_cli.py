@@ -412,6 +412,22 @@ def test_prompts_typed_while_it_runs_change_the_look(media: Path, tmp_path: Path
     assert max(looks, key=looks.get) == "thermal"
 
 
+def test_preview_shows_the_output_in_a_window_beside_the_file(media: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "o.mp4", tmp_path / "r.json"
+    args = ("run", str(media / "walk.mkv"), "-o", str(out), "--model", "identity", "-q")
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}  # SDL's headless driver
+    result = mirage(*args, "--size", "64x48", "--preview", "--report", str(report), env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    stats = json.loads(report.read_text())
+    assert stats["mode"] == "offline" and stats["frames_written"] == 89  # the file decides
+    headless = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    headless.pop("SDL_VIDEODRIVER", None)
+    other = tmp_path / "other.mp4"
+    refused = mirage(*args[:3], str(other), "--preview", env=headless)
+    assert_one_line_error(refused, "no display")
+    assert not other.exists()  # refused before anything was written
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = mirage("run", "nope.mp4", "-o", str(tmp_path / "o.mp4"), "--debug")
     assert result.returncode != 0

@@ -153,6 +153,14 @@ def run(
         int,
         typer.Option("--transition", help="Frames over which a new prompt blends in.", min=0),
     ] = 15,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview",
+            help="Also show the output in a window (its arrow keys step through the looks; "
+            "closing it stops the run).",
+        ),
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     steps: StepsOpt = 1,
     size: SizeOpt = None,
@@ -199,6 +207,10 @@ def run(
         check_model_name(model)
         if report is not None:  # found out before the stream, not after it
             _check_report_path(report, input, output)
+        if preview:
+            from mirage_lsd.sinks.window import check_display
+
+            check_display()
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
@@ -236,11 +248,15 @@ def run(
         context = {"input": redact_url(input), "output": redact_url(output), "prompt": text}
         try:
             with _StopOnSignal(engine) as stopper:
-                engine.start(source, output=output, mode="live" if live else "offline")
+                on_frame = engine.render if preview else None
+                mode_name = "live" if live else "offline"
+                engine.start(source, output=output, mode=mode_name, on_frame=on_frame)
                 stopper.started()
                 if stdin_prompts:
                     _read_prompts(engine, transition)
                 stats = _follow(engine, source.frame_count, live, show=not quiet)
+                if preview:
+                    engine.close()  # the preview window
         except BaseException as exc:  # a failure, or a second Ctrl-C
             if report is not None:
                 error = "interrupted" if isinstance(exc, SystemExit) else str(exc) or repr(exc)

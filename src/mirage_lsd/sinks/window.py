@@ -34,7 +34,7 @@ class WindowSink(Sink):
     on_key: Callable[[str], None] | None = None
 
     def __init__(self, size: tuple[int, int], title: str = "mirage-lsd") -> None:
-        _check_display()
+        check_display()
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
         import pygame
 
@@ -80,7 +80,7 @@ class WindowSink(Sink):
         self._pygame.display.quit()
 
 
-def _check_display() -> None:
+def check_display() -> None:
     """On Linux, fail fast with a clear message when there is no display to open."""
     if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
         return  # an explicit SDL driver (e.g. "dummy") needs no display
