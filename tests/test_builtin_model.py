@@ -1261,6 +1261,14 @@ def test_an_automatic_compile_is_skipped_for_a_short_file(
     assert requested == [(16, 16)] * 4
 
 
+def test_each_look_name_resolves_to_that_look(model: BuiltinModel) -> None:
+    """What a window's arrow keys send: the look's own name must pick that look alone."""
+    for name in model.info.looks:
+        match = model.encode_prompt(name).match
+        assert match is not None and max(match.weights, key=match.weights.get) == name
+        assert match.weights[name] > 0.99
+
+
 def test_memory_stays_flat_over_a_long_stream_of_the_model(model: BuiltinModel) -> None:
     """The state's own accounting aside: the process itself does not grow."""
 

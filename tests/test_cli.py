@@ -399,10 +399,13 @@ def test_prompts_typed_while_it_runs_change_the_look(media: Path, tmp_path: Path
     report = tmp_path / "r.json"
     args = ["run", str(media / "walk.mkv"), "-o", str(tmp_path / "o.mp4"), "-p", "sepia"]
     args += ["--size", "128x96", "--no-compile", "--stdin-prompts", "--report", str(report)]
-    lines = "\n".join(["", "x" * 1001, "thermal camera"]) + "\n"  # blank, too long, a look
-    result = subprocess.run([*CLI, *args], input=lines.encode(), capture_output=True, timeout=120)
+    # blank, not UTF-8, too long, a look
+    lines = b"\n".join([b"", b"sepia \xff", b"x" * 1001, b"thermal camera"]) + b"\n"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONUTF8": "0"}
+    result = subprocess.run([*CLI, *args], input=lines, capture_output=True, timeout=120, env=env)
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
+    assert "Traceback" not in stderr and "warning: a prompt line is not utf-8 text" in stderr
     assert "warning: prompt is 1001 characters long" in stderr
     assert "prompt: thermal camera" in stderr
     stats = json.loads(report.read_text())
@@ -426,6 +429,8 @@ def test_preview_shows_the_output_in_a_window_beside_the_file(media: Path, tmp_p
     refused = mirage(*args[:3], str(other), "--preview", env=headless)
     assert_one_line_error(refused, "no display")
     assert not other.exists()  # refused before anything was written
+    twice = mirage(*args[:3], "window", "--preview", env=env)
+    assert_one_line_error(twice, "would show it twice")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -208,9 +208,11 @@ def run(
         if report is not None:  # found out before the stream, not after it
             _check_report_path(report, input, output)
         if preview:
+            if output.strip().lower() == "window":
+                raise UserError("--preview with --output window would show it twice: drop one")
             from mirage_lsd.sinks.window import check_display
 
-            check_display()
+            check_display(connect=True)
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
         retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
@@ -292,12 +294,17 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
     line is a warning and the stream goes on; the end of the input ends the reading."""
 
     def loop() -> None:
-        for line in sys.stdin:
-            text = line.strip()
-            if not text:
-                continue
+        if sys.stdin is None:  # no standard input at all (a windowless launcher)
+            return
+        encoding = sys.stdin.encoding or "utf-8"
+        for raw in sys.stdin.buffer:  # bytes: one undecodable line must not end the reading
             try:
+                text = raw.decode(encoding).strip()
+                if not text:
+                    continue
                 engine.set_prompt(text, transition_frames=transition)
+            except UnicodeDecodeError:
+                console.print(f"warning: a prompt line is not {encoding} text: ignored")
             except UserError as exc:
                 console.print(f"warning: {exc}", highlight=False, markup=False)
             else:

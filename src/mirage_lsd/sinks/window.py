@@ -80,9 +80,22 @@ class WindowSink(Sink):
         self._pygame.display.quit()
 
 
-def check_display() -> None:
-    """On Linux, fail fast with a clear message when there is no display to open."""
-    if not sys.platform.startswith("linux") or os.environ.get("SDL_VIDEODRIVER"):
-        return  # an explicit SDL driver (e.g. "dummy") needs no display
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserError(f"cannot open a window: no display found (DISPLAY is not set). {_FALLBACK}")
+def check_display(connect: bool = False) -> None:
+    """Fail fast with a clear message when there is no display to open: on Linux, none
+    named; with `connect`, also one named that does not answer (ssh without X
+    forwarding), found by connecting to it (before a run writes anything)."""
+    if sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise UserError(
+                f"cannot open a window: no display found (DISPLAY is not set). {_FALLBACK}"
+            )
+    if connect:
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        import pygame
+
+        try:
+            pygame.display.init()
+        except pygame.error as exc:
+            raise UserError(f"cannot open a window: {exc}. {_FALLBACK}") from None
+        finally:
+            pygame.display.quit()
