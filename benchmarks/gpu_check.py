@@ -31,16 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from diffusers_tiny import save_tiny_sd, save_tiny_taesd, write_sd_index, write_tokenizer
+
+from mirage_lsd.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
@@ -88,7 +92,7 @@ def bench(clip: Path, *args: str, frames: int) -> dict[str, Any]:
         "fps": round(data["fps"], 1),
         "p50_ms": data["latency_ms"]["p50"],
         "p95_ms": data["latency_ms"]["p95"],
-        "model_ms": data["stages_ms"]["model"],
+        "stages_ms": data["stages_ms"],
         "dtype": data["dtype"],
     }
 
@@ -186,7 +190,7 @@ def plain_img2img_fps(
     }
 
 
-PARTS = ("pytest", "builtin", "diffusers")
+PARTS = ("pytest", "builtin", "profile", "diffusers", "train")
 GPU_TESTS = ["tests/test_builtin_model.py", "tests/test_diffusers_backend.py"]
 
 
@@ -212,6 +216,88 @@ def run_builtin(out: Path, clip: Path, dev: list[str], frames: int) -> None:
         flags = ["--size", size, "--steps", "1", precision, compile_flag]
         report(out, check="built-in", size=size, flags=" ".join(flags),
                **bench(clip, *dev, *flags, frames=frames))  # fmt: skip
+
+
+def cuda_ms(fn: Callable[[], object], repeats: int, device: str) -> float:
+    """Median wall time of `fn()` in ms, the device synchronized around each call."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return round(float(np.median(times)), 3)
+
+
+def run_profile(out: Path, clip: Path, device: str, frames: int) -> None:
+    """Where a 1280x720 frame of the built-in model's step goes, fp16: the whole step, its
+    CPU optical flow, and its network alone eager, compiled, and compiled with CUDA graphs
+    (`mode="reduce-overhead"`, which the product does not use yet)."""
+    from mirage_lsd.models.builtin.compiled import dummy_inputs
+    from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
+    from mirage_lsd.models.builtin.model import BuiltinModel
+
+    model = BuiltinModel.from_file(device=device, compile=False, fp16=True)
+    source = open_source(clip, loop=True)
+    images = [cv2.resize(source.recv().image, (1280, 720)) for _ in range(60)]
+    source.close()
+    state, cond = model.init_state(720, 1280), model.look_prompt("watercolor")
+    ds, gds = state.downscale, state.downscale * model.cfg.patch
+    size = (720 // ds, 1280 // ds)
+    frame = iter(range(10**9))
+
+    def step() -> None:
+        nonlocal state
+        _, state = model.step(images[next(frame) % len(images)], cond, state, 1)
+
+    row: dict[str, Any] = {
+        "net_size": f"{size[1]}x{size[0]}",
+        "step_ms": cuda_ms(step, frames, device),
+    }
+    flow = FlowEstimator()
+    small = [flow_gray(cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_AREA),
+                       720 // gds, 1280 // gds) for im in images[:2]]  # fmt: skip
+    row["flow_ms"] = cuda_ms(lambda: flow(small[1], small[0]), frames, "cpu")
+    net = model.net
+    for name, mode in (("eager", None), ("compiled", "default"), ("cudagraphs", "reduce-overhead")):
+        fn = net if mode is None else torch.compile(net, mode=mode, dynamic=False)
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.float16):
+            args = dummy_inputs(net, size)
+            t0 = time.perf_counter()
+            fn(*args)
+            row[f"net_{name}_first_s"] = round(time.perf_counter() - t0, 1)
+            row[f"net_{name}_ms"] = cuda_ms(lambda: fn(*args), frames, device)  # noqa: B023
+    report(out, check="built-in 1280x720 fp16 profile", **row)
+
+
+def run_train(out: Path, device: str, steps: int) -> None:
+    """The bundled recipe (configs/builtin.yaml) for `steps` steps: its speed per step."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "builtin.yaml").read_text())
+    cfg.update(steps=steps, eval_every=10**6, checkpoint_every=10**6, threads=8,
+               out_dir=str(ROOT / "runs" / "gpu_speed"))  # fmt: skip
+    cfg["data"]["media_dir"] = str(CLIP.parent)
+    path = ROOT / "runs" / "gpu_speed.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-c", "from mirage_lsd.cli.app import main; main()", "train"]
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run([*cmd, "--config", str(path), "--device", device],
+                              capture_output=True, text=True, timeout=150)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        report(out, check="train configs/builtin.yaml", steps=steps, error="over 150 s")
+        return
+    out.with_name(out.stem + "_train.log").write_text(done.stdout + done.stderr)
+    tail = ((done.stdout + done.stderr).strip().splitlines() or ["?"])[-1]
+    seconds = round(time.monotonic() - t0, 1)
+    report(out, check="train configs/builtin.yaml", device=device, steps=steps,
+           rc=done.returncode, seconds=seconds, tail=tail[-300:])  # fmt: skip
 
 
 def run_diffusers(out: Path, clip: Path, dev: list[str], frames: int, shape: str) -> None:
@@ -243,6 +329,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_check.jsonl"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--frames", type=int, default=200, help="frames per engine bench")
+    parser.add_argument("--train-steps", type=int, default=300, help="steps of the train part")
     parser.add_argument("--shape", choices=("sd-turbo", "tiny"), default="sd-turbo")
     parser.add_argument(
         "--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS)
@@ -262,14 +349,19 @@ def main() -> None:
         cuda=torch.version.cuda,
         date=time.strftime("%Y-%m-%d"),
     )
-    if "pytest" in parts:
-        run_gpu_tests(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         clip, dev = input_clip(Path(tmp)), ["--device", args.device]
-        if "builtin" in parts:
-            run_builtin(args.out, clip, dev, args.frames)
-        if "diffusers" in parts:
-            run_diffusers(args.out, clip, dev, args.frames, args.shape)
+        for part in parts:  # in the order asked: the most wanted first, in case time runs out
+            if part == "pytest":
+                run_gpu_tests(args.out)
+            elif part == "builtin":
+                run_builtin(args.out, clip, dev, args.frames)
+            elif part == "profile":
+                run_profile(args.out, clip, args.device, args.frames)
+            elif part == "diffusers":
+                run_diffusers(args.out, clip, dev, args.frames, args.shape)
+            else:
+                run_train(args.out, args.device, args.train_steps)
     print(f"results in {args.out}", file=sys.stderr)
 
 
