@@ -10,7 +10,9 @@ parts="${1:-pytest,builtin,diffusers}"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD/src" PYTHONUNBUFFERED=1
-if [ ! -e ../shared/media ]; then mkdir -p ../shared && cp -r .media ../shared/media; fi
+if [ ! -e ../shared/media ]; then
+    { mkdir -p ../shared && cp -r .media ../shared/media; } || echo "warning: no ../shared/media" >&2
+fi
 out="${OUT:-.}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia_smi.csv" || true
 python3 benchmarks/gpu_check.py --parts "$parts" --out "$out/gpu_check_${parts//,/_}.jsonl" "${@:2}"
