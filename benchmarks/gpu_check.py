@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from diffusers_tiny import save_tiny_sd, save_tiny_taesd, write_sd_index, write_tokenizer
 
+from mirage_lsd.models.builtin.cuda_graph import GRAPHS_ENV
 from mirage_lsd.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,12 +77,23 @@ def input_clip(folder: Path) -> Path:
     return path
 
 
-def bench(clip: Path, *args: str, frames: int) -> dict[str, Any]:
-    """`mirage-lsd bench CLIP ARGS --json` in a fresh process (its own CUDA context)."""
-    cmd = [sys.executable, "-c", "from mirage_lsd.cli.app import main; main()", "bench"]
+def bench(
+    clip: Path,
+    *args: str,
+    frames: int,
+    env: dict[str, str] | None = None,
+    switch: float | None = None,
+) -> dict[str, Any]:
+    """`mirage-lsd bench CLIP ARGS --json` in a fresh process (its own CUDA context), with
+    `env` added to the environment and, if given, `sys.setswitchinterval(switch)`."""
+    code = "from mirage_lsd.cli.app import main; main()"
+    if switch is not None:
+        code = f"import sys; sys.setswitchinterval({switch}); {code}"
+    cmd = [sys.executable, "-c", code, "bench"]
     cmd += [str(clip), *args, "--frames", str(frames), "--warmup", "20", "--json"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **(env or {})})  # fmt: skip
     except subprocess.TimeoutExpired:
         return {"error": "timed out after 300 s"}
     if done.returncode != 0:
@@ -190,15 +203,15 @@ def plain_img2img_fps(
     }
 
 
-PARTS = ("pytest", "builtin", "profile", "diffusers", "train")
+PARTS = ("pytest", "builtin", "graphs", "profile", "diffusers", "train")
 GPU_TESTS = ["tests/test_builtin_model.py", "tests/test_diffusers_backend.py"]
 
 
-def run_gpu_tests(out: Path) -> None:
+def run_gpu_tests(out: Path, files: list[str]) -> None:
     """The gpu-marked tests; a skip counts as a failure here (no CUDA, a missing package)."""
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-rs", "-q", "-p", "no:cacheprovider"]
-    done = subprocess.run([*cmd, *GPU_TESTS], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([*cmd, *files], cwd=ROOT, capture_output=True, text=True)
     log = out.with_name(out.stem + "_pytest.log")
     log.write_text(done.stdout + done.stderr)
     tail = (done.stdout.strip().splitlines() or ["?"])[-1]
@@ -234,44 +247,58 @@ def cuda_ms(fn: Callable[[], object], repeats: int, device: str) -> float:
 
 
 def run_profile(out: Path, clip: Path, device: str, frames: int) -> None:
-    """Where a 1280x720 frame of the built-in model's step goes, fp16: the whole step, its
-    CPU optical flow, and its network alone eager, compiled, and compiled with CUDA graphs
-    (`mode="reduce-overhead"`, which the product does not use yet)."""
-    from mirage_lsd.models.builtin.compiled import dummy_inputs
+    """Where a 1280x720 fp16 frame of the built-in model's step goes: the whole step eager
+    and compiled (a CUDA graph on a GPU), its CPU optical flow, and torch.profiler's
+    table of the compiled step's operators (`*_profile.txt` beside `out`)."""
+    from torch.profiler import ProfilerActivity, profile
+
     from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
     from mirage_lsd.models.builtin.model import BuiltinModel
 
-    model = BuiltinModel.from_file(device=device, compile=False, fp16=True)
     source = open_source(clip, loop=True)
     images = [cv2.resize(source.recv().image, (1280, 720)) for _ in range(60)]
     source.close()
-    state, cond = model.init_state(720, 1280), model.look_prompt("watercolor")
-    ds, gds = state.downscale, state.downscale * model.cfg.patch
-    size = (720 // ds, 1280 // ds)
     frame = iter(range(10**9))
+    row: dict[str, Any] = {}
+    for name, compile in (("eager", False), ("compiled", True)):
+        model = BuiltinModel.from_file(device=device, compile=compile, fp16=True)
+        state, cond = model.init_state(720, 1280), model.look_prompt("watercolor")
+        model.wait_ready()
 
-    def step() -> None:
-        nonlocal state
-        _, state = model.step(images[next(frame) % len(images)], cond, state, 1)
+        def step() -> None:
+            nonlocal state
+            _, state = model.step(images[next(frame) % len(images)], cond, state, 1)  # noqa: B023
 
-    row: dict[str, Any] = {
-        "net_size": f"{size[1]}x{size[0]}",
-        "step_ms": cuda_ms(step, frames, device),
-    }
+        row[f"step_{name}_ms"] = cuda_ms(step, frames, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(20):
+            step()
+    sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=40)
+    table += "\n" + prof.key_averages().table(sort_by=sort, row_limit=25)
+    out.with_name(out.stem + "_profile.txt").write_text(table)
+    gds = state.downscale * model.cfg.patch
+    small = [flow_gray(im, 720 // gds, 1280 // gds) for im in images[:2]]
     flow = FlowEstimator()
-    small = [flow_gray(cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_AREA),
-                       720 // gds, 1280 // gds) for im in images[:2]]  # fmt: skip
     row["flow_ms"] = cuda_ms(lambda: flow(small[1], small[0]), frames, "cpu")
-    net = model.net
-    for name, mode in (("eager", None), ("compiled", "default"), ("cudagraphs", "reduce-overhead")):
-        fn = net if mode is None else torch.compile(net, mode=mode, dynamic=False)
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.float16):
-            args = dummy_inputs(net, size)
-            t0 = time.perf_counter()
-            fn(*args)
-            row[f"net_{name}_first_s"] = round(time.perf_counter() - t0, 1)
-            row[f"net_{name}_ms"] = cuda_ms(lambda: fn(*args), frames, device)  # noqa: B023
+    row["resize_ms"] = cuda_ms(
+        lambda: cv2.resize(images[0], (1280 // state.downscale, 720 // state.downscale),
+                           interpolation=cv2.INTER_AREA), frames, "cpu")  # fmt: skip
     report(out, check="built-in 1280x720 fp16 profile", **row)
+
+
+def run_graphs(out: Path, clip: Path, dev: list[str], frames: int) -> None:
+    """The built-in model compiled, fp16, with and without CUDA graphs, alternated; and
+    with graphs under a 0.5 ms GIL switch interval (the engine's threads hand over)."""
+    flags = ["--steps", "1", "--fp16", "--compile"]
+    for size in ("1280x720", "1280x720", "512x512"):
+        for graphs in ("1", "0"):
+            env = {GRAPHS_ENV: graphs}
+            report(out, check="built-in graphs A/B", size=size, graphs=graphs == "1",
+                   **bench(clip, *dev, "--size", size, *flags, frames=frames, env=env))  # fmt: skip
+    row = bench(clip, *dev, "--size", "1280x720", *flags, frames=frames, switch=0.0005)
+    report(out, check="built-in graphs, GIL switch 0.5 ms", size="1280x720", **row)
 
 
 def run_train(out: Path, device: str, steps: int) -> None:
@@ -329,6 +356,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_check.jsonl"))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--frames", type=int, default=200, help="frames per engine bench")
+    parser.add_argument("--tests", default=",".join(GPU_TESTS), help="the pytest part's files")
     parser.add_argument("--train-steps", type=int, default=300, help="steps of the train part")
     parser.add_argument("--shape", choices=("sd-turbo", "tiny"), default="sd-turbo")
     parser.add_argument(
@@ -353,9 +381,11 @@ def main() -> None:
         clip, dev = input_clip(Path(tmp)), ["--device", args.device]
         for part in parts:  # in the order asked: the most wanted first, in case time runs out
             if part == "pytest":
-                run_gpu_tests(args.out)
+                run_gpu_tests(args.out, args.tests.split(","))
             elif part == "builtin":
                 run_builtin(args.out, clip, dev, args.frames)
+            elif part == "graphs":
+                run_graphs(args.out, clip, dev, args.frames)
             elif part == "profile":
                 run_profile(args.out, clip, args.device, args.frames)
             elif part == "diffusers":

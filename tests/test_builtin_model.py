@@ -26,8 +26,16 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.evaluation.metrics import psnr
 from mirage_lsd.geometry import apply_fit, plan_fit
+from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.compiled import dummy_inputs
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
+from mirage_lsd.models.builtin.cuda_graph import (
+    GRAPHS_ENV,
+    GraphedNet,
+    signature,
+    tensors,
+    with_tensors,
+)
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
 from mirage_lsd.models.builtin.model import (
     WORK_PIXELS,
@@ -302,6 +310,66 @@ def test_cuda_fp16_stream_is_close_to_float32(media: Path) -> None:
         outs.append(out)
     assert all(o.shape == (512, 512, 3) and o.dtype == np.uint8 for o in outs[0])
     assert np.mean([psnr(a, b) for a, b in zip(*outs, strict=True)]) > 35.0
+
+
+def _first_frames(path: Path, count: int, size: int = 512) -> list[np.ndarray]:
+    source = open_source(path)
+    images = [cv2.resize(source.recv().image, (size, size)) for _ in range(count)]
+    source.close()
+    return images
+
+
+@pytest.mark.gpu  # `pytest -m gpu` on a machine with CUDA
+def test_cuda_graph_streams_interleaved_match_the_compiled_network_alone(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two streams taking turns on one graphed network get what each gets alone from the
+    network compiled without a graph: every output the graph writes is copied out before
+    the next replay (a stream's KV cache holds outputs of earlier frames)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    clips = {"watercolor": _first_frames(media / "please.mkv", 10),
+             "thermal": _first_frames(media / "walk.mkv", 10)}  # fmt: skip
+
+    def model(graphs: str) -> BuiltinModel:
+        monkeypatch.setenv(GRAPHS_ENV, graphs)
+        built = BuiltinModel.from_file(device="cuda", compile=True, fp16=True)
+        built.init_state(512, 512)  # asks for the compile
+        built.wait_ready()
+        (net,) = built._compiler._ready.values()
+        assert isinstance(net, GraphedNet) == (graphs == "1")
+        return built
+
+    graphed, plain = model("1"), model("0")
+    states = {look: graphed.init_state(512, 512) for look in clips}
+    together: dict[str, list[np.ndarray]] = {look: [] for look in clips}
+    for i in range(10):
+        for look, images in clips.items():
+            out, states[look] = graphed.step(images[i], graphed.look_prompt(look), states[look], 1)
+            together[look].append(out)
+    for look, images in clips.items():
+        state = plain.init_state(512, 512)
+        for i, image in enumerate(images):
+            out, state = plain.step(image, plain.look_prompt(look), state, 1)
+            assert psnr(out, together[look][i]) > 45.0, (look, i)
+
+
+def test_cuda_graph_arguments_round_trip(tiny_cfg: ModelConfig) -> None:
+    """The graph's static buffers stand in for every tensor of the network's arguments,
+    the KV cache's included, and a call with other shapes does not replay it."""
+    net = LSDNet(tiny_cfg).eval()
+    args = dummy_inputs(net, (16, 16))
+    flat = tensors(args)
+    cache = args[8]
+    assert isinstance(cache, KVCache) and len(cache) == 2
+    positional = sum(isinstance(a, torch.Tensor) for a in args)  # the grade maps' too
+    assert len(flat) == positional + 2 * len(cache.frames) * len(cache.frames[0])
+    copies = [t.clone() for t in flat]
+    rebuilt = with_tensors(args, copies)
+    assert all(a is b for a, b in zip(tensors(rebuilt), copies, strict=True))
+    assert signature(rebuilt) == signature(args)
+    torch.testing.assert_close(net(*rebuilt).x0, net(*args).x0)
+    assert signature(dummy_inputs(net, (16, 32))) != signature(args)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])

@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from mirage_lsd.models.builtin.cache import KVCache
+from mirage_lsd.models.builtin.cuda_graph import GraphedNet, graphs_enabled
 from mirage_lsd.models.builtin.network import LSDNet, NetOutput
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,17 @@ class BackgroundCompiler:
         for thread in list(self._pending.values()):
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
+    def _graphed(self, compiled: NetFn, args: tuple[object, ...]) -> NetFn:
+        """On a GPU, `compiled` as a CUDA graph; as it is if capturing fails."""
+        if next(self.net.parameters()).device.type != "cuda" or not graphs_enabled():
+            return compiled
+        try:
+            return GraphedNet(compiled, args)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("CUDA graph capture failed, running without one: %s", reason)
+            return compiled
+
     def _build(self, size: Size) -> None:
         t0 = time.perf_counter()
         try:
@@ -84,6 +96,7 @@ class BackgroundCompiler:
             with torch.inference_mode(), self.autocast():
                 args = dummy_inputs(self.net, size)
                 compiled(*args)  # compiles for exactly these shapes
+                compiled = self._graphed(compiled, args)
             with self._lock:
                 self._ready[size] = compiled
             log.info("compiled the network for %dx%d in %.1f s", size[1], size[0], _since(t0))

@@ -485,7 +485,7 @@ class BuiltinModel(StreamModel):
             history, mask = warp(state.prev_output, flow)
         prompt = cond.embedding.to(self.device, copy=True)[None]  # (1, prompt_dim)
         sigma = torch.full((1,), self.cfg.history_sigma, device=self.device)
-        grade_maps = self._grade_maps(prompt, image_t.shape[-2:], state.grade_maps)
+        grade_maps = self._grade_maps(cond.embedding, prompt, image_t.shape[-2:], state.grade_maps)
         maps = None if grade_maps is None else grade_maps[1]
         compiled = self._compiler and self._compiler.get((height // ds, width // ds), state.cache)
         net = self.net if compiled is None else compiled
@@ -512,18 +512,23 @@ class BuiltinModel(StreamModel):
         return output, new_state
 
     def _grade_maps(
-        self, prompt: Tensor, size: tuple[int, ...], cached: tuple[Tensor, Tensor] | None
+        self,
+        embedding: Tensor,
+        prompt: Tensor,
+        size: tuple[int, ...],
+        cached: tuple[Tensor, Tensor] | None,
     ) -> tuple[Tensor, Tensor] | None:
-        """(prompt, the grade's maps over the frame): the stream's own unless the prompt
-        changed (a new prompt, or each frame of a blend between two)."""
+        """(embedding, the grade's maps over the frame): the stream's own unless the prompt
+        changed (a new prompt, or each frame of a blend between two). `embedding` is the
+        conditioning's own, on the CPU: comparing copies on a GPU would wait for it."""
         if self.net.grade is None or not self.cfg.grade_grid:
             return None
-        if cached is not None and torch.equal(cached[0], prompt):
+        if cached is not None and torch.equal(cached[0], embedding):
             return cached
         with torch.autocast(prompt.device.type, enabled=False):  # float32, as in training
             maps = self.net.grade.frame_maps(prompt.float(), size[0], size[1])
         assert maps is not None
-        return prompt, maps
+        return embedding, maps
 
 
 @functools.lru_cache(maxsize=1)
