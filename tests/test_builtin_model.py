@@ -36,7 +36,7 @@ from mirage_lsd.models.builtin.cuda_graph import (
     tensors,
     with_tensors,
 )
-from mirage_lsd.models.builtin.flow import FlowEstimator, flow_to_tensor, warp
+from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
 from mirage_lsd.models.builtin.model import (
     WORK_PIXELS,
     BuiltinModel,
@@ -57,6 +57,7 @@ from mirage_lsd.models.builtin.network import (
     frame_coordinates,
     guided_upsample,
 )
+from mirage_lsd.models.builtin.on_device import shrink_on_device
 from mirage_lsd.models.builtin.sampler import (
     Denoised,
     add_noise,
@@ -432,24 +433,50 @@ def test_fast_upsampler_matches_the_trained_one(low: tuple[int, int], guides: in
     assert diff.max() <= 1.0 + 1.5 * gain.abs().max().item() and diff.mean() < 0.5
 
 
-def test_the_upsampler_on_the_device_agrees_with_the_opencv_one(media: Path) -> None:
-    """The GPU run-time path (forced here on the CPU) gives the OpenCV path's frames."""
+def test_the_frame_on_the_device_agrees_with_the_opencv_path(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU run-time path (the shrink, the flow's gray copy and the upsampler; forced
+    here on the CPU) gives the OpenCV path's frames, over a stream with history."""
+    from mirage_lsd.models.builtin import model as builtin
     from mirage_lsd.sources import open_source
 
+    shrinks: list[int] = []
+    monkeypatch.setattr(
+        builtin, "shrink_on_device", lambda *a: shrinks.append(1) or shrink_on_device(*a)
+    )
+
     source = open_source(media / "please.mkv")
-    images = [cv2.resize(source.recv().image, (256, 256), interpolation=cv2.INTER_AREA)]
-    images += [cv2.resize(source.recv().image, (256, 256), interpolation=cv2.INTER_AREA)]
+    images = [cv2.resize(source.recv().image, (256, 256), interpolation=cv2.INTER_AREA)
+              for _ in range(4)]  # fmt: skip
     source.close()
     outs = []
     for on_device in (False, True):
         model = BuiltinModel.from_file(compile=False)
-        model.upsample_on_device = on_device
+        model.frame_on_device = on_device
         state, cond = model.init_state(256, 256), model.look_prompt("neon_edges")  # both guides
-        outs.append([model.step(image, cond, state, 1)[0] for image in images])
+        out = []
+        for image in images:
+            frame, state = model.step(image, cond, state, 1)
+            out.append(frame)
+        outs.append(out)
+    assert len(shrinks) == len(images)  # the device path ran, for the second model only
     for opencv, device in zip(*outs, strict=True):
         assert device.shape == (256, 256, 3) and device.dtype == np.uint8
         diff = np.abs(opencv.astype(np.float32) - device.astype(np.float32))
         assert diff.mean() < 0.5 and diff.max() <= 16
+
+
+def test_the_shrink_on_the_device_is_opencvs_area_resize_and_gray() -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    full, image, gray = shrink_on_device(frame, 4, 2, torch.device("cpu"))
+    torch.testing.assert_close(full[0].permute(1, 2, 0), torch.from_numpy(frame).float())
+    small = cv2.resize(frame, (24, 16), interpolation=cv2.INTER_AREA)
+    shrunk = ((image[0].permute(1, 2, 0) + 1.0) * 127.5).round().numpy()
+    assert np.abs(shrunk - small).max() <= 1.0  # rounding of ties
+    expected = flow_gray(small, 8, 12)
+    assert gray.shape == (8, 12) and gray.dtype == np.uint8
+    assert np.abs(gray.astype(np.int16) - expected).max() <= 1
 
 
 def cv2_blur(image: np.ndarray) -> np.ndarray:
@@ -1287,10 +1314,12 @@ def test_grade_maps_stay_float32_under_bfloat16(model: BuiltinModel) -> None:
         model.bf16 = False
     assert model.cfg.grade_grid  # the tiny config has the grade's maps, as the bundled one
     assert state.grade_maps is not None
-    prompt, maps = state.grade_maps
+    embedding, maps = state.grade_maps  # the conditioning's own (dim,) embedding
+    assert embedding is cond.embedding
     assert model.net.grade is not None
     with torch.no_grad():  # exactly the float32 maps of training, not bfloat16 rounded
-        assert torch.equal(maps, model.net.grade.frame_maps(prompt.float(), *maps.shape[-2:]))
+        expected = model.net.grade.frame_maps(embedding[None].float(), *maps.shape[-2:])
+        assert torch.equal(maps, expected)
 
 
 def test_an_automatic_compile_is_skipped_for_a_short_file(

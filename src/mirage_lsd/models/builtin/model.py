@@ -34,7 +34,8 @@ from mirage_lsd.models.builtin.cache import KVCache, StreamState
 from mirage_lsd.models.builtin.compiled import BackgroundCompiler
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
-from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput, guided_upsample
+from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput
+from mirage_lsd.models.builtin.on_device import shrink_on_device, upsample_on_device
 from mirage_lsd.models.builtin.prompt_embedding import (
     LookBank,
     PromptMatch,
@@ -87,19 +88,6 @@ def to_tensor(image: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [-1, 1]."""
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None]
     return tensor.float().div_(127.5).sub_(1.0).contiguous()
-
-
-def upsample_on_device(x0: Tensor, gain: Tensor, frame: np.ndarray, image: Tensor) -> np.ndarray:
-    """`network.guided_upsample` where the network ran: the run-time path on a GPU.
-
-    On a GPU the OpenCV path would cost more than the network (a 720p frame's upsampling
-    is a few ms on many CPU cores); here only the uint8 frame goes up and the uint8 output
-    comes down. x0, image: (1, 3, h, w); gain: (1, 3 * guides, h, w); frame: (H, W, 3).
-    """
-    full = torch.from_numpy(frame).to(x0.device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    out = guided_upsample(x0.float(), gain.float(), full, image.float())
-    pixels = ((out[0].clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 UPSAMPLE_BAND = 16  # low-res rows per band: a band's working set stays in the CPU cache
@@ -307,8 +295,8 @@ class BuiltinModel(StreamModel):
         self._local = threading.local()  # a flow estimator per thread: OpenCV's is not shared
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
         self.fp16 = fp16 and self.device.type == "cuda"
-        # the guided upsampler runs where the network runs on a GPU, with OpenCV on a CPU
-        self.upsample_on_device = self.device.type != "cpu"
+        # on a GPU the frame is shrunk and upsampled there (`on_device`), on a CPU by OpenCV
+        self.frame_on_device = self.device.type != "cpu"
         # chosen for the caller (not asked for, nor set by MIRAGE_LSD_COMPILE): see plan_stream
         self._auto_compile = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
         if compile is None:
@@ -473,9 +461,13 @@ class BuiltinModel(StreamModel):
         ds = state.downscale
         gds = ds * self.cfg.patch
         # 2. the input at full and low resolution, and a small gray copy for flow
-        small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
-        gray = flow_gray(small, height // gds, width // gds)
-        image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
+        on_device = self.frame_on_device and height % gds == 0 and width % gds == 0
+        if on_device:
+            full, image_t, gray = shrink_on_device(image, ds, self.cfg.patch, self.device)
+        else:
+            small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
+            gray = flow_gray(small, height // gds, width // gds)
+            image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
         # 3. history: the previous output, moved by the input's optical flow
         if state.prev_output is None or not self.cfg.temporal:
             history = torch.zeros_like(image_t)
@@ -496,8 +488,8 @@ class BuiltinModel(StreamModel):
 
         # 4. denoise at low resolution, upsample guided by the full-resolution input
         result: NetOutput = sample(denoiser, state.noise.clone(), steps).extra
-        if self.upsample_on_device:
-            output = upsample_on_device(result.x0, result.gain, image, image_t)
+        if on_device:
+            output = upsample_on_device(result.x0, result.gain, full, image_t)
         else:
             output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
         # 5. the next state
