@@ -1,4 +1,4 @@
-"""When the built-in model compiles without being told: on CPU with a C++ compiler.
+"""When the built-in model compiles without being told: on CPU or CUDA with a C++ compiler.
 
 `tests/conftest.py` sets MIRAGE_LSD_COMPILE=0 for the suite; these tests set it back.
 """
@@ -17,14 +17,14 @@ from mirage_lsd.models.builtin.model import BuiltinModel
 def test_cpu_with_a_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setenv("CXX", sys.executable)  # any program on disk stands for one
-    assert compile_by_default("cpu")
-    assert not compile_by_default("cuda")  # unmeasured there: off unless asked
+    assert compile_by_default("cpu") and compile_by_default("cuda")
+    assert not compile_by_default("mps")  # unmeasured there: off unless asked
 
 
 def test_no_compiler_means_no_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
-    assert not compile_by_default("cpu")
+    assert not compile_by_default("cpu") and not compile_by_default("cuda")
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0", False), ("off", False), ("1", True)])

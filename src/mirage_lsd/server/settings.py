@@ -108,7 +108,7 @@ class ServerSettings:
     max_sessions: int = 4
     max_viewers: int = 8  # WHEP viewers per session: each one runs its own encoder
     max_steps: int = 4
-    compile: bool | None = None  # torch.compile (None: the built-in model on CPU compiles)
+    compile: bool | None = None  # torch.compile (None: the built-in model compiles on CPU and CUDA)
     fp16: bool | None = None  # half precision (None: on CUDA)
     downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
     token: str | None = None
