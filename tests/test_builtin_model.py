@@ -342,16 +342,18 @@ def test_cuda_graph_streams_interleaved_match_the_compiled_network_alone(
         return built
 
     graphed, plain = model("1"), model("0")
+    steps = {"watercolor": 1, "thermal": 2}  # 2: the graph replays twice in a frame
     states = {look: graphed.init_state(512, 512) for look in clips}
     together: dict[str, list[np.ndarray]] = {look: [] for look in clips}
     for i in range(10):
         for look, images in clips.items():
-            out, states[look] = graphed.step(images[i], graphed.look_prompt(look), states[look], 1)
+            cond = graphed.look_prompt(look)
+            out, states[look] = graphed.step(images[i], cond, states[look], steps[look])
             together[look].append(out)
     for look, images in clips.items():
         state = plain.init_state(512, 512)
         for i, image in enumerate(images):
-            out, state = plain.step(image, plain.look_prompt(look), state, 1)
+            out, state = plain.step(image, plain.look_prompt(look), state, steps[look])
             assert psnr(out, together[look][i]) > 45.0, (look, i)
 
 
@@ -470,6 +472,7 @@ def test_the_frame_on_the_device_agrees_with_the_opencv_path(
 def test_the_shrink_on_the_device_is_opencvs_area_resize_and_gray() -> None:
     frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     full, image, gray = shrink_on_device(frame, 4, 2, torch.device("cpu"))
+    assert image.is_contiguous()  # as the CPU path's: a compiled network guards on strides
     torch.testing.assert_close(full[0].permute(1, 2, 0), torch.from_numpy(frame).float())
     small = cv2.resize(frame, (24, 16), interpolation=cv2.INTER_AREA)
     shrunk = ((image[0].permute(1, 2, 0) + 1.0) * 127.5).round().numpy()

@@ -17,13 +17,23 @@ from mirage_lsd.models.builtin.model import BuiltinModel
 def test_cpu_with_a_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setenv("CXX", sys.executable)  # any program on disk stands for one
-    assert compile_by_default("cpu") and compile_by_default("cuda")
+    monkeypatch.setenv("CC", "no-such-compiler-mirage-lsd")
+    assert compile_by_default("cpu") and not compile_by_default("cuda")
     assert not compile_by_default("mps")  # unmeasured there: off unless asked
+
+
+def test_cuda_with_a_c_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton, which torch.compile uses on CUDA, builds its launcher with a C compiler."""
+    monkeypatch.delenv(COMPILE_ENV)
+    monkeypatch.setenv("CC", sys.executable)
+    monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
+    assert compile_by_default("cuda") and not compile_by_default("cpu")
 
 
 def test_no_compiler_means_no_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
+    monkeypatch.setenv("CC", "no-such-compiler-mirage-lsd")
     assert not compile_by_default("cpu") and not compile_by_default("cuda")
 
 

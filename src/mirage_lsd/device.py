@@ -85,10 +85,11 @@ files")."""
 def compile_by_default(device: str) -> bool:
     """Whether the built-in model compiles its network when the caller did not say.
 
-    Yes on CPU and CUDA when a C++ compiler is on PATH (Inductor's CPU code needs one,
-    and so does Triton's launcher on CUDA): compiling runs on a background thread and
-    cuts the network's time by about a third on 2 CPU cores; on CUDA, replayed as a CUDA
-    graph, it doubled the 720p frame rate on an H200 (benchmarks/RESULTS.md, "On a GPU").
+    Yes on CPU when a C++ compiler is on PATH (Inductor's CPU code needs one), and on
+    CUDA when a C compiler is (Triton builds its launcher with one): compiling runs on a
+    background thread and cuts the network's time by about a third on 2 CPU cores; on
+    CUDA, replayed as a CUDA graph, it halved a 720p step's time on an H200
+    (benchmarks/RESULTS.md, "On a GPU").
     `MIRAGE_LSD_COMPILE=0|1` overrides the choice (CI and tests turn it off).
     """
     env = os.environ.get(COMPILE_ENV, "").strip().lower()
@@ -98,7 +99,16 @@ def compile_by_default(device: str) -> bool:
         return True
     if env:
         raise UserError(f"{COMPILE_ENV} must be 0 or 1, got '{env}'")
-    return device.startswith(("cpu", "cuda")) and cxx_compiler() is not None
+    if device.startswith("cuda"):
+        return c_compiler() is not None
+    return device.startswith("cpu") and cxx_compiler() is not None
+
+
+def c_compiler() -> str | None:
+    """Path of the C compiler Triton builds its CUDA launcher with ($CC, else gcc or clang)."""
+    if cc := os.environ.get("CC"):
+        return shutil.which(cc)
+    return shutil.which("gcc") or shutil.which("clang")
 
 
 def cxx_compiler() -> str | None:

@@ -17,6 +17,7 @@ are closed by then, leaves at once instead (`compiling`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from mirage_lsd.models.builtin.cache import KVCache
-from mirage_lsd.models.builtin.cuda_graph import GraphedNet, graphs_enabled
+from mirage_lsd.models.builtin.cuda_graph import BUILD_LOCK, GraphedNet, graphs_enabled
 from mirage_lsd.models.builtin.network import LSDNet, NetOutput
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,7 @@ class BackgroundCompiler:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _graphed(self, compiled: NetFn, args: tuple[object, ...]) -> NetFn:
-        """On a GPU, `compiled` as a CUDA graph; as it is if capturing fails."""
-        if next(self.net.parameters()).device.type != "cuda" or not graphs_enabled():
-            return compiled
+        """`compiled` as a CUDA graph; as it is if capturing fails."""
         try:
             return GraphedNet(compiled, args)
         except Exception as exc:
@@ -93,10 +92,13 @@ class BackgroundCompiler:
         t0 = time.perf_counter()
         try:
             compiled = torch.compile(self.net, dynamic=False)
+            on_gpu = next(self.net.parameters()).device.type == "cuda"
             with torch.inference_mode(), self.autocast():
                 args = dummy_inputs(self.net, size)
-                compiled(*args)  # compiles for exactly these shapes
-                compiled = self._graphed(compiled, args)
+                with BUILD_LOCK if on_gpu else contextlib.nullcontext():  # see cuda_graph
+                    compiled(*args)  # compiles for exactly these shapes
+                    if on_gpu and graphs_enabled():
+                        compiled = self._graphed(compiled, args)
             with self._lock:
                 self._ready[size] = compiled
             log.info("compiled the network for %dx%d in %.1f s", size[1], size[0], _since(t0))

@@ -2,16 +2,21 @@
 
 Why: on a GPU the built-in network is a few hundred small kernels, and launching them
 from Python costs several times what they run. On an H200 at 1280x720 (a 256x144
-denoiser image), fp16: 5.3 ms eager, 1.9 ms compiled, 0.48 ms compiled and replayed as
-a graph (`benchmarks/gpu_check.py --parts profile`).
+denoiser image), fp16, the network alone: 5.3 ms eager, 1.9 ms compiled, 0.48 ms with
+torch.compile's own CUDA graphs; with this module's graph the engine's model stage went
+from 8.1-8.9 ms compiled to 5.5-5.9 ms (benchmarks/RESULTS.md, "On a GPU").
 
 Why not `torch.compile(mode="reduce-overhead")`: its graph trees assert when called from
 several threads (pytorch/pytorch#123177), and a stream's model runs on the engine's
 inference thread while the network is compiled on another. Here the graph is captured
 once the network is compiled, on the compiling thread, into static input buffers; each
 call copies its inputs in, replays, and clones the outputs out (the next replay would
-overwrite them). A lock makes streams of the same size that share the model take turns.
-If capturing fails, the network runs as compiled, without a graph (logged once).
+overwrite them). A lock makes streams of the same size that share the model take turns;
+they all run on the default CUDA stream, so the clones are queued before the next
+replay's copies. Only one capture may be under way in a process, and a first compiled
+call (Inductor tunes with device-wide syncs) would break one: `BUILD_LOCK` keeps each
+size's first call and capture apart from another's. If capturing fails, the network
+runs as compiled, without a graph (logged once).
 
 `MIRAGE_LSD_CUDA_GRAPHS=0` turns graphs off (to compare, or to rule them out).
 """
@@ -32,6 +37,7 @@ from mirage_lsd.models.builtin.network import NetOutput
 GRAPHS_ENV = "MIRAGE_LSD_CUDA_GRAPHS"
 WARMUP_CALLS = 2  # on a side stream before capture, as CUDA graphs need
 NetFn = Callable[..., NetOutput]
+BUILD_LOCK = threading.Lock()  # one first compiled call or capture at a time, per process
 
 
 def graphs_enabled() -> bool:
@@ -47,7 +53,12 @@ class GraphedNet:
         self.fn = fn
         self._lock = threading.Lock()
         self._signature = signature(example)
-        self._inputs = [t.clone() for t in tensors(example)]  # the static buffers it reads
+        # the static buffers it reads, with the example's strides: the compiled network
+        # guards on them, and other strides would compile it again
+        self._inputs = [
+            torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t)
+            for t in tensors(example)
+        ]
         static = with_tensors(example, self._inputs)
         with torch.cuda.device(self._inputs[0].device):
             side = torch.cuda.Stream()
@@ -55,12 +66,13 @@ class GraphedNet:
             with torch.cuda.stream(side):  # kernels are loaded and tuned outside the capture
                 for _ in range(WARMUP_CALLS):
                     fn(*static)
-            torch.cuda.current_stream().wait_stream(side)
+            side.synchronize()
             self._graph = torch.cuda.CUDAGraph()
+            # on the model's device (the default capture stream is on the first one used);
             # thread_local: a stream running eagerly meanwhile on another thread is no error
-            with torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(self._graph, stream=side, capture_error_mode="thread_local"):
                 self._out: NetOutput = fn(*static)  # the static outputs it writes
-            torch.cuda.current_stream().synchronize()
+            side.synchronize()
 
     def __call__(self, *args: object) -> NetOutput:
         if signature(args) != self._signature:
