@@ -187,6 +187,39 @@ def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
     assert_one_line(err)
 
 
+@pytest.mark.parametrize(("sar", "stored_width"), [((2, 1), 320), ((2, 3), 960)])
+def test_anamorphic_video_comes_with_square_pixels(
+    media: Path, tmp_path: Path, sar: tuple[int, int], stored_width: int
+) -> None:
+    """DVD and broadcast video store frames whose pixels are not square (a 640x480
+    picture as 320x480 pixels twice as wide); players, and our sources, widen them back."""
+    shown = first_frames(media / "walk.mkv", 5)  # 640x480, the way it should look
+    stored = [
+        cv2.resize(image, (stored_width, 480), interpolation=cv2.INTER_AREA) for image in shown
+    ]
+    clip = tmp_path / "anamorphic.mp4"
+    with av.open(str(clip), "w") as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
+        video.width, video.height, video.pix_fmt = stored_width, 480, "yuv420p"
+        video.codec_context.sample_aspect_ratio = Fraction(*sar)
+        for i, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    with av.open(str(clip)) as container:  # what the sources must undo
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(*sar)
+    with http_server(tmp_path, _RangeHandler) as (base, _):  # a file, and served over HTTP
+        for source in (VideoFileSource(clip), NetworkSource(f"{base}/{clip.name}")):
+            assert source.size == (480, 640)
+            frames = drain(source)
+            assert [f.image.shape for f in frames] == [(480, 640, 3)] * 5
+            assert all(f.image.flags.c_contiguous for f in frames)
+            for frame, want in zip(frames, shown, strict=True):
+                error = np.abs(frame.image.astype(np.float32) - want.astype(np.float32)).mean()
+                assert error < 6, error
+
+
 @pytest.mark.parametrize("degrees", [90, -90, 180])
 def test_a_rotated_phone_clip_comes_upright(media: Path, tmp_path: Path, degrees: int) -> None:
     """Phones store portrait video as landscape frames plus a display rotation."""

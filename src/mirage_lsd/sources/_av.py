@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -93,9 +94,38 @@ def decode_frames(
         yield from frames
 
 
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, C-contiguous (PyAV returns a padded view for some widths)."""
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+def pixel_aspect(stream: VideoStream, name: str) -> Fraction | None:
+    """The stream's pixel aspect ratio (SAR) when its pixels are not square, else None.
+
+    DVDs, broadcast and some camera formats store frames whose pixels are wider or
+    narrower than tall (720x576 shown as 16:9); players scale them to square pixels,
+    and so do our sources (`to_rgb`), or the look would be drawn on a squashed picture.
+    """
+    sar = stream.sample_aspect_ratio
+    if not sar or sar == 1:
+        return None
+    if not 0.1 <= sar <= 10:
+        log.warning("%s: ignoring a pixel aspect ratio of %s (out of range)", name, sar)
+        return None
+    shown = f"{display_width(stream.width, sar)}x{stream.height}" if stream.width else "fit"
+    log.info("%s: pixels %s (not square): frames scaled to %s", name, sar, shown)
+    return Fraction(sar)
+
+
+def display_width(width: int, sar: Fraction | None) -> int:
+    """The width a frame `width` pixels wide shows at with square pixels (even, >= 2)."""
+    if sar is None:
+        return width
+    return max(2, round(width * sar / 2) * 2)
+
+
+def to_rgb(frame: av.VideoFrame, sar: Fraction | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, C-contiguous (PyAV returns a padded view for some widths);
+    with `sar`, scaled to square pixels in the same conversion."""
+    if sar is None:
+        return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+    width = display_width(frame.width, sar)
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=width, height=frame.height))
 
 
 def frame_rate(stream: VideoStream) -> float | None:

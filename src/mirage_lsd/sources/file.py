@@ -17,7 +17,9 @@ from mirage_lsd.frame import Frame
 from mirage_lsd.sources._av import (
     decode_frames,
     describe,
+    display_width,
     frame_rate,
+    pixel_aspect,
     quarter_turns,
     set_decoder_threads,
     to_rgb,
@@ -36,7 +38,8 @@ class VideoFileSource(Source):
     """Frames of the first video stream of a media file (cover art is not video).
 
     Frames come upright: a display rotation in the file (phones record portrait video
-    as landscape frames plus a rotation) is applied, as players do.
+    as landscape frames plus a rotation) is applied, as players do; and with square
+    pixels: frames whose pixels are not (anamorphic video) are widened or narrowed.
     `realtime=True` (or `pace()`) hands frames out at the pace of their timestamps, so a
     file can stand in for a live camera (and the source reports `live`). `loop=True`
     starts over at the end, with indices and pts that keep increasing (benchmarks).
@@ -47,6 +50,7 @@ class VideoFileSource(Source):
         self.path = Path(path)
         self.loop = loop
         self._container, self._stream = self._open()
+        self._sar = pixel_aspect(self._stream, str(self.path))  # None: square pixels
         self.fps = frame_rate(self._stream)
         self.frame_count = self._stream.frames or None
         self.duration_s = video_duration(self._container, self._stream)
@@ -70,6 +74,7 @@ class VideoFileSource(Source):
         height, width = (
             (first.height, first.width) if first else (self._stream.height, self._stream.width)
         )
+        width = display_width(width, self._sar)
         self.size = (width, height) if self._turns % 2 else (height, width)
         if self._turns:
             log.info("%s: turning frames %d degrees upright", self.path, 90 * self._turns)
@@ -121,7 +126,7 @@ class VideoFileSource(Source):
     def recv(self) -> Frame:
         frame = self._pending if self._pending is not None else self._next_frame()
         self._pending = None
-        image, pts = to_rgb(frame), self._timeline(frame.time)
+        image, pts = to_rgb(frame, self._sar), self._timeline(frame.time)
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))
         if self._pacer is not None:

@@ -16,7 +16,9 @@ from mirage_lsd.frame import Frame
 from mirage_lsd.sources._av import (
     decode_frames,
     describe,
+    display_width,
     frame_rate,
+    pixel_aspect,
     quarter_turns,
     set_decoder_threads,
     to_rgb,
@@ -115,7 +117,12 @@ class NetworkSource(Source):
                 "Check the address and that the stream is running"
             ) from exc
         self.fps = frame_rate(stream)
-        self.size = (stream.height, stream.width) if stream.width and stream.height else None
+        self._sar = pixel_aspect(stream, self.name)  # None: square pixels (kept on reconnects)
+        self.size = (
+            (stream.height, display_width(stream.width, self._sar))
+            if stream.width and stream.height
+            else None
+        )
         self._end_s = video_end(self._container, stream)  # None: a live stream
         self.duration_s = video_duration(self._container, stream)
         self.live = self._end_s is None
@@ -144,7 +151,7 @@ class NetworkSource(Source):
             self._open_error = exc
         self._turns = quarter_turns(self._pending)
         if self._pending is not None:
-            height, width = self._pending.height, self._pending.width
+            height, width = self._pending.height, display_width(self._pending.width, self._sar)
             self.size = (width, height) if self._turns % 2 else (height, width)
 
     def _connect(self) -> tuple[InputContainer, VideoStream]:
@@ -255,7 +262,7 @@ class NetworkSource(Source):
         pts = self._timeline(frame.time)
         if self._pacer is not None:
             self.counters.paced_s += self._pacer.wait_until(pts)
-        image = to_rgb(frame)
+        image = to_rgb(frame, self._sar)
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))
         out = Frame(image, self._index, pts)
