@@ -1,11 +1,12 @@
-"""What a model that holds the GIL costs the engine's other threads.
+"""What a model step that holds the GIL costs the engine's other threads: a worst case.
 
-An eager model on a GPU spends its step in Python, launching kernels, and holds the GIL
-nearly all of it; the engine decodes the next frame on another thread, which needs the
-GIL too. This stands in for such a model with `--busy-ms` of pure-Python work per frame
-and reports, in bench mode on a real clip: the step alone, the model stage in the engine,
-the decode stage, and the frame period (1000 / FPS). If decode overlapped the model, the
-period would be the model stage; the excess is the other threads' GIL-held work.
+The engine decodes the next frame on its capture thread while the inference thread runs
+the model; both need the GIL. A pure-Python step (`--busy-ms` of it per frame) holds it
+throughout: a real step holds it less (each torch op lets it go while it runs), so this
+bounds the effect from above. Reported in bench mode on a real clip: the step alone, the
+model, preprocess and postprocess stages (all on the inference thread), the decode
+stage, and the frame period (1000 / FPS). If decode overlapped the model fully, the
+period would be the inference thread's stages; the excess is the GIL's doing.
 
     python benchmarks/engine_gil.py ../shared/media/bottle-detection.mp4 --busy-ms 0 3 6
 """
@@ -59,6 +60,7 @@ def measure(clip: str, size: tuple[int, int], ms: float, frames: int) -> dict[st
         "model_stage_ms": stats.stages_ms["model"],
         "decode_ms": stats.stages_ms["decode"],
         "preprocess_ms": stats.stages_ms["preprocess"],
+        "postprocess_ms": stats.stages_ms["postprocess"],
         "period_ms": round(1000.0 / stats.fps, 3),
         "fps": round(stats.fps, 1),
     }

@@ -1,11 +1,15 @@
-"""When the built-in model compiles without being told: on CPU or CUDA with a C++ compiler.
+"""When the built-in model compiles without being told: on CPU with a C++ compiler, on
+CUDA where Triton can build its launcher.
 
 `tests/conftest.py` sets MIRAGE_LSD_COMPILE=0 for the suite; these tests set it back.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +26,23 @@ def test_cpu_with_a_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not compile_by_default("mps")  # unmeasured there: off unless asked
 
 
-def test_cuda_with_a_c_compiler_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Triton, which torch.compile uses on CUDA, builds its launcher with a C compiler."""
+def test_cuda_compiles_where_triton_can_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton, which torch.compile uses on CUDA, builds its launcher with a C compiler
+    against Python's headers; without Triton (Windows wheels) there is no compiling."""
     monkeypatch.delenv(COMPILE_ENV)
     monkeypatch.setenv("CC", sys.executable)
     monkeypatch.setenv("CXX", "no-such-compiler-mirage-lsd")
-    assert compile_by_default("cuda") and not compile_by_default("cpu")
+    found = {"triton": True}
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: object() if name == "triton" and found["triton"] else
+        None if name == "triton" else real_find_spec(name, *a),
+    )  # fmt: skip
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+    assert compile_by_default("cuda") is headers and not compile_by_default("cpu")
+    found["triton"] = False
+    assert not compile_by_default("cuda")
 
 
 def test_no_compiler_means_no_compile(monkeypatch: pytest.MonkeyPatch) -> None:

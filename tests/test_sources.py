@@ -187,21 +187,26 @@ def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
     assert_one_line(err)
 
 
-@pytest.mark.parametrize(("sar", "stored_width"), [((2, 1), 320), ((2, 3), 960)])
+@pytest.mark.parametrize(("sar", "degrees"), [((2, 1), 0), ((2, 3), 0), ((2, 1), 90)])
 def test_anamorphic_video_comes_with_square_pixels(
-    media: Path, tmp_path: Path, sar: tuple[int, int], stored_width: int
+    media: Path, tmp_path: Path, sar: tuple[int, int], degrees: int
 ) -> None:
     """DVD and broadcast video store frames whose pixels are not square (a 640x480
-    picture as 320x480 pixels twice as wide); players, and our sources, widen them back."""
+    picture as 320x480 pixels twice as wide); players, our sources and the training
+    data widen them back, before a display rotation (the SAR is the stored frame's)."""
+    from mirage_lsd.training.data import _read_media
+
     shown = first_frames(media / "walk.mkv", 5)  # 640x480, the way it should look
-    stored = [
-        cv2.resize(image, (stored_width, 480), interpolation=cv2.INTER_AREA) for image in shown
-    ]
+    turned = [np.rot90(image, -degrees // 90) for image in shown]  # as a phone stores it
+    height, width = turned[0].shape[:2]
+    stored_width = round(width / Fraction(*sar))  # the same picture in wider/narrower pixels
+    stored = [cv2.resize(im, (stored_width, height), interpolation=cv2.INTER_AREA) for im in turned]
     clip = tmp_path / "anamorphic.mp4"
     with av.open(str(clip), "w") as out:
         video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
-        video.width, video.height, video.pix_fmt = stored_width, 480, "yuv420p"
+        video.width, video.height, video.pix_fmt = stored_width, height, "yuv420p"
         video.codec_context.sample_aspect_ratio = Fraction(*sar)
+        video.set_display_rotation(degrees)
         for i, image in enumerate(stored):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
@@ -209,15 +214,20 @@ def test_anamorphic_video_comes_with_square_pixels(
         out.mux(video.encode())
     with av.open(str(clip)) as container:  # what the sources must undo
         assert container.streams.video[0].sample_aspect_ratio == Fraction(*sar)
+
+    def close_to_shown(images: list[np.ndarray]) -> None:
+        assert [im.shape for im in images] == [(480, 640, 3)] * 5
+        for image, want in zip(images, shown, strict=True):
+            error = np.abs(image.astype(np.float32) - want.astype(np.float32)).mean()
+            assert error < 6, error
+
     with http_server(tmp_path, _RangeHandler) as (base, _):  # a file, and served over HTTP
         for source in (VideoFileSource(clip), NetworkSource(f"{base}/{clip.name}")):
             assert source.size == (480, 640)
             frames = drain(source)
-            assert [f.image.shape for f in frames] == [(480, 640, 3)] * 5
             assert all(f.image.flags.c_contiguous for f in frames)
-            for frame, want in zip(frames, shown, strict=True):
-                error = np.abs(frame.image.astype(np.float32) - want.astype(np.float32)).mean()
-                assert error < 6, error
+            close_to_shown([f.image for f in frames])
+    close_to_shown(_read_media(clip, 5, 480))  # short side 480: the size shown
 
 
 @pytest.mark.parametrize("degrees", [90, -90, 180])

@@ -86,7 +86,7 @@ def compile_by_default(device: str) -> bool:
     """Whether the built-in model compiles its network when the caller did not say.
 
     Yes on CPU when a C++ compiler is on PATH (Inductor's CPU code needs one), and on
-    CUDA when a C compiler is (Triton builds its launcher with one): compiling runs on a
+    CUDA when Triton can build its launcher (`triton_buildable`): compiling runs on a
     background thread and cuts the network's time by about a third on 2 CPU cores; on
     CUDA, replayed as a CUDA graph, it halved a 720p step's time on an H200
     (benchmarks/RESULTS.md, "On a GPU").
@@ -100,8 +100,18 @@ def compile_by_default(device: str) -> bool:
     if env:
         raise UserError(f"{COMPILE_ENV} must be 0 or 1, got '{env}'")
     if device.startswith("cuda"):
-        return c_compiler() is not None
+        return triton_buildable()
     return device.startswith("cpu") and cxx_compiler() is not None
+
+
+def triton_buildable() -> bool:
+    """Whether torch.compile's CUDA backend can work here: Triton installed (no Windows
+    wheels ship it), a C compiler, and Python's headers, which its launcher includes."""
+    import sysconfig
+
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    found = importlib.util.find_spec("triton") is not None
+    return found and c_compiler() is not None and headers.is_file()
 
 
 def c_compiler() -> str | None:

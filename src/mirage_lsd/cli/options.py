@@ -13,7 +13,7 @@ CompileOpt = Annotated[
         help="torch.compile the model (default: the built-in model on CPU and CUDA, in the"
         " background, ~1.5x once ready on CPU, ~2x on CUDA as a CUDA graph, but `run` not"
         " for an input under 3000 frames, which ends before it pays off; needs a C++"
-        " compiler).",
+        " compiler on CPU, Triton and a C compiler on CUDA).",
         show_default=False,
     ),
 ]

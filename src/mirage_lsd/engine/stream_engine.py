@@ -68,8 +68,8 @@ class StreamEngine:
             background thread; the stream runs uncompiled until it is ready (~40 s the
             first time on 2 cores, seconds from then on), then about 1.5x faster on CPU
             (about 2x on CUDA, replayed as a CUDA graph). None (the default): yes for the
-            built-in model on CPU or CUDA when a C++ compiler is found
-            (`MIRAGE_LSD_COMPILE=0|1` overrides), no otherwise.
+            built-in model on CPU when a C++ compiler is found, on CUDA when Triton and
+            a C compiler are (`MIRAGE_LSD_COMPILE=0|1` overrides), no otherwise.
         downscale: the built-in model denoises a frame / `downscale` image; None picks it
             per size (4, its trained value, up to about 40,000 pixels; 5 at 1280x720).
     """

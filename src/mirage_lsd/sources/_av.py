@@ -100,21 +100,25 @@ def pixel_aspect(stream: VideoStream, name: str) -> Fraction | None:
     DVDs, broadcast and some camera formats store frames whose pixels are wider or
     narrower than tall (720x576 shown as 16:9); players scale them to square pixels,
     and so do our sources (`to_rgb`), or the look would be drawn on a squashed picture.
+    The first SAR is kept for the whole stream (its frame size is fixed). Real ones lie
+    between about 1:2 and 2:1; one outside 1:4 to 4:1 is taken for a broken header.
     """
     sar = stream.sample_aspect_ratio
     if not sar or sar == 1:
         return None
-    if not 0.1 <= sar <= 10:
+    if not Fraction(1, 4) <= sar <= 4:
         log.warning("%s: ignoring a pixel aspect ratio of %s (out of range)", name, sar)
         return None
-    shown = f"{display_width(stream.width, sar)}x{stream.height}" if stream.width else "fit"
-    log.info("%s: pixels %s (not square): frames scaled to %s", name, sar, shown)
-    return Fraction(sar)
+    sar = Fraction(sar)
+    width, height = stream.width, stream.height
+    shown = f"{width}x{height} shown as {display_width(width, sar)}x{height}" if width else ""
+    log.info("%s: pixels %d:%d (not square) %s", name, sar.numerator, sar.denominator, shown)
+    return sar
 
 
 def display_width(width: int, sar: Fraction | None) -> int:
     """The width a frame `width` pixels wide shows at with square pixels (even, >= 2)."""
-    if sar is None:
+    if sar is None or width <= 0:
         return width
     return max(2, round(width * sar / 2) * 2)
 

@@ -168,14 +168,21 @@ def _still(name: str) -> np.ndarray:
 
 def _read_media(path: Path, max_frames: int, short_side: int) -> list[np.ndarray]:
     """The first `max_frames` RGB frames of a video or image file, each resized to
-    `short_side` as it is decoded (a 4K clip never sits in memory whole); [] if unreadable."""
+    `short_side` as it is decoded (a 4K clip never sits in memory whole); [] if unreadable.
+    Frames come as the sources give them at run time: upright, with square pixels."""
     import av
+
+    from mirage_lsd.sources._av import pixel_aspect, quarter_turns, to_rgb
 
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
+            sar = pixel_aspect(container.streams.video[0], str(path))
             for frame in container.decode(video=0):
-                frames.append(_fit(frame.to_ndarray(format="rgb24"), short_side))
+                image = to_rgb(frame, sar)
+                if turns := quarter_turns(frame):
+                    image = np.rot90(image, turns)
+                frames.append(_fit(image, short_side))
                 if len(frames) == max_frames:
                     break
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
