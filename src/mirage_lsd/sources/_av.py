@@ -9,6 +9,7 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.container import InputContainer
+from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from mirage_lsd.sources.base import SourceCounters
@@ -99,7 +100,7 @@ def pixel_aspect(stream: VideoStream, name: str) -> Fraction | None:
 
     DVDs, broadcast and some camera formats store frames whose pixels are wider or
     narrower than tall (720x576 shown as 16:9); players scale them to square pixels,
-    and so do our sources (`to_rgb`), or the look would be drawn on a squashed picture.
+    and so do our sources (`RgbConverter`), or the look would be drawn on a squashed picture.
     The first SAR is kept for the whole stream (its frame size is fixed). Real ones lie
     between about 1:2 and 2:1; one outside 1:4 to 4:1 is taken for a broken header.
     """
@@ -123,13 +124,25 @@ def display_width(width: int, sar: Fraction | None) -> int:
     return max(2, round(width * sar / 2) * 2)
 
 
-def to_rgb(frame: av.VideoFrame, sar: Fraction | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, C-contiguous (PyAV returns a padded view for some widths);
-    with `sar`, scaled to square pixels in the same conversion."""
-    if sar is None:
-        return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-    width = display_width(frame.width, sar)
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=width, height=frame.height))
+class RgbConverter:
+    """Decoded frames to (H, W, 3) uint8 RGB, C-contiguous, with square pixels (`sar`).
+
+    Through one swscale context on one thread. Why: `frame.to_ndarray()` makes a context
+    per frame, threaded over every core; on 2 vCPUs this is 0.12 against 0.17-0.20 ms a
+    640x360/640x480 frame, with identical pixels (benchmarks/RESULTS.md, "The RGB
+    conversion of decoded frames"). One per source: a context is not thread-safe.
+    """
+
+    def __init__(self, sar: Fraction | None = None) -> None:
+        self.sar = sar
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        width = display_width(frame.width, self.sar)
+        rgb = self._reformatter.reformat(
+            frame, width=width, height=frame.height, format="rgb24", threads=1
+        )
+        return np.ascontiguousarray(rgb.to_ndarray())  # PyAV pads some widths
 
 
 def frame_rate(stream: VideoStream) -> float | None:

@@ -15,6 +15,7 @@ from av.video.stream import VideoStream
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
 from mirage_lsd.sources._av import (
+    RgbConverter,
     decode_frames,
     describe,
     display_width,
@@ -22,7 +23,6 @@ from mirage_lsd.sources._av import (
     pixel_aspect,
     quarter_turns,
     set_decoder_threads,
-    to_rgb,
     video_duration,
     video_streams,
 )
@@ -51,6 +51,7 @@ class VideoFileSource(Source):
         self.loop = loop
         self._container, self._stream = self._open()
         self._sar = pixel_aspect(self._stream, str(self.path))  # None: square pixels
+        self._rgb = RgbConverter(self._sar)
         self.fps = frame_rate(self._stream)
         self.frame_count = self._stream.frames or None
         self.duration_s = video_duration(self._container, self._stream)
@@ -126,7 +127,7 @@ class VideoFileSource(Source):
     def recv(self) -> Frame:
         frame = self._pending if self._pending is not None else self._next_frame()
         self._pending = None
-        image, pts = to_rgb(frame, self._sar), self._timeline(frame.time)
+        image, pts = self._rgb(frame), self._timeline(frame.time)
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))
         if self._pacer is not None:

@@ -14,6 +14,7 @@ from av.video.stream import VideoStream
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
 from mirage_lsd.sources._av import (
+    RgbConverter,
     decode_frames,
     describe,
     display_width,
@@ -21,7 +22,6 @@ from mirage_lsd.sources._av import (
     pixel_aspect,
     quarter_turns,
     set_decoder_threads,
-    to_rgb,
     video_duration,
     video_end,
     video_streams,
@@ -118,6 +118,7 @@ class NetworkSource(Source):
             ) from exc
         self.fps = frame_rate(stream)
         self._sar = pixel_aspect(stream, self.name)  # None: square pixels (kept on reconnects)
+        self._rgb = RgbConverter(self._sar)
         self.size = (
             (stream.height, display_width(stream.width, self._sar))
             if stream.width and stream.height
@@ -262,7 +263,7 @@ class NetworkSource(Source):
         pts = self._timeline(frame.time)
         if self._pacer is not None:
             self.counters.paced_s += self._pacer.wait_until(pts)
-        image = to_rgb(frame, self._sar)
+        image = self._rgb(frame)
         if self._turns:
             image = np.ascontiguousarray(np.rot90(image, self._turns))
         out = Frame(image, self._index, pts)

@@ -172,14 +172,14 @@ def _read_media(path: Path, max_frames: int, short_side: int) -> list[np.ndarray
     Frames come as the sources give them at run time: upright, with square pixels."""
     import av
 
-    from mirage_lsd.sources._av import pixel_aspect, quarter_turns, to_rgb
+    from mirage_lsd.sources._av import RgbConverter, pixel_aspect, quarter_turns
 
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
-            sar = pixel_aspect(container.streams.video[0], str(path))
+            to_rgb = RgbConverter(pixel_aspect(container.streams.video[0], str(path)))
             for frame in container.decode(video=0):
-                image = to_rgb(frame, sar)
+                image = to_rgb(frame)
                 if turns := quarter_turns(frame):
                     image = np.rot90(image, turns)
                 frames.append(_fit(image, short_side))
