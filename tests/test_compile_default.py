@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
+from mirage_lsd import device
 from mirage_lsd.device import COMPILE_ENV, compile_by_default
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.builtin.model import BuiltinModel
@@ -39,8 +39,11 @@ def test_cuda_compiles_where_triton_can_build(monkeypatch: pytest.MonkeyPatch) -
         lambda name, *a: object() if name == "triton" and found["triton"] else
         None if name == "triton" else real_find_spec(name, *a),
     )  # fmt: skip
-    headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
-    assert compile_by_default("cuda") is headers and not compile_by_default("cpu")
+    monkeypatch.setattr(device, "python_headers", lambda: Path("Python.h"))
+    assert compile_by_default("cuda") and not compile_by_default("cpu")
+    monkeypatch.setattr(device, "python_headers", lambda: None)  # no python3-dev
+    assert not compile_by_default("cuda")
+    monkeypatch.setattr(device, "python_headers", lambda: Path("Python.h"))
     found["triton"] = False
     assert not compile_by_default("cuda")
 

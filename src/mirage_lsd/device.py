@@ -107,11 +107,19 @@ def compile_by_default(device: str) -> bool:
 def triton_buildable() -> bool:
     """Whether torch.compile's CUDA backend can work here: Triton installed (no Windows
     wheels ship it), a C compiler, and Python's headers, which its launcher includes."""
+    found = importlib.util.find_spec("triton") is not None
+    return found and c_compiler() is not None and python_headers() is not None
+
+
+def python_headers() -> Path | None:
+    """Python.h where Triton's launcher build looks for it (Debian's `posix_local`
+    scheme read as `posix_prefix`, as Triton does), or Python's own include folder."""
     import sysconfig
 
-    headers = Path(sysconfig.get_paths()["include"], "Python.h")
-    found = importlib.util.find_spec("triton") is not None
-    return found and c_compiler() is not None and headers.is_file()
+    scheme = sysconfig.get_default_scheme()
+    scheme = "posix_prefix" if scheme == "posix_local" else scheme
+    folders = [sysconfig.get_paths(scheme=scheme)["include"], sysconfig.get_config_var("INCLUDEPY")]
+    return next((Path(f, "Python.h") for f in folders if f and Path(f, "Python.h").is_file()), None)
 
 
 def c_compiler() -> str | None:

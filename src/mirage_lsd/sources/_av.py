@@ -124,13 +124,18 @@ def display_width(width: int, sar: Fraction | None) -> int:
     return max(2, round(width * sar / 2) * 2)
 
 
+ONE_THREAD_PIXELS = 1920 * 1088  # up to 1080p one thread converts faster than many
+
+
 class RgbConverter:
     """Decoded frames to (H, W, 3) uint8 RGB, C-contiguous, with square pixels (`sar`).
 
-    Through one swscale context on one thread. Why: `frame.to_ndarray()` makes a context
-    per frame, threaded over every core; on 2 vCPUs this is 0.12 against 0.17-0.20 ms a
-    640x360/640x480 frame, with identical pixels (benchmarks/RESULTS.md, "The RGB
-    conversion of decoded frames"). One per source: a context is not thread-safe.
+    Through one swscale context, on one thread up to 1080p. Why: `frame.to_ndarray()`
+    makes a context per frame, threaded over every core; on 2 vCPUs this is 0.12 against
+    0.17-0.20 ms a 640x360/640x480 frame and 0.64 against 0.72 ms at 1920x1080, with
+    identical pixels; at 3840x2160 threads pay (2.38 against 2.85 ms), so bigger frames
+    keep them (benchmarks/RESULTS.md, "The RGB conversion of decoded frames"). One per
+    source: a context is not thread-safe.
     """
 
     def __init__(self, sar: Fraction | None = None) -> None:
@@ -139,8 +144,9 @@ class RgbConverter:
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         width = display_width(frame.width, self.sar)
+        threads = 1 if frame.width * frame.height <= ONE_THREAD_PIXELS else 0  # 0: automatic
         rgb = self._reformatter.reformat(
-            frame, width=width, height=frame.height, format="rgb24", threads=1
+            frame, width=width, height=frame.height, format="rgb24", threads=threads
         )
         return np.ascontiguousarray(rgb.to_ndarray())  # PyAV pads some widths
 

@@ -178,9 +178,11 @@ def _read_media(path: Path, max_frames: int, short_side: int) -> list[np.ndarray
     try:
         with av.open(str(path)) as container:
             to_rgb = RgbConverter(pixel_aspect(container.streams.video[0], str(path)))
+            turns = None  # the first frame's display rotation, as the sources keep it
             for frame in container.decode(video=0):
+                turns = quarter_turns(frame) if turns is None else turns
                 image = to_rgb(frame)
-                if turns := quarter_turns(frame):
+                if turns:
                     image = np.rot90(image, turns)
                 frames.append(_fit(image, short_side))
                 if len(frames) == max_frames:
