@@ -661,6 +661,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         ModelConfig.from_dict({"kernel": 4})
     with pytest.raises(ConfigError, match=r"model\.experts"):
         ModelConfig.from_dict({"experts": -2})
+    with pytest.raises(ConfigError, match=r"model\.experts must be 0 or >= 2, got 1"):
+        ModelConfig.from_dict({"experts": 1})  # one weight set: the plain network
     with pytest.raises(ConfigError, match=r"model\.grade_knots"):
         ModelConfig.from_dict({"grade_knots": 1})
     bad = tmp_path / "bad.yaml"

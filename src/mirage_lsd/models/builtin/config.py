@@ -105,8 +105,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.palette_colours must be 0 or >= 2, got {self.palette_colours}"
             )
-        if self.experts < 0:
-            raise ConfigError(f"model.experts must be >= 0, got {self.experts}")
+        if self.experts < 0 or self.experts == 1:  # one weight set is the plain network
+            raise ConfigError(f"model.experts must be 0 or >= 2, got {self.experts}")
         if self.grade_knots < 0 or self.grade_knots == 1:
             raise ConfigError(f"model.grade_knots must be 0 or >= 2, got {self.grade_knots}")
         if self.grade_grid < 0 or self.grade_grid == 1:
