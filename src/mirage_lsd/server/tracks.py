@@ -26,6 +26,7 @@ from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamEr
 
 from mirage_lsd.engine.stats import StatsRecorder
 from mirage_lsd.engine.stream_engine import StreamEngine
+from mirage_lsd.sources._av import RgbConverter
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class TransformTrack(MediaStreamTrack):
         self.error: BaseException | None = None
         self._first_capture: float | None = None  # the output clock's zero
         self._last_pts = -1
+        self._rgb = RgbConverter()  # one swscale context for the session (its one model thread)
 
     def stop(self) -> None:
         super().stop()
@@ -178,7 +180,7 @@ class TransformTrack(MediaStreamTrack):
     def _transform(self, frame: av.VideoFrame) -> tuple[av.VideoFrame, dict[str, float]]:
         """Runs in the model thread: decode to RGB, model, back to a video frame."""
         t0 = time.perf_counter()
-        image = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+        image = self._rgb(frame)  # (H, W, 3) uint8
         t1 = time.perf_counter()
         result = self._engine.process(image)
         t2 = time.perf_counter()
