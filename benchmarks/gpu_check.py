@@ -8,7 +8,8 @@ Parts, run in the order given (the most wanted first, in case time runs out):
   1280x720 and 512x512, fp16 (the default on CUDA) and float32 uncompiled, fp16
   compiled; the issue's target is 1280x720 >= 300 FPS in fp16;
 - `graphs`: compiled fp16 with and without the CUDA graph (MIRAGE_LSD_CUDA_GRAPHS),
-  alternated, and once under a 0.5 ms GIL switch interval;
+  alternated, once under a 0.5 ms GIL switch interval, and the issue's command with the
+  default settings (which should compile and use the graph: see `compiled`);
 - `profile`: a 720p fp16 model step's time, eager and compiled, and torch.profiler's
   table of it (`*_profile.txt` beside `--out`);
 - `diffusers`: an sd-turbo-shaped pipeline through the engine at 512x512, 1 and 2 steps
@@ -111,6 +112,7 @@ def bench(
         "p95_ms": data["latency_ms"]["p95"],
         "stages_ms": data["stages_ms"],
         "dtype": data["dtype"],
+        "compiled": data["compile"],
     }
 
 
@@ -303,6 +305,8 @@ def run_graphs(out: Path, clip: Path, dev: list[str], frames: int) -> None:
                    **bench(clip, *dev, "--size", size, *flags, frames=frames, env=env))  # fmt: skip
     row = bench(clip, *dev, "--size", "1280x720", *flags, frames=frames, switch=0.0005)
     report(out, check="built-in graphs, GIL switch 0.5 ms", size="1280x720", **row)
+    row = bench(clip, *dev, "--size", "1280x720", "--steps", "1", frames=frames)
+    report(out, check="built-in, the issue's command (default settings)", size="1280x720", **row)
 
 
 def run_train(out: Path, device: str, steps: int) -> None:
