@@ -187,6 +187,26 @@ def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
     assert_one_line(err)
 
 
+def write_stored_clip(
+    path: Path, stored: list[np.ndarray], degrees: int, sar: Fraction | None = None
+) -> Path:
+    """An H.264 clip of frames as a device stores them, with a display rotation and a
+    pixel aspect ratio in its headers for a player (or a source) to apply."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
+        video.height, video.width = stored[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        if sar is not None:
+            video.codec_context.sample_aspect_ratio = sar
+        video.set_display_rotation(degrees)
+        for i, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    return path
+
+
 @pytest.mark.parametrize(("sar", "degrees"), [((2, 1), 0), ((2, 3), 0), ((2, 1), 90)])
 def test_anamorphic_video_comes_with_square_pixels(
     media: Path, tmp_path: Path, sar: tuple[int, int], degrees: int
@@ -201,17 +221,7 @@ def test_anamorphic_video_comes_with_square_pixels(
     height, width = turned[0].shape[:2]
     stored_width = round(width / Fraction(*sar))  # the same picture in wider/narrower pixels
     stored = [cv2.resize(im, (stored_width, height), interpolation=cv2.INTER_AREA) for im in turned]
-    clip = tmp_path / "anamorphic.mp4"
-    with av.open(str(clip), "w") as out:
-        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
-        video.width, video.height, video.pix_fmt = stored_width, height, "yuv420p"
-        video.codec_context.sample_aspect_ratio = Fraction(*sar)
-        video.set_display_rotation(degrees)
-        for i, image in enumerate(stored):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode())
+    clip = write_stored_clip(tmp_path / "anamorphic.mp4", stored, degrees, Fraction(*sar))
     with av.open(str(clip)) as container:  # what the sources must undo
         assert container.streams.video[0].sample_aspect_ratio == Fraction(*sar)
 
@@ -235,17 +245,7 @@ def test_a_rotated_phone_clip_comes_upright(media: Path, tmp_path: Path, degrees
     """Phones store portrait video as landscape frames plus a display rotation."""
     upright = first_frames(media / "walk.mkv", 5)  # 640x480, the way it should look
     stored = [np.ascontiguousarray(np.rot90(image, -degrees // 90)) for image in upright]
-    clip = tmp_path / f"phone{degrees}.mp4"
-    with av.open(str(clip), "w") as out:
-        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "12"})
-        video.height, video.width = stored[0].shape[:2]
-        video.pix_fmt = "yuv420p"
-        video.set_display_rotation(degrees)
-        for i, image in enumerate(stored):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode())
+    clip = write_stored_clip(tmp_path / f"phone{degrees}.mp4", stored, degrees)
     with http_server(tmp_path, _RangeHandler) as (base, _):  # a file, and served over HTTP
         sources = [VideoFileSource(clip), NetworkSource(f"{base}/{clip.name}")]
         for source in sources:
