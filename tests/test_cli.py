@@ -439,6 +439,20 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert b"Traceback" in result.stderr
 
 
+def test_debug_traceback_hides_secrets_in_urls(tmp_path: Path) -> None:
+    """FFmpeg's own error quotes the URL it failed on; the traceback must not show the
+    password or token (tracebacks get pasted into bug reports)."""
+    with socket.socket() as closed:  # a port nothing listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"rtsp://user:hunter2@127.0.0.1:{port}/live?token=s3cr3t"
+    result = mirage("run", url, "-o", str(tmp_path / "o.mp4"), "--debug")
+    assert result.returncode == 2 and b"Traceback" in result.stderr
+    assert b"Connection refused" in result.stderr  # FFmpeg's message, with its URL, is there
+    assert b"hunter2" not in result.stderr and b"s3cr3t" not in result.stderr
+    assert f"rtsp://user:***@127.0.0.1:{port}/live?token=***".encode() in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finalizes_a_playable_output(media: Path, tmp_path: Path, sig: int) -> None:
     out, report = tmp_path / "partial.mp4", tmp_path / "r.json"

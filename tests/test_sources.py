@@ -41,7 +41,7 @@ from mirage_lsd.sources import (
     open_source,
 )
 from mirage_lsd.sources._av import set_decoder_threads
-from mirage_lsd.sources.network import SCHEMES, redact_url, url_scheme
+from mirage_lsd.sources.network import SCHEMES, redact_url, redact_urls, url_scheme
 from mirage_lsd.sources.screen import parse_screen_spec
 
 FAST_RETRY = RetryPolicy(attempts=2, initial_delay_s=0.05)
@@ -629,6 +629,10 @@ def test_unreachable_stream_fails_fast() -> None:
 )
 def test_passwords_in_urls_are_hidden(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+    # and inside any text, as FFmpeg quotes it in its errors: 'URL' or "URL" or bare
+    for left, right in (("'", "'"), ('"', '"'), ("at ", " failed")):
+        text = f"Connection refused: {left}{url}{right}; again {url}"
+        assert redact_urls(text) == f"Connection refused: {left}{shown}{right}; again {shown}"
 
 
 def test_a_failing_stream_with_a_password_does_not_show_it() -> None:

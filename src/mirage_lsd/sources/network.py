@@ -73,6 +73,15 @@ def redact_url(url: str) -> str:
     return scheme + netloc + secrets.sub(r"\1***", rest)
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url` (tracebacks, FFmpeg's
+    messages: they quote the URL they failed on, password and stream key included)."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
 class _NoVideo(Exception):
     """The stream opened but carries no video."""
 
