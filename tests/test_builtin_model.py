@@ -623,6 +623,26 @@ def test_resume_reads_a_checkpoint_from_before_a_model_field_existed(tmp_path: P
         train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
 
 
+def test_resume_reads_a_checkpoint_from_before_a_training_field_existed(tmp_path: Path) -> None:
+    """An option added since a checkpoint was written ran at its default there (a new
+    option defaults to the old behaviour): resuming with the default continues the run,
+    with another value it is refused, as a changed option is."""
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 4, "eval_every": 100}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, stop_at=2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    del state["config"]["objective"]["full_res_loss"]  # written before the option existed
+    torch.save(state, checkpoint)
+    objective = config.get("objective", {})
+    config["objective"] = {**objective, "full_res_loss": "l1+mse"}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(UserError, match=r"other values of objective\.full_res_loss:"):
+        train(tmp_path / "other.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+    resumed = train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+    assert resumed.step == 4
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)

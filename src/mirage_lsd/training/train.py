@@ -320,9 +320,22 @@ RUN_CONTROL = (
 )  # fmt: skip
 
 
+def with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the fields it lacks at their `defaults`: a field was added since the
+    checkpoint was written, and a new option defaults to the behaviour from before it,
+    which the saved run had. So a resumed run that sets one otherwise is refused."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = with_defaults(out[key], value)
+    return out
+
+
 def changed_fields(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of the fields of `now` that differ in `saved` (a field `saved` lacks
-    was added since, and counts as unchanged)."""
+    counts as unchanged: see `with_defaults`)."""
     out = []
     for key, value in now.items():
         name = f"{prefix}{key}"
@@ -362,7 +375,8 @@ def load_checkpoint(
             f"checkpoint {path} was made with another model config ({names} differ): "
             "resume with its config, or start a new run in another --out-dir"
         )
-    changed = changed_fields({**state["config"], "model": {}}, {**cfg.to_dict(), "model": {}})
+    saved = with_defaults(state["config"], TrainConfig().to_dict())
+    changed = changed_fields({**saved, "model": {}}, {**cfg.to_dict(), "model": {}})
     if changed:  # a resumed run must be the run it continues
         raise UserError(
             f"checkpoint {path} was made with other values of {', '.join(changed)}: "
