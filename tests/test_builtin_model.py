@@ -623,21 +623,28 @@ def test_resume_reads_a_checkpoint_from_before_a_model_field_existed(tmp_path: P
         train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
 
 
-def test_resume_reads_a_checkpoint_from_before_a_training_field_existed(tmp_path: Path) -> None:
-    """An option added since a checkpoint was written ran at its default there (a new
-    option defaults to the old behaviour): resuming with the default continues the run,
-    with another value it is refused, as a changed option is."""
+@pytest.mark.parametrize(
+    ("section", "name", "old", "other"),
+    [("objective", "full_res_loss", "l1", "l1+mse"),
+     ("objective", "own_history_run_time", False, True)],  # its default changed since
+)  # fmt: skip
+def test_resume_reads_a_checkpoint_from_before_a_training_field_existed(
+    tmp_path: Path, section: str, name: str, old: object, other: object
+) -> None:
+    """A checkpoint written before an option existed ran with the option's old value
+    (`TRAIN_ADDED_FIELDS`, which may not be today's default): resuming with that value
+    continues the run, with another it is refused, as a changed option is."""
     config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 4, "eval_every": 100}
+    config[section] = {**config.get(section, {}), name: old}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, stop_at=2)
     checkpoint = tmp_path / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=True)
-    del state["config"]["objective"]["full_res_loss"]  # written before the option existed
+    del state["config"][section][name]  # written before the option existed
     torch.save(state, checkpoint)
-    objective = config.get("objective", {})
-    config["objective"] = {**objective, "full_res_loss": "l1+mse"}
+    config[section] = {**config[section], name: other}
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(UserError, match=r"other values of objective\.full_res_loss:"):
+    with pytest.raises(UserError, match=rf"other values of {section}\.{name}:"):
         train(tmp_path / "other.yaml", out_dir=tmp_path, show_progress=False, resume=True)
     resumed = train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
     assert resumed.step == 4

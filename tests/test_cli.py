@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import socket
@@ -451,6 +452,25 @@ def test_debug_traceback_hides_secrets_in_urls(tmp_path: Path) -> None:
     assert b"Connection refused" in result.stderr  # FFmpeg's message, with its URL, is there
     assert b"hunter2" not in result.stderr and b"s3cr3t" not in result.stderr
     assert f"rtsp://user:***@127.0.0.1:{port}/live?token=***".encode() in result.stderr
+
+
+def test_debug_logs_hide_secrets_in_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug logs a failing thread's traceback; FFmpeg's error in it quotes the raw URL.
+    The command's own URL is hidden whole, even with a quote and a space in its password
+    (where a URL found in text would end)."""
+    from mirage_lsd.cli.errors import RedactingFormatter
+
+    url = "rtsp://admin:it's s3cret@cam.local/x"
+    monkeypatch.setattr(sys, "argv", ["mirage-lsd", "run", url, "-o", "rtmp://h/app/KEY"])
+    try:
+        raise OSError(f"[Errno 32] Broken pipe: {url!r} and 'rtmp://h/app/KEY'")
+    except OSError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("m", logging.DEBUG, __file__, 1, "thread failed", None, exc_info)
+    text = RedactingFormatter("%(message)s").format(record)
+    assert "thread failed" in text and "Broken pipe" in text and "Traceback" in text
+    assert "s3cret" not in text and "KEY" not in text
+    assert "rtsp://admin:***@cam.local/x" in text and "rtmp://h/app/***" in text
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

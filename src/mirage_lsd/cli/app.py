@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,7 +18,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from mirage_lsd.cli.diffusers_flags import with_diffusers_flags
-from mirage_lsd.cli.errors import fail, guarded
+from mirage_lsd.cli.errors import fail, guarded, setup_logging
 from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
@@ -62,10 +61,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and deb
 
 
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(debug)
     if not debug:  # a warning is one line for the user, not a source location
         warnings.showwarning = _one_line_warning
 

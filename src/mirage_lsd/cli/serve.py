@@ -5,7 +5,6 @@ Registered in cli/app.py with `app.command()(serve)`.
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mirage_lsd.cli.errors import guarded
+from mirage_lsd.cli.errors import guarded, setup_logging
 from mirage_lsd.cli.options import CompileOpt, Fp16Opt
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
@@ -104,10 +103,7 @@ def serve(
         from mirage_lsd.server.app import create_app
         from mirage_lsd.server.settings import ServerSettings
 
-        logging.basicConfig(
-            level=logging.DEBUG if debug else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
+        setup_logging(debug)
         # 1. settings (a token appears here when bound beyond loopback), 2. the app
         settings = ServerSettings(
             host=host,

@@ -320,22 +320,36 @@ RUN_CONTROL = (
 )  # fmt: skip
 
 
-def with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`saved` with the fields it lacks at their `defaults`: a field was added since the
-    checkpoint was written, and a new option defaults to the behaviour from before it,
-    which the saved run had. So a resumed run that sets one otherwise is refused."""
+#: Training fields added after checkpoints were first written, with the value that a
+#: checkpoint written before them ran with (several defaults changed since).
+TRAIN_ADDED_FIELDS: dict[str, Any] = {
+    "init_weights": "",
+    "data": {"view": 0},
+    "objective": {
+        "full_res_loss": "l1",
+        "look_balance": False,
+        "look_balance_power": 1.0,
+        "own_history_run_time": False,
+    },
+}
+
+
+def with_added(saved: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with the fields it lacks at their values in `added` (`TRAIN_ADDED_FIELDS`):
+    what a run checkpointed before those fields existed ran with. So resuming it with
+    another value (today's default, say) is refused."""
     out = dict(saved)
-    for key, value in defaults.items():
+    for key, value in added.items():
         if key not in out:
             out[key] = value
         elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = with_defaults(out[key], value)
+            out[key] = with_added(out[key], value)
     return out
 
 
 def changed_fields(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted names of the fields of `now` that differ in `saved` (a field `saved` lacks
-    counts as unchanged: see `with_defaults`)."""
+    and `with_added` does not know counts as unchanged)."""
     out = []
     for key, value in now.items():
         name = f"{prefix}{key}"
@@ -375,7 +389,7 @@ def load_checkpoint(
             f"checkpoint {path} was made with another model config ({names} differ): "
             "resume with its config, or start a new run in another --out-dir"
         )
-    saved = with_defaults(state["config"], TrainConfig().to_dict())
+    saved = with_added(state["config"], TRAIN_ADDED_FIELDS)
     changed = changed_fields({**saved, "model": {}}, {**cfg.to_dict(), "model": {}})
     if changed:  # a resumed run must be the run it continues
         raise UserError(
