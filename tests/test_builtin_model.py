@@ -480,6 +480,20 @@ def test_the_shrink_on_the_device_is_opencvs_area_resize_and_gray() -> None:
     expected = flow_gray(small, 8, 12)
     assert gray.shape == (8, 12) and gray.dtype == np.uint8
     assert np.abs(gray.astype(np.int16) - expected).max() <= 1
+    with pytest.raises(ValueError, match="does not divide by 8"):
+        shrink_on_device(frame[:60], 4, 2, torch.device("cpu"))
+
+
+def test_the_frame_on_the_device_takes_any_size_the_state_pads() -> None:
+    """A frame the downscale does not divide is padded before the device path sees it."""
+    model = BuiltinModel.from_file(compile=False)
+    model.frame_on_device = True  # the GPU path, forced on the CPU
+    state, cond = model.init_state(70, 100), model.look_prompt("sepia_vintage")
+    assert state.padded is not None
+    image = np.random.default_rng(0).integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    for _ in range(2):
+        out, state = model.step(image, cond, state, 1)
+    assert out.shape == (70, 100, 3) and out.dtype == np.uint8
 
 
 def cv2_blur(image: np.ndarray) -> np.ndarray:

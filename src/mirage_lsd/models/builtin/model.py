@@ -461,7 +461,7 @@ class BuiltinModel(StreamModel):
         ds = state.downscale
         gds = ds * self.cfg.patch
         # 2. the input at full and low resolution, and a small gray copy for flow
-        on_device = self.frame_on_device and height % gds == 0 and width % gds == 0
+        on_device = self.frame_on_device  # the frame's sides divide by gds (init_state pads)
         if on_device:
             full, image_t, gray = shrink_on_device(image, ds, self.cfg.patch, self.device)
         else:

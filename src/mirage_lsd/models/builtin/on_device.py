@@ -32,6 +32,9 @@ def shrink_on_device(
     what OpenCV's INTER_AREA resize (an average over whole blocks, rounded to uint8) and
     RGB2GRAY give on the CPU path, to within rounding.
     """
+    if frame.shape[0] % (ds * patch) or frame.shape[1] % (ds * patch):
+        h, w = frame.shape[:2]
+        raise ValueError(f"a {w}x{h} frame does not divide by {ds * patch} (init_state pads it)")
     full = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()
     small = F.avg_pool2d(full, ds).round()
     tiny = F.avg_pool2d(small, patch).round()
