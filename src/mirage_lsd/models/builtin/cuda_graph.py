@@ -75,10 +75,11 @@ class GraphedNet:
             side.synchronize()
 
     def __call__(self, *args: object) -> NetOutput:
-        if signature(args) != self._signature:
+        flat = tensors(args)
+        if signature(args, flat) != self._signature:
             return self.fn(*args)  # inputs the graph was not made for
         with self._lock:
-            for static, value in zip(self._inputs, tensors(args), strict=True):
+            for static, value in zip(self._inputs, flat, strict=True):
                 static.copy_(value)
             self._graph.replay()
             return clone_output(self._out)
@@ -110,10 +111,11 @@ def with_tensors(args: Sequence[object], flat: Sequence[Tensor]) -> list[object]
     return out
 
 
-def signature(args: Sequence[object]) -> tuple[object, ...]:
-    """What a graph is only valid for: the arguments' kinds, shapes and dtypes."""
+def signature(args: Sequence[object], flat: list[Tensor] | None = None) -> tuple[object, ...]:
+    """What a graph is only valid for: the arguments' kinds, shapes and dtypes (`flat`:
+    `tensors(args)`, if the caller has it already)."""
     kinds = tuple(type(a).__name__ if not isinstance(a, Tensor) else "T" for a in args)
-    return kinds + tuple((t.shape, t.dtype) for t in tensors(args))
+    return kinds + tuple((t.shape, t.dtype) for t in (tensors(args) if flat is None else flat))
 
 
 def clone_output(out: NetOutput) -> NetOutput:

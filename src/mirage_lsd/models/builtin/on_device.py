@@ -38,8 +38,9 @@ def shrink_on_device(
     full = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()
     small = F.avg_pool2d(full, ds).round()
     tiny = F.avg_pool2d(small, patch).round()
-    weights = torch.tensor(RGB_TO_GRAY, device=device).view(1, 3, 1, 1)
-    gray = (tiny * weights).sum(1)[0].round().to(torch.uint8).cpu().numpy()
+    r, g, b = RGB_TO_GRAY  # Python scalars: no weight tensor to upload every frame
+    luma = tiny[0, 0] * r + tiny[0, 1] * g + tiny[0, 2] * b
+    gray = luma.round().to(torch.uint8).cpu().numpy()
     # contiguous, as the CPU path's: the compiled network was traced on such inputs
     return full, (small / 127.5 - 1.0).contiguous(), gray
 
