@@ -191,7 +191,25 @@ def test_which_inputs_end_before_a_compile_pays(media: Path, tmp_path: Path) -> 
     assert not ends_before_a_compile_pays(open_source(media / "walk.mkv", loop=True))
     walk.frame_count = SHORT_STREAM  # as long as a 100 s file
     assert not ends_before_a_compile_pays(walk)
+    assert ends_before_a_compile_pays(walk, max_frames=SHORT_STREAM - 1)  # --frames
+    camera_like = open_source(iter([]))
+    assert ends_before_a_compile_pays(camera_like, max_frames=300)
+    assert not ends_before_a_compile_pays(camera_like, max_frames=SHORT_STREAM)
     walk.close()
+
+
+def test_frames_stops_the_run_after_that_many_input_frames(media: Path, tmp_path: Path) -> None:
+    """`--frames N` ends a long file after N frames (offline: N written), with a
+    playable output and the report; its progress bar counts to N, not the file's 1189."""
+    out, report = tmp_path / "first.mp4", tmp_path / "r.json"
+    args = ["run", str(media / "bottle-detection.mp4"), "-o", str(out), "--size", "128x72"]
+    result = mirage(*args, "--model", "identity", "--frames", "25", "--report", str(report))
+    assert result.returncode == 0, result.stderr.decode()
+    assert video_info(out)[0] == 25
+    assert json.loads(report.read_text())["frames_written"] == 25
+    assert b"/25" in result.stdout + result.stderr and b"/1189" not in result.stdout
+    refused = mirage(*args, "--frames", "0")
+    assert refused.returncode == 2 and b"Traceback" not in refused.stderr
 
 
 def test_corrupt_frame_is_skipped_counted_and_reported(media: Path, tmp_path: Path) -> None:

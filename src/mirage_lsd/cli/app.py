@@ -170,6 +170,15 @@ def run(
         ),
     ] = None,
     fit: Annotated[str, typer.Option("--fit", help="crop or letterbox.")] = "crop",
+    frames: Annotated[
+        int | None,
+        typer.Option(
+            "--frames",
+            help="Stop after this many input frames (live: those the model was too slow "
+            "for are dropped). Default: until the input ends or Ctrl-C.",
+            min=1,
+        ),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Write final stats as JSON.")
     ] = None,
@@ -218,7 +227,7 @@ def run(
         live = source.live if mode is None else mode == "live"
         # the automatic choice, unless MIRAGE_LSD_COMPILE makes it: not for a short file
         auto = compile is None and not os.environ.get(COMPILE_ENV, "").strip()
-        short = ends_before_a_compile_pays(source)
+        short = ends_before_a_compile_pays(source, frames)
         try:
             engine = StreamEngine(
                 model,
@@ -248,11 +257,14 @@ def run(
             with _StopOnSignal(engine) as stopper:
                 on_frame = engine.render if preview else None
                 mode_name = "live" if live else "offline"
-                engine.start(source, output=output, mode=mode_name, on_frame=on_frame)
+                engine.start(
+                    source, output=output, mode=mode_name, on_frame=on_frame, max_frames=frames
+                )
                 stopper.started()
                 if stdin_prompts:
                     _read_prompts(engine, transition)
-                stats = _follow(engine, source.frame_count, live, show=not quiet)
+                total = min(filter(None, (source.frame_count, frames)), default=None)
+                stats = _follow(engine, total, live, show=not quiet)
                 if preview:
                     engine.close()  # the preview window
         except BaseException as exc:  # a failure, or a second Ctrl-C
@@ -309,14 +321,14 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
     threading.Thread(target=loop, name="mirage-stdin-prompts", daemon=True).start()
 
 
-def ends_before_a_compile_pays(source: Source) -> bool:
+def ends_before_a_compile_pays(source: Source, max_frames: int | None = None) -> bool:
     """An input known to have fewer than `SHORT_STREAM` frames (by its frame count, or
-    its duration times its frame rate), offline or played in real time; cameras, live
-    streams and inputs of unknown length may run long enough for a background compile to
-    pay off. (The engine tells the model the same; deciding here too keeps the
-    "compiling" note truthful.)"""
-    frames = expected_frames(source)
-    return frames is not None and frames < SHORT_STREAM
+    its duration times its frame rate, or the `max_frames` asked for), offline or played
+    in real time; cameras, live streams and inputs of unknown length may run long enough
+    for a background compile to pay off. (The engine tells the model the same; deciding
+    here too keeps the "compiling" note truthful.)"""
+    known = [f for f in (expected_frames(source), max_frames) if f is not None]
+    return bool(known) and min(known) < SHORT_STREAM
 
 
 def _check_report_path(path: Path, *others: str) -> None:
