@@ -429,6 +429,8 @@ def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
         assert http.get("/api/sessions", headers=evil).status_code == 403
         assert http.get("/api/sessions", headers={"Origin": server.url}).status_code == 200
         assert http.get("/api/sessions", headers={"Host": "evil.example"}).status_code == 403
+        for bad in ("[", "x]", "[zz]"):  # no traceback in the log, before any auth
+            assert raw_status(server.url, f"GET /api/sessions HTTP/1.1\r\nHost: {bad}") == 400
         assert http.post("/api/sessions/nope/prompt", json={"prompt": "x"}).status_code == 404
         assert http.post("/api/sessions", json={"sdp": "v=0", "steps": 99}).status_code == 422
 
@@ -448,6 +450,15 @@ def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
         await pc.close()
 
     asyncio.run(run())
+
+
+def raw_status(url: str, head: str) -> int:
+    """The status code a server answers a hand-written request head with (what a client
+    library would refuse to send)."""
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(f"{head}\r\nConnection: close\r\n\r\n".encode())
+        return int(conn.recv(64).split(b" ")[1])
 
 
 def test_token_required_beyond_loopback() -> None:
@@ -741,6 +752,66 @@ def test_opening_a_session_does_not_stall_the_server(still: np.ndarray) -> None:
         asyncio.run(run(server))
 
 
+def test_prompt_changes_queued_when_the_session_closes_are_404_not_500(
+    still: np.ndarray,
+) -> None:
+    async def run(server: Running) -> None:
+        pc = client_peer()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            sid = r.json()["session_id"]
+            url = f"/api/sessions/{sid}/prompt"
+            changes = [
+                asyncio.create_task(http.post(url, json={"prompt": look}))
+                for look in ("sunset", "thermal", "sepia")
+            ]  # one encoding (a second each), two queued behind it
+            await asyncio.sleep(0.3)
+            assert (await http.delete(f"/api/sessions/{sid}")).status_code == 204
+            codes = sorted([(await change).status_code for change in changes])
+            assert codes == [200, 404, 404], codes
+            assert (await http.post(url, json={"prompt": "sunset"})).status_code == 404
+        await pc.close()
+
+    with running_server(ServerSettings(), SlowTextModel()) as server:
+        asyncio.run(run(server))
+
+
+def test_viewers_joining_in_a_loop_are_rate_limited_and_leave_nothing_behind(
+    still: np.ndarray,
+) -> None:
+    async def run(server: Running) -> None:
+        publisher = client_peer()
+        publisher.addTransceiver(StillTrack(still), direction="sendonly")
+        sdp = {"Content-Type": "application/sdp"}
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/whip", content=await ice_complete(publisher), headers=sdp)
+            sid = r.headers["location"].rsplit("/", 1)[1]
+            session = server.manager.get(sid)
+            ghost = client_peer()
+            ghost.addTransceiver("video", direction="recvonly")
+            offer = await ice_complete(ghost)
+            codes = []
+            for _ in range(6):  # a burst of max_viewers + 2, then 0.2 a second
+                r = await http.post(f"/whep/{sid}", content=offer, headers=sdp)
+                codes.append(r.status_code)
+                if r.status_code == 201:
+                    assert (await http.delete(r.headers["location"])).status_code == 200
+            assert codes == [201, 201, 201, 429, 429, 429], codes
+            assert "too many new viewers" in r.json()["detail"]
+            # each one's wait for a connection ended with it, not 30 s later
+            assert not session._viewer_deadlines
+            waiting = lambda: [t for t in session._drains if "connected" in repr(t.get_coro())]  # noqa: E731
+            await wait_until(lambda: not waiting(), timeout=5)
+            await http.delete(f"/whip/{sid}")
+            await ghost.close()
+        await publisher.close()
+
+    settings = ServerSettings(max_viewers=1, session_rate_per_s=0.2)
+    with running_server(settings, LookModel()) as server:
+        asyncio.run(run(server))
+
+
 # -- the CLI command -------------------------------------------------------------------------------
 def test_serve_command_reports_bad_options_in_one_line() -> None:
     import typer
@@ -759,6 +830,8 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
         port = str(taken.getsockname()[1])
         result = runner.invoke(app, ["--port", port])
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    result = runner.invoke(app, ["--host", "192.0.2.1", "--port", "0"])  # no such address here
+    assert result.exit_code == 2 and "check --host" in result.output
     result = runner.invoke(app, ["--allow-origin", "https://player.example/watch"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "--allow-origin 'https://player.example/watch': give scheme://host[:port]" in (
@@ -766,6 +839,45 @@ def test_serve_command_reports_bad_options_in_one_line() -> None:
     )
     result = runner.invoke(app, ["--allow-origin", "*"])
     assert result.exit_code == 2 and "--allow-origin '*' needs --token" in result.output
+
+
+def test_a_taken_port_is_found_before_the_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from mirage_lsd.cli.serve import serve
+
+    def no_load(name: str, options: object) -> StreamModel:
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr("mirage_lsd.server.app.load_model", no_load)
+    app = typer.Typer()
+    app.command()(serve)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(app, ["--port", port])
+    assert result.exit_code == 2 and "try another --port" in result.output, result.output
+
+
+def test_the_studio_link_carries_a_generated_token_url_encoded_and_never_a_given_one() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from mirage_lsd.cli.serve import studio_lines
+
+    token = "a+b/c=[/]&d#e%f g"  # '+' in base64 tokens; rich markup; query syntax
+    link, said = studio_lines("https", "0.0.0.0", 8000, token, generated=True)
+    url = link.split()[1]
+    assert url.startswith("https://127.0.0.1:8000/?token=")
+    assert parse_qs(urlsplit(url).query)["token"] == [token]  # as URLSearchParams reads it
+    assert said.endswith(token)
+    (given,) = studio_lines("http", "::", 9000, token, generated=False)
+    assert token not in given and "?token" not in given.split()[1]
+    assert given.startswith("studio: http://[::1]:9000/ ") and "add ?token=" in given
+    assert studio_lines("http", "127.0.0.1", 8000, None, generated=True) == [
+        "studio: http://127.0.0.1:8000/ (listening on 127.0.0.1)"
+    ]
 
 
 def self_signed(folder: Path, name: str = "localhost") -> tuple[Path, Path]:

@@ -5,10 +5,13 @@ Registered in cli/app.py with `app.command()(serve)`.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import ssl
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -120,21 +123,19 @@ def serve(
             ice_servers=tuple(ice_server or ()),
             extra_origins=tuple(allow_origin or ()),
         ).resolved()
-        # before the model loads: a typo fails fast
+        # before the model loads: a typo or a taken port fails fast, in one line
         _check_tls(ssl_certfile, ssl_keyfile, ssl_keyfile_password)
-        app = create_app(settings)
-        # 3. bind now, so a taken port is one clear line
         sock = _bind(host, port)
-        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
-            host, f"[{host}]" if ":" in host else host
-        )
-        query = f"?token={settings.token}" if settings.token else ""
+        try:
+            app = create_app(settings)
+        except BaseException:
+            sock.close()
+            raise
+        # 3. where to open it
         scheme = "https" if ssl_certfile else "http"
-        console.print(
-            f"studio: {scheme}://{shown}:{sock.getsockname()[1]}/{query} (listening on {host})"
-        )
-        if settings.token and token is None:
-            console.print(f"token (send as 'Authorization: Bearer TOKEN'): {settings.token}")
+        bound = sock.getsockname()[1]  # --port 0: the one the system chose
+        for line in studio_lines(scheme, host, bound, settings.token, generated=token is None):
+            console.print(line, markup=False, highlight=False)
         # 4. serve until Ctrl-C
         server = uvicorn.Server(
             uvicorn.Config(
@@ -149,6 +150,21 @@ def serve(
         server.run(sockets=[sock])
 
     guarded(debug, body)
+
+
+def studio_lines(
+    scheme: str, host: str, port: int, token: str | None, generated: bool
+) -> list[str]:
+    """What `serve` prints at start: the studio's address, with a generated token in it
+    (URL-encoded: the page reads it with URLSearchParams, where '+' is a space) and on its
+    own line; a token the user gave is theirs to type, never echoed into a service's log."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    query = "?token=" + quote(token, safe="") if token and generated else ""
+    note = ", add ?token=YOUR_TOKEN" if token and not generated else ""
+    lines = [f"studio: {scheme}://{shown}:{port}/{query} (listening on {host}{note})"]
+    if token and generated:
+        lines.append(f"token (send as 'Authorization: Bearer TOKEN'): {token}")
+    return lines
 
 
 def _check_tls(certfile: Path | None, keyfile: Path | None, password: str | None) -> None:
@@ -192,14 +208,17 @@ def _check_tls(certfile: Path | None, keyfile: Path | None, password: str | None
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), or a one-line error that says which one to change."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if os.name == "posix":  # on Windows it would let two servers share the port silently
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(
-            f"cannot listen on {host}:{port} ({exc.strerror}): try another --port"
-        ) from None
+        taken = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        hint = "try another --port" if taken else "check --host"
+        why = exc.strerror or str(exc)
+        raise UserError(f"cannot listen on {host}:{port} ({why}): {hint}") from None
     return sock

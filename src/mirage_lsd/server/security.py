@@ -77,7 +77,7 @@ class GuardMiddleware:
         shared = CORS_PATHS.fullmatch(scope["path"]) is not None
         problem = self._check(headers.get("host", ""), origin, shared)
         if problem is not None:
-            await _refuse(send, 403, problem)
+            await _refuse(send, *problem)
             return
         if origin is not None and shared:
             allow = [(b"access-control-allow-origin", origin.encode("latin-1")), *CORS_HEADERS]
@@ -105,17 +105,21 @@ class GuardMiddleware:
 
         await self.app(scope, limited_receive, send)
 
-    def _check(self, host: str, origin: str | None, shared: bool) -> str | None:
-        hostname = urlsplit(f"//{host}").hostname or ""
+    def _check(self, host: str, origin: str | None, shared: bool) -> tuple[int, str] | None:
+        """(status, why) to refuse the request with, or None to let it through."""
+        try:
+            hostname = urlsplit(f"//{host}").hostname or ""
+        except ValueError:  # "[", "x]", "[zz]": unbalanced or invalid IPv6 brackets
+            return 400, "bad Host header"
         if self.settings.local_only and not is_loopback(hostname):
-            return f"host '{hostname}' not served: this server only answers on loopback"
+            return 403, f"host '{hostname}' not served: this server only answers on loopback"
         if origin is None or origin in (f"http://{host}", f"https://{host}"):
             return None  # not a browser (curl, aiortc clients) or the studio page itself
         extra = self.settings.extra_origins
         if "*" not in extra and origin not in extra:
-            return f"origin '{origin}' not allowed"
+            return 403, f"origin '{origin}' not allowed"
         if not shared:
-            return f"origin '{origin}' may use only WHIP and WHEP"
+            return 403, f"origin '{origin}' may use only WHIP and WHEP"
         return None
 
 

@@ -117,6 +117,12 @@ class Session:
         # event loop stays free and frames keep flowing with the old prompt meanwhile.
         self.prompt_executor = ThreadPoolExecutor(1, thread_name_prefix=f"mirage-prompt-{self.id}")
         self.control = TokenBucket(settings.control_rate_per_s, settings.control_burst)
+        # a viewer costs a peer (certificate, ICE sockets) as a session does: joins in a
+        # loop, each one left at once, would keep the slots free but the server busy
+        self.viewer_joins = TokenBucket(
+            settings.session_rate_per_s, settings.max_viewers + SESSION_BURST_MARGIN
+        )
+        self._viewer_deadlines: dict[str, asyncio.Task[None]] = {}
         self.pc = RTCPeerConnection(manager.ice)
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.relay = MediaRelay()
@@ -177,6 +183,8 @@ class Session:
                 f"all {self._settings.max_viewers} viewer slots of this stream are in use"
             )
         check_offer(sdp)  # one with nothing to watch would hold a slot and wake the model
+        if not self.viewer_joins.allow():
+            raise RateLimitedError("too many new viewers")
         viewer_id = uuid.uuid4().hex[:12]
         pc = RTCPeerConnection(self._manager.ice)
         self.viewers[viewer_id] = pc
@@ -199,7 +207,9 @@ class Session:
             self.engine.reset()  # its history is from before the pause: start afresh
             self.watched.set()
         # a viewer that never connects (it left, or its offer had no media) frees its slot
-        self._track(asyncio.create_task(self._drop_if_never_connected(viewer_id, pc)))
+        deadline = asyncio.create_task(self._drop_if_never_connected(viewer_id, pc))
+        self._viewer_deadlines[viewer_id] = deadline
+        self._track(deadline)
         return viewer_id, pc.localDescription
 
     async def _drop_if_never_connected(self, viewer_id: str, pc: RTCPeerConnection) -> None:
@@ -224,6 +234,9 @@ class Session:
         pc = self.viewers.pop(viewer_id, None)
         if pc is None:
             raise NotFoundError(viewer_id)
+        deadline = self._viewer_deadlines.pop(viewer_id, None)
+        if deadline is not None and deadline is not asyncio.current_task():
+            deadline.cancel()  # it would hold the closed peer for connect_timeout_s
         if self.watched is not None and not self.viewers:
             self.watched.clear()  # the last one left: the model rests until the next
         await pc.close()
@@ -244,10 +257,23 @@ class Session:
             self.engine.set_seed(params.seed)
         if params.prompt is None:
             return
+        if self._closed:
+            raise NotFoundError(self.id)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self.prompt_executor, self.engine.set_prompt, params.prompt, params.transition_frames
-        )
+        try:
+            await loop.run_in_executor(
+                self.prompt_executor,
+                self.engine.set_prompt,
+                params.prompt,
+                params.transition_frames,
+            )
+        except (asyncio.CancelledError, RuntimeError):
+            # closed meanwhile: the queued encode was dropped, or could not be queued; a
+            # cancelled request (the server stopping) stays cancelled
+            task = asyncio.current_task()
+            if self._closed and not (task is not None and task.cancelling()):
+                raise NotFoundError(self.id) from None
+            raise
 
     async def handle_control(self, message: object) -> dict[str, Any]:
         """One data channel message -> one reply: `{"type": "params", ...}` or `{"type": "stats"}`.
@@ -272,6 +298,8 @@ class Session:
             raise ValueError("type must be 'params' or 'stats'")
         except RateLimitedError:
             return {"type": "error", "error": "rate limited: slow down"}
+        except NotFoundError:
+            return {"type": "error", "error": "the session has ended"}
         except ValidationError as exc:
             return {"type": "error", "error": exc.errors()[0]["msg"]}
         except (UserError, ValueError) as exc:
