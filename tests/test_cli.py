@@ -18,6 +18,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from clips import make_clip_with_a_corrupt_frame, make_clip_with_audio
 
 from mirage_lsd.cli.app import ends_before_a_compile_pays
 from mirage_lsd.device import SHORT_STREAM, cxx_compiler
@@ -52,60 +53,6 @@ def video_info(path: Path) -> tuple[int, tuple[int, int], bool]:
     return len(frames), (frames[0].height, frames[0].width), has_audio
 
 
-def make_clip_with_audio(src: Path, dst: Path, seconds: float = 2.0) -> int:
-    """Re-encode the first `seconds` of `src` with a 440 Hz tone; returns its frame count."""
-    rate = 44100
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vs = out.add_stream("libx264", rate=30)
-        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuv420p"
-        aus = out.add_stream("aac", rate=rate)
-        aus.layout = "mono"
-        n = 0
-        for frame in inp.decode(video=0):
-            if n >= seconds * 30:
-                break
-            vf = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            vf.pts = n
-            out.mux(vs.encode(vf))
-            n += 1
-        out.mux(vs.encode())
-        t = np.arange(int(seconds * rate)) / rate
-        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for i in range(0, len(tone), 1024):
-            af = av.AudioFrame.from_ndarray(tone[None, i : i + 1024], format="flt", layout="mono")
-            af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
-            out.mux(aus.encode(af))
-        out.mux(aus.encode())
-    return n
-
-
-def make_clip_with_a_corrupt_frame(src: Path, dst: Path) -> None:
-    """MJPEG in Matroska with one packet of garbage in the middle."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vs = out.add_stream("mjpeg", rate=30)
-        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuvj420p"
-        for n, frame in enumerate(inp.decode(video=0)):
-            if n == 20:
-                break
-            vf = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            vf.pts = n
-            for packet in vs.encode(vf.reformat(format="yuvj420p")):
-                if n == 10:
-                    packet = _garbage_like(packet)
-                out.mux(packet)
-
-
-def _garbage_like(packet: av.Packet) -> av.Packet:
-    bad = av.Packet(b"\xff\xd8" + bytes(range(256)) * 4)
-    bad.pts, bad.dts, bad.time_base, bad.stream = (
-        packet.pts,
-        packet.dts,
-        packet.time_base,
-        packet.stream,
-    )
-    return bad
-
-
 def test_file_to_file_preserves_frames_and_carries_audio(media: Path, tmp_path: Path) -> None:
     clip = tmp_path / "tone.mp4"
     n = make_clip_with_audio(media / "walk.mkv", clip)
@@ -127,6 +74,31 @@ def test_file_to_file_preserves_frames_and_carries_audio(media: Path, tmp_path: 
     data = json.loads(report.read_text())
     assert data["frames_written"] == n and data["dropped"] == 0
     assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
+
+
+def test_names_with_brackets_are_printed_as_they_are(media: Path, tmp_path: Path) -> None:
+    """Square brackets are rich's markup: a file name with them must neither vanish from
+    the summary nor fail a finished run."""
+    out = tmp_path / "[draft] [b]take.mp4"
+    result = mirage("run", str(media / "classroom.gif"), "-o", str(out), "--model", "identity")
+    assert result.returncode == 0, result.stderr.decode()
+    said = b"".join(result.stderr.split())  # as wrapped to the terminal's width
+    assert b"".join(f"45 frames to {out}".encode().split()) in said, result.stderr
+
+
+def test_a_damaged_audio_packet_is_left_out_not_the_run(media: Path, tmp_path: Path) -> None:
+    """WebM transcodes AAC to Opus: a packet that does not decode is a moment of silence,
+    as a damaged video packet is a skipped frame; the run and its audio go on."""
+    clip = tmp_path / "damaged.mp4"
+    n = make_clip_with_audio(media / "walk.mkv", clip, damaged_packet=30)
+    out = tmp_path / "out.webm"
+    result = mirage("run", str(clip), "-o", str(out), "--model", "identity", "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"damaged packet left out" in result.stderr
+    frames, _, has_audio = video_info(out)
+    assert frames == n and has_audio
+    with av.open(str(out)) as container:  # audio after the damaged packet is there too
+        assert sum(f.samples for f in container.decode(audio=0)) > 1.5 * 48000
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".webm"])
@@ -432,6 +404,29 @@ def test_prompts_typed_while_it_runs_change_the_look(media: Path, tmp_path: Path
     assert stats["extra"]["prompt"]["text"] == "thermal camera"  # as it ended
     looks = stats["extra"]["prompt"]["looks"]
     assert max(looks, key=looks.get) == "thermal"
+
+
+def test_a_run_ends_cleanly_while_its_prompt_console_still_waits_for_a_line(
+    media: Path, tmp_path: Path
+) -> None:
+    """The input ends while standard input (a terminal, a cue script) stays open: the
+    process exits 0, not "Fatal Python error ... could not acquire lock" (134)."""
+    out, log = tmp_path / "o.mp4", tmp_path / "stderr.txt"
+    args = ["run", str(media / "walk.mkv"), "-o", str(out), "--model", "identity", "-q"]
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*CLI, *args, "--stdin-prompts"], stdin=subprocess.PIPE, stderr=stderr
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(b"sepia\n")  # a line, then silence with the pipe open
+            proc.stdin.flush()
+            code = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+            proc.stdin.close()
+    assert code == 0, log.read_text()
+    assert "Fatal Python error" not in log.read_text() and video_info(out)[0] == 89
 
 
 def test_preview_shows_the_output_in_a_window_beside_the_file(media: Path, tmp_path: Path) -> None:

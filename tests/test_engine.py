@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from clips import make_clip_with_a_corrupt_frame
 
 from mirage_lsd import StreamEngine, UserError
 from mirage_lsd.device import resolve_dtype
@@ -597,6 +598,24 @@ def test_decode_time_of_a_paced_file_leaves_out_the_wait_for_its_frames(media: P
     assert stats.frames_in == 15
     # a frame is due every 33 ms: with the wait counted, decode read about that
     assert stats.stages_ms["decode"] < 0.5 * 1000 / 30
+
+
+def test_skipped_corrupt_frames_show_in_the_stats_while_it_runs(
+    media: Path, tmp_path: Path
+) -> None:
+    """A live status line ("corrupt N") and a studio read stats mid-stream, not at its end."""
+    clip = tmp_path / "corrupt.mkv"
+    make_clip_with_a_corrupt_frame(media / "walk.mkv", clip)  # packet 10 of 20 is garbage
+    model = RecordingModel()
+    model.hold_at = 15  # frame 16 of 19 waits in the model until the stats are read
+    engine = StreamEngine(model, device="cpu")
+    engine.start(clip, output="null")
+    assert model.holding.wait(20)
+    during = engine.stats()
+    model.release.set()
+    final = engine.wait(timeout=20)
+    assert during.corrupt_frames == 1 and final.corrupt_frames == 1
+    assert final.frames_written == 19
 
 
 def test_frames_thrown_away_after_a_failure_are_counted(media: Path) -> None:

@@ -8,12 +8,14 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
@@ -110,8 +112,11 @@ class _StopOnSignal:
 
 
 def _follow(engine: StreamEngine, total: int | None, live: bool, show: bool) -> Stats:
-    """Wait for the stream, showing progress; return the final stats."""
+    """Wait for the stream, showing progress; return the final stats. It polls: an
+    untimed wait (a thread join) is not interrupted by Ctrl-C on Windows."""
     if not show:
+        while engine.running:
+            engine.wait(timeout=0.2)
         return engine.wait()
     with make_progress(console, total, live) as progress:
         task = progress.add_task("stream", total=total, status="")
@@ -284,7 +289,9 @@ def run(
         console.print(
             f"{stats.frames_written} frames{where}: {stats.fps:.1f} fps, "
             f"latency p95 {stats.latency_ms['p95'] or 0:.1f} ms, dropped {stats.dropped}"
-            + (f", corrupt frames skipped {stats.corrupt_frames}" if stats.corrupt_frames else "")
+            + (f", corrupt frames skipped {stats.corrupt_frames}" if stats.corrupt_frames else ""),
+            markup=False,  # a path or URL is not markup: "[draft].mp4", "srt://[fe80::1]"
+            highlight=False,
         )
         if stopper.signal is not None:
             console.print("stopped by signal; output finalized")
@@ -302,10 +309,12 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
     line is a warning and the stream goes on; the end of the input ends the reading."""
 
     def loop() -> None:
-        if sys.stdin is None:  # no standard input at all (a windowless launcher)
+        try:
+            fd = sys.stdin.fileno()  # no standard input at all: a windowless launcher
+        except (AttributeError, OSError, ValueError):
             return
         encoding = sys.stdin.encoding or "utf-8"
-        for raw in sys.stdin.buffer:  # bytes: one undecodable line must not end the reading
+        for raw in _lines(fd):  # bytes: one undecodable line must not end the reading
             try:
                 text = raw.decode(encoding).strip()
                 if not text:
@@ -313,12 +322,34 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
                 engine.set_prompt(text, transition_frames=transition)
             except UnicodeDecodeError:
                 console.print(f"warning: a prompt line is not {encoding} text: ignored")
-            except UserError as exc:
-                console.print(f"warning: {exc}", highlight=False, markup=False)
+            except Exception as exc:  # refused (UserError) or failed: the stream goes on
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                console.print(f"warning: {why}", highlight=False, markup=False)
             else:
                 console.print(f"prompt: {text}", highlight=False, markup=False)
 
     threading.Thread(target=loop, name="mirage-stdin-prompts", daemon=True).start()
+
+
+def _lines(fd: int) -> Iterator[bytes]:
+    """The lines read from file descriptor `fd`, until its end or an error.
+
+    With os.read, a thread waiting for the next line holds no lock of Python's: one
+    waiting in `sys.stdin.buffer` holds the buffer's, and the interpreter, closing stdin
+    at exit, aborts on it ("could not acquire lock ... at interpreter shutdown").
+    """
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the terminal went away
+            chunk = b""
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
 
 
 def ends_before_a_compile_pays(source: Source, max_frames: int | None = None) -> bool:
@@ -438,7 +469,8 @@ def _bench_result(stats: Stats, engine: StreamEngine) -> dict[str, Any]:
 
 
 def _print_bench(result: dict[str, Any]) -> None:
-    table = Table(title=f"bench: {result['model']} on {result['device']}, {result['size']}")
+    title = f"bench: {result['model']} on {result['device']}, {result['size']}"
+    table = Table(title=escape(title))  # a model path is not markup
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("frames", str(result["frames"]))
@@ -473,7 +505,7 @@ def train(
         result = run_training(config, device=resolve_device(device), resume=resume, out_dir=out_dir)
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
         parts = [f"trained {result.step} steps", f"weights: {result.weights}", metrics]
-        console.print("; ".join(p for p in parts if p))
+        console.print("; ".join(p for p in parts if p), markup=False, highlight=False)
 
     guarded(debug, body)
 
@@ -516,11 +548,12 @@ def eval_command(
         if as_json:
             sys.stdout.write(json.dumps(result) + "\n")
             return
-        table = Table(title=f"eval: {result['model']} on '{text}' -> {result['look']}")
+        title = f"eval: {result['model']} on '{text}' -> {result['look']}"
+        table = Table(title=escape(title))  # the prompt and a model path are not markup
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in result.items():
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
         Console().print(table)
 
     guarded(debug, body)

@@ -164,6 +164,8 @@ class Pipeline:
                     break
                 count += 1
                 self.stats.captured(decode_ms, dropped is not None)
+                counters = source.counters  # live, as a stream reconnects or skips frames
+                self.stats.source_counters(counters.corrupt_frames, counters.reconnects)
         finally:
             inputs.close()
             counters = source.counters

@@ -46,6 +46,7 @@ class AudioCarry:
         )
         self._packets: Iterator[av.Packet] = source.demux(self._in)
         self._pending: av.Packet | None = None
+        self.damaged = 0  # audio packets that did not decode, left out
 
     @classmethod
     def open(cls, path: Path, output: OutputContainer) -> AudioCarry | None:
@@ -73,7 +74,7 @@ class AudioCarry:
     def mux_until(self, end: float) -> None:
         """Mux the source audio that starts before `end` seconds of output video."""
         while True:
-            packet = self._pending if self._pending is not None else next(self._packets, None)
+            packet = self._pending if self._pending is not None else self._next_packet()
             self._pending = None
             if packet is None:
                 return
@@ -98,6 +99,17 @@ class AudioCarry:
         """Close the source without muxing anything more."""
         self._source.close()
 
+    def _next_packet(self) -> av.Packet | None:
+        """The source's next audio packet, or None at its end. A demuxing error (a file
+        damaged or cut short) ends the audio there: the video goes on, as it does past a
+        damaged video packet, and the output keeps the audio read so far."""
+        try:
+            return next(self._packets, None)
+        except av.FFmpegError as exc:
+            log.warning("audio from %s ends early: %s", self._source.name, exc)
+            self._packets = iter(())
+            return None
+
     def _start(self, packet: av.Packet) -> float | None:
         ts = packet.pts if packet.pts is not None else packet.dts
         if ts is None or packet.time_base is None:
@@ -114,7 +126,14 @@ class AudioCarry:
             packet.stream = self._out
             self._output.mux(packet)
             return
-        for frame in self._in.codec_context.decode(packet):
+        try:
+            frames = self._in.codec_context.decode(packet)
+        except av.FFmpegError as exc:  # one damaged packet: a moment of silence, not a failure
+            self.damaged += 1
+            level = logging.WARNING if self.damaged == 1 else logging.DEBUG
+            log.log(level, "audio from %s: a damaged packet left out (%s)", self._source.name, exc)
+            return
+        for frame in frames:
             if frame.pts is not None:
                 frame.pts -= self._ticks(frame.time_base)
                 if frame.pts < 0:  # before the first video frame
