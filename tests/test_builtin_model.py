@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import signal
@@ -664,6 +665,50 @@ def test_resume_reads_a_checkpoint_from_before_a_training_field_existed(
     assert resumed.step == 4
 
 
+@pytest.mark.parametrize("cache_run_time", [False, True])
+def test_the_cache_of_the_next_frame_is_the_training_pass_or_the_run_time_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_run_time: bool
+) -> None:
+    """`objective.cache_run_time`: the next frame attends to the keys of the one-step pass
+    from noise made for its history (no gradient), as at run time, not to this step's."""
+    from mirage_lsd.models.builtin.cache import KVCache
+
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 2, "eval_every": 100}
+    config["objective"] = {**config.get("objective", {}), "own_history_run_time": True}
+    config["objective"]["cache_run_time"] = cache_run_time
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    pushed, push = [], KVCache.push
+
+    def recording(self: KVCache, frame: tuple) -> KVCache:  # type: ignore[type-arg]
+        if torch.is_grad_enabled():  # training passes, not the no-grad run-time ones
+            pushed.append(frame[0].k.requires_grad)
+        return push(self, frame)
+
+    monkeypatch.setattr(KVCache, "push", recording)
+    result = train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False)
+    assert np.isfinite(result.losses).all() and pushed
+    # a sequence's last frame has no next one to read the cache: its push is the same
+    seq_len = config["data"]["seq_len"]
+    assert pushed.count(False) == (len(pushed) // seq_len * (seq_len - 1) if cache_run_time else 0)
+
+
+def test_a_run_resumed_on_another_kind_of_device_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 3, "eval_every": 100}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, stop_at=2)
+    checkpoint = tmp_path / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["device"] == "cpu"
+    state["device"] = "cuda"  # as a run started on a GPU and resumed on a laptop
+    torch.save(state, checkpoint)
+    with caplog.at_level(logging.WARNING, logger="mirage_lsd.training.train"):
+        resumed = train(tmp_path / "run.yaml", out_dir=tmp_path, show_progress=False, resume=True)
+    assert resumed.step == 3
+    assert "was trained on cuda and goes on on cpu" in caplog.text
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no checkpoint"):
         train(TINY_YAML, out_dir=tmp_path, show_progress=False, resume=True)
@@ -751,6 +796,9 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         ("model:\n  edge_guide: true\ndata:\n  view: 512\n", r"model\.edge_guide.*data\.view"),
         ("? [a, b]\n: 1\n", r"line 1, column 3\): a key must be a plain name"),
         ("1: x\nfoo: y\n", "unknown config field '1'"),
+        ("optim:\n  lr: .inf\n", r"optim\.lr' must be a finite number"),  # YAML's infinity
+        ("data:\n  source_scale: .nan\n", r"data\.source_scale' must be a finite number"),
+        ("model:\n  prompt_dim: 256\n", r"model\.prompt_dim must be 384"),
     ):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=field) as err:
@@ -1149,7 +1197,7 @@ def test_eval_clips_are_found_in_any_case_and_subfolder_or_named_as_missing(
     (tmp_path / "shots").mkdir()
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "shots" / "Held.PNG"), image)
-    cv2.imwrite(str(tmp_path / "trained.png"), image)
+    cv2.imwrite(str(tmp_path / "trained.png"), image[::-1])
     cfg = DataConfig(
         media_dir=str(tmp_path), train_images=(), eval_images=(), eval_clips=("held.png",), crop=64
     )
@@ -1167,6 +1215,17 @@ def test_eval_clips_are_found_in_any_case_and_subfolder_or_named_as_missing(
     assert [s.name for s in load_sources(stills_only, "eval")] == ["skimage:chelsea"]
     with pytest.raises(ConfigError, match=r"data\.eval_clips and data\.eval_images"):
         dataclasses.replace(cfg, eval_clips=())
+    # the held-out clip copied, or linked, under another name would be trained on
+    held = tmp_path / "shots" / "Held.PNG"
+    for twin in (tmp_path / "copy.png", tmp_path / "link.png"):
+        if twin.name == "copy.png":
+            twin.write_bytes(held.read_bytes())
+        else:
+            twin.symlink_to(held)
+        said = rf"'{twin.name}' is the held-out clip 'shots/Held.PNG'"
+        with pytest.raises(ConfigError, match=said):
+            load_sources(cfg, "train")
+        twin.unlink()
 
 
 def test_a_train_still_that_is_an_eval_still_under_another_name_is_refused(media: Path) -> None:
@@ -1338,6 +1397,15 @@ def test_a_bad_look_bank_or_non_finite_weights_name_the_file(
         with pytest.raises(WeightsError, match=rf"{bad.name}.*{reasons[case]}") as err:
             load_weights(bad)
         assert "\n" not in str(err.value), case
+    # a bank another writer stored narrower (float16, int32) matches prompts as ours does
+    narrow = tmp_path / "narrow_bank.safetensors"
+    smaller = {"looks.descriptions": tensors["looks.descriptions"].half()}
+    smaller |= {"looks.anchors": tensors["looks.anchors"].half()}
+    smaller |= {"looks.owner": tensors["looks.owner"].int()}
+    save_file({**tensors, **smaller}, str(narrow), metadata=metadata)
+    model = BuiltinModel(*load_weights(narrow), "cpu", compile=False)
+    match = model.encode_prompt("infrared camera").match
+    assert match is not None and match.best == "thermal"
 
 
 def test_runtime_edge_cases_of_the_model(model: BuiltinModel) -> None:

@@ -511,6 +511,43 @@ def test_streams_on_several_threads_keep_their_own_feature_bank(tiny: dict[str, 
         assert b is not None and all(diff(x, y) == 0 for x, y in zip(a, b, strict=True))
 
 
+def test_a_compiled_cuda_model_runs_every_stream_on_its_one_graph_thread(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA graph trees are per thread: with them, the frames of every stream (studio
+    sessions, each on its own thread) run on one thread, each with its own bank, and give
+    what they give alone. (The thread is what `_compile` makes on CUDA; set here on CPU.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load(tiny, bank_size=2)
+    inputs = [frames(4, seed=40), frames(4, seed=41)]
+    alone = [run(model, images)[0] for images in inputs]
+    model._graph_thread = ThreadPoolExecutor(1, thread_name_prefix="mirage-cuda-graphs")
+    ran_on: list[str] = []
+    transform = model._transform
+
+    def recording(*args: object) -> object:
+        assert torch.is_inference_mode_enabled()
+        ran_on.append(threading.current_thread().name)
+        return transform(*args)
+
+    monkeypatch.setattr(model, "_transform", recording)
+    together: list[list[np.ndarray] | None] = [None, None]
+
+    def stream(i: int) -> None:
+        together[i] = run(model, inputs[i])[0]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ran_on) == 8 and all(name.startswith("mirage-cuda-graphs") for name in ran_on)
+    for a, b in zip(alone, together, strict=True):
+        assert b is not None and all(diff(x, y) == 0 for x, y in zip(a, b, strict=True))
+    model._graph_thread.shutdown()
+
+
 def test_feature_bank_memory_bounded_1000_frames(tiny: dict[str, Path]) -> None:
     _bank_bounded(tiny, 1000, "fifo")  # ~6 s on one core
 

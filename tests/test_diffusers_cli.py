@@ -98,6 +98,14 @@ def test_bad_flag_values_are_one_line_errors(
 def test_diffusers_flags_on_a_registered_model_are_an_error(tmp_path: Path) -> None:
     result = mirage("run", str(CLIP), "-o", str(tmp_path / "x.mp4"), "--strength", "0.3")
     assert_one_line_error(result, "do not apply", "mirage-lsd-v1")
+    # nor on a weight file of the built-in model given by its path (`mirage-lsd train`'s)
+    from mirage_lsd.models.builtin.model import DEFAULT_WEIGHTS
+
+    result = mirage(
+        "run", str(CLIP), "-o", str(tmp_path / "x.mp4"), "--model", str(DEFAULT_WEIGHTS),
+        "--lora", "some/lora",
+    )  # fmt: skip
+    assert_one_line_error(result, "do not apply", DEFAULT_WEIGHTS.name)
 
 
 def test_downscale_on_a_diffusers_model_is_an_error(tiny: dict[str, Path], tmp_path: Path) -> None:

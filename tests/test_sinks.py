@@ -329,14 +329,25 @@ def test_window_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
         open_sink("window", size=(48, 64), fps=FPS)
 
 
+def test_a_window_on_macos_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(UserError, match=r"macOS.*main thread.*mirage-lsd serve"):
+        open_sink("window", size=(48, 64), fps=FPS)
+
+
 def test_window_shows_frames_and_reports_close(
     walk: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
-    sink = WindowSink(size=(480, 640))
-    write_all(sink, walk[:3])
-    assert not sink.closed
     import pygame
+
+    sink = WindowSink(size=(480, 640))
+    assert not pygame.display.get_init()  # made where it is drawn (Windows routes its events
+    drawer = threading.Thread(target=write_all, args=(sink, walk[:3]))  # to that thread)
+    drawer.start()
+    drawer.join()
+    assert pygame.display.get_surface().get_size() == (640, 480)
+    assert not sink.closed
 
     pygame.event.post(pygame.event.Event(pygame.QUIT))
     sink.write(walk[3], None)

@@ -81,14 +81,13 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
     """
     entry = _REGISTRY.get(name)
     if entry is not None and opts.diffusers is not None:
-        raise UserError(
-            f"diffusers options (--strength, --lora, --guidance, ...) do not apply to '{name}':"
-            " drop them, or pick a diffusers model (org/name, folder or .safetensors)"
-        )
+        raise _not_diffusers(name)
     if entry is None and name.endswith(".safetensors") and Path(name).is_file():
         from mirage_lsd.models.builtin.model import BuiltinModel, is_weight_file
 
         if is_weight_file(Path(name)):  # weights of our own model, e.g. from `mirage-lsd train`
+            if opts.diffusers is not None:
+                raise _not_diffusers(name)
             return BuiltinModel.from_file(
                 Path(name),
                 device=opts.device,
@@ -104,6 +103,13 @@ def load_model(name: str, opts: LoadOptions) -> StreamModel:
             raise UserError("--downscale applies to the built-in model only")
         return load_diffusers_model(name, opts, opts.diffusers)
     return entry.load(opts)
+
+
+def _not_diffusers(name: str) -> UserError:
+    return UserError(
+        f"diffusers options (--strength, --lora, --guidance, ...) do not apply to '{name}':"
+        " drop them, or pick a diffusers model (org/name, folder or .safetensors)"
+    )
 
 
 def check_model_name(name: str) -> None:

@@ -2,7 +2,10 @@
 
 pygame is imported when a window is opened, not with this package: it is slow to
 load and prints a banner unless PYGAME_HIDE_SUPPORT_PROMPT is set first. Like most
-GUI toolkits, it wants to be driven from one thread (on macOS, the main thread).
+GUI toolkits, it wants to be driven from one thread: on Windows a window's events go to
+the thread that made it, so the window is made by the first `write`, on the thread that
+draws and reads its events (the engine's output thread). On macOS that thread would
+have to be the main one, which the engine's is not: there, use the studio or a file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,28 +38,35 @@ class WindowSink(Sink):
     on_key: Callable[[str], None] | None = None
 
     def __init__(self, size: tuple[int, int], title: str = "mirage-lsd") -> None:
-        check_display()
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        check_display(connect=True)  # here, so a missing display fails before the stream
         import pygame
 
         self._pygame = pygame
         self.size = size
         self.frames_written = 0
         self.closed = False
+        self._title = title
+        self._screen: Any = None  # a pygame.Surface, made by the first `write`
+
+    def _open(self) -> Any:
+        pygame, (height, width) = self._pygame, self.size
         try:
             pygame.display.init()
-            self._screen = pygame.display.set_mode((size[1], size[0]))
+            screen = pygame.display.set_mode((width, height))
         except pygame.error as exc:
             pygame.display.quit()
             raise UserError(f"cannot open a window: {exc}. {_FALLBACK}") from exc
-        pygame.display.set_caption(title)
-        log.info("showing frames in a %dx%d window", size[1], size[0])
+        pygame.display.set_caption(self._title)
+        log.info("showing frames in a %dx%d window", width, height)
+        return screen
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
         """Draw the frame, then handle window events (a close request sets `closed`)."""
         check_frame(image, self.size)
         if self.closed:
             return
+        if self._screen is None:
+            self._screen = self._open()
         pygame = self._pygame
         surface = pygame.image.frombuffer(
             np.ascontiguousarray(image), self._screen.get_size(), "RGB"
@@ -72,18 +83,27 @@ class WindowSink(Sink):
                 self.on_key(pygame.key.name(event.key))
 
     def set_title(self, title: str) -> None:
-        if not self.closed:
+        """Called from the drawing thread (a key handler), or before the first frame."""
+        self._title = title
+        if self._screen is not None and not self.closed:
             self._pygame.display.set_caption(title)
 
     def close(self) -> None:
         self.closed = True
-        self._pygame.display.quit()
+        if self._screen is not None:
+            self._pygame.display.quit()
 
 
 def check_display(connect: bool = False) -> None:
     """Fail fast with a clear message when there is no display to open: on Linux, none
     named; with `connect`, also one named that does not answer (ssh without X
     forwarding), found by connecting to it (before a run writes anything)."""
+    if sys.platform == "darwin":  # SDL makes and drives windows on the main thread only there
+        raise UserError(
+            "cannot open a window on macOS: it may be drawn only from the main thread, and "
+            "the stream draws from its own. Use the studio (mirage-lsd serve) or write to a "
+            "file or virtualcam"
+        )
     if sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER"):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UserError(

@@ -67,6 +67,11 @@ class ObjectiveConfig:
     # that output as at run time (a one-step jump from pure noise, no gradient; one more
     # forward pass per frame), instead of this step's training prediction at its own t
     own_history_run_time: bool = True
+    # with it, the temporal cache is also filled as at run time: the next frame attends to
+    # the keys/values of that one-step pass from noise, not of this step's pass at its own
+    # t (at a small t they carry the target itself, which no run-time cache does); no
+    # gradient flows through the cache then (each frame's keys still learn from its own)
+    cache_run_time: bool = False
     p_drop_history: float = 0.1  # no history at all (a cut, a reset)
     history_blur: float = 1.5  # largest Gaussian blur, low-res pixels
     history_color_shift: float = 0.1  # largest gain/offset change per channel

@@ -230,7 +230,30 @@ def _eval_clip_files(cfg: DataConfig, folder: Path, files: list[Path]) -> set[Pa
                 "held-out clips of that folder, or [] to evaluate on data.eval_images only"
             )
         found |= matches
+    _check_clips_held_out(folder, files, found)
     return found
+
+
+def _check_clips_held_out(folder: Path, files: list[Path], held: set[Path]) -> None:
+    """Refuse a file of the folder that is a held-out clip under another name (a copy or
+    a link): it would go to the train split. Files are compared by size, then bytes."""
+
+    def digest(path: Path) -> bytes:
+        with path.open("rb") as file:
+            return hashlib.file_digest(file, "blake2b").digest()
+
+    sizes = {p.stat().st_size for p in held}
+    twins = [p for p in files if p not in held and p.stat().st_size in sizes]
+    if not twins:
+        return
+    held_ids = {digest(p): p for p in held}
+    for path in twins:
+        if original := held_ids.get(digest(path)):
+            raise ConfigError(
+                f"data.media_dir file '{path.relative_to(folder)}' is the held-out clip "
+                f"'{original.relative_to(folder)}' under another name: remove the copy, or "
+                "list it in data.eval_clips too"
+            )
 
 
 def load_sources(cfg: DataConfig, split: str) -> list[Source]:

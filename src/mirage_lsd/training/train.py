@@ -242,17 +242,21 @@ def sequence_loss(
         if not per_sample:
             loss = loss.mean()
         losses.append(loss)
+        pushed = out.kv  # gradients flow through the cache within a sequence
         if obj.own_history_run_time and net.cfg.temporal and f + 1 < frames:
             with torch.no_grad():  # the next history as the run-time model would make it
                 one = torch.ones(b, device=target.device)
-                own = net(
+                run_time = net(
                     noise.normal(*target.shape), image, history, mask, batch.prompts, one, one,
                     sigma, cache, batch.windows,
-                ).x0.clamp(-1.0, 1.0)  # fmt: skip
+                )  # fmt: skip
+            own = run_time.x0.clamp(-1.0, 1.0)
+            if obj.cache_run_time:
+                pushed = run_time.kv
         else:
             own = out.x0.detach()
-        if net.cfg.temporal:  # gradients flow through the cache within a sequence
-            cache = cache.push(out.kv)
+        if net.cfg.temporal:
+            cache = cache.push(pushed)
     return torch.stack(losses).mean(dim=0)
 
 
@@ -299,6 +303,7 @@ def save_checkpoint(
     tmp = path.with_suffix(".tmp")
     state = {
         "step": step,
+        "device": next(net.parameters()).device.type,  # a resume elsewhere is not exact
         "net": net.state_dict(),
         "optim": opt.state_dict(),
         "config": cfg.to_dict(),
@@ -330,6 +335,7 @@ TRAIN_ADDED_FIELDS: dict[str, Any] = {
         "look_balance": False,
         "look_balance_power": 1.0,
         "own_history_run_time": False,
+        "cache_run_time": False,
     },
 }
 
@@ -370,7 +376,8 @@ def load_checkpoint(
     balance: LookBalance | None = None,
 ) -> tuple[int, list[float], int]:
     """Load a run's checkpoint into `net`, `opt` and `balance`: (step, losses, the run's
-    `steps`, which its learning-rate schedule was made for)."""
+    `steps`, which its learning-rate schedule was made for). A run resumed on another kind
+    of device goes on, with a warning: its numbers differ from there on."""
     if not path.is_file():
         raise UserError(f"nothing to resume: no checkpoint {path}")
     try:
@@ -389,6 +396,13 @@ def load_checkpoint(
             f"checkpoint {path} was made with another model config ({names} differ): "
             "resume with its config, or start a new run in another --out-dir"
         )
+    here, there = next(net.parameters()).device.type, state.get("device")
+    if there is not None and there != here:
+        log.warning(
+            "checkpoint %s was trained on %s and goes on on %s: the run will not end with "
+            "the weights an uninterrupted run on %s gives (pass --device %s for those)",
+            path, there, here, there, there,
+        )  # fmt: skip
     saved = with_added(state["config"], TRAIN_ADDED_FIELDS)
     changed = changed_fields({**saved, "model": {}}, {**cfg.to_dict(), "model": {}})
     if changed:  # a resumed run must be the run it continues

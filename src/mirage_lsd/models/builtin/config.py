@@ -8,6 +8,7 @@ the training config: unknown keys and wrong types are errors that name the field
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from mirage_lsd.errors import UserError
 
 T = TypeVar("T")
+PROMPT_DIM = 384  # the width of all-MiniLM-L6-v2's sentence embeddings (prompt_embedding.py)
 MAX_GRADE_BANDS = 5  # the coarsest low-pass has 2 cells across the frame's short side
 
 
@@ -45,7 +47,7 @@ class ModelConfig:
     kv_pool: int = 2
     cache_frames: int = 2  # past frames whose keys/values are kept (memory is bounded)
     # prompt: sentence-embedding size and how free text resolves to looks
-    prompt_dim: int = 384
+    prompt_dim: int = PROMPT_DIM  # the prompt model's: no other width can be fed
     prompt_top_k: int = 2
     prompt_temperature: float = 0.03
     # sampling: steps 1..max_steps; step sizes are powers of two down to 2**-shortcut_levels
@@ -93,6 +95,11 @@ class ModelConfig:
         for name in ("cache_frames", "enc_blocks", "mid_blocks", "dec_blocks"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if self.prompt_dim != PROMPT_DIM:
+            raise ConfigError(
+                f"model.prompt_dim must be {PROMPT_DIM}, the width of the prompt model's "
+                f"embeddings (all-MiniLM-L6-v2), got {self.prompt_dim}"
+            )
         if self.prompt_top_k < 1:
             raise ConfigError(f"model.prompt_top_k must be >= 1, got {self.prompt_top_k}")
         if not self.prompt_temperature > 0:
@@ -197,4 +204,6 @@ def _check_type(hint: Any, value: Any, where: str) -> Any:
         raise ConfigError(
             f"config field '{where}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
         )
+    if hint is float and not math.isfinite(value):  # YAML's .inf and .nan parse as floats
+        raise ConfigError(f"config field '{where}' must be a finite number, got {value!r}")
     return float(value) if hint is float else value

@@ -221,6 +221,8 @@ def load_weights(path: Path) -> tuple[LSDNet, LookBank]:
         raise WeightsError(f"weight file {path} has a bad config or look bank: {exc}") from None
     if problem := _bank_problem(bank, cfg.prompt_dim):
         raise WeightsError(f"weight file {path} has a bad look bank: {problem}")
+    # stored as float16 or int32 by another writer: what the prompt's matching computes in
+    bank = LookBank(names, bank.descriptions.float(), bank.owner.long(), bank.anchors.float())
     # 3. the network: every tensor present, with the shape its config implies
     net = LSDNet(cfg)
     state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}

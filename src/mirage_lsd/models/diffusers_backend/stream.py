@@ -15,6 +15,7 @@ blended by slerp; residual CFG and the feature bank live in the per-stream state
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,7 @@ class DiffusersStreamModel(StreamModel):
         if options.bank_size > 0 or options.kv_downsample > 1:
             install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
         self._eager: tuple[Any, Any, Any] | None = None  # the modules before torch.compile
+        self._graph_thread: ThreadPoolExecutor | None = None  # compiled on CUDA only
         if compile and options.bank_size > 0:
             # the bank's keys grow frame by frame: each length (and each stage's recording
             # or not) is a new graph, and past dynamo's limit the UNet runs eager, silently
@@ -179,6 +181,8 @@ class DiffusersStreamModel(StreamModel):
         cache has it. On CUDA, "reduce-overhead" also captures CUDA graphs.
         """
         mode = "reduce-overhead" if self.device.type == "cuda" else None
+        if mode is not None:  # see `_run_transform`
+            self._graph_thread = ThreadPoolExecutor(1, thread_name_prefix="mirage-cuda-graphs")
         self._eager = (self.unet, self.vae.encoder, self.vae.decoder)
         self.unet = torch.compile(self.unet, dynamic=False, mode=mode)
         self.vae.encoder = torch.compile(self.vae.encoder, dynamic=False, mode=mode)
@@ -304,15 +308,34 @@ class DiffusersStreamModel(StreamModel):
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
         with autocast:
             try:
-                latent, out = self._transform(x, cond, state, schedule)
+                latent, out = self._run_transform(x, cond, state, schedule)
             except TorchDynamoException as exc:  # compiling failed: once, then eager
                 if self._eager is None:
                     raise
                 self._uncompile(exc)
-                latent, out = self._transform(x, cond, state, schedule)
+                latent, out = self._run_transform(x, cond, state, schedule)
         state.prev_latent = latent
         state.prev_output = out
         return out, state
+
+    def _run_transform(
+        self, x: Tensor, cond: PromptEmbeds, state: StreamState, schedule: Schedule
+    ) -> tuple[Tensor, np.ndarray]:
+        """`_transform`, on the one thread that owns the CUDA graphs when there is one.
+
+        torch.compile's "reduce-overhead" keeps its CUDA graph trees per thread: a graph
+        first recorded on another thread than the first one's fails (pytorch#123177), and
+        every stream (a studio session, each engine start) calls from a thread of its own.
+        A frame size new to a second stream would stop it; on one thread it records.
+        """
+        if self._graph_thread is None:
+            return self._transform(x, cond, state, schedule)
+
+        def call() -> tuple[Tensor, np.ndarray]:
+            with torch.inference_mode():  # thread-local: the caller's does not carry over
+                return self._transform(x, cond, state, schedule)
+
+        return self._graph_thread.submit(call).result()
 
     def _transform(
         self, x: Tensor, cond: PromptEmbeds, state: StreamState, schedule: Schedule
