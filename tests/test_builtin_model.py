@@ -692,6 +692,27 @@ def test_the_cache_of_the_next_frame_is_the_training_pass_or_the_run_time_one(
     assert pushed.count(False) == (len(pushed) // seq_len * (seq_len - 1) if cache_run_time else 0)
 
 
+def test_self_consistency_samples_may_skip_the_full_resolution_target(tmp_path: Path) -> None:
+    """`objective.shortcut_full_res: false`: with every sample a self-consistency one, the
+    loss is the low-res term alone, as with no full-resolution weight at all."""
+    losses = {}
+    for name, extra in {
+        "default": {},
+        "skipped": {"shortcut_full_res": False},
+        "unweighted": {"full_res_weight": 0.0},
+    }.items():
+        config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 2, "eval_every": 100}
+        config["objective"] = {
+            **config.get("objective", {}), "shortcut_fraction": 1.0, "direct_fraction": 0.0,
+            **extra,
+        }  # fmt: skip
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        run = train(tmp_path / f"{name}.yaml", out_dir=tmp_path / name, show_progress=False)
+        losses[name] = run.losses
+    assert losses["skipped"] == losses["unweighted"]
+    assert losses["default"][0] > losses["skipped"][0]
+
+
 def test_a_run_resumed_on_another_kind_of_device_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

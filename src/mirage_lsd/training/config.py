@@ -55,6 +55,10 @@ class ObjectiveConfig:
     # square's stronger one on large ones, a missed line); the low-res x0 is always
     # scored by its MSE
     full_res_loss: str = "l1"
+    # False: self-consistency samples are scored at low resolution only, against the
+    # model's own two half steps; True (the bundled recipe): their full-resolution output
+    # is also pulled to the real target, a regression mixed into the consistency objective
+    shortcut_full_res: bool = True
     # divide each sample's loss by a power of its look's running mean loss
     # (`training/balance.py`), so that the looks a small network nearly has are not
     # drowned out by those it never matches (the benchmark averages dB, a log of the error)

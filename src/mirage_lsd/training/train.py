@@ -236,7 +236,10 @@ def sequence_loss(
             full_error = full_error.square()
         else:  # l1+mse
             full_error = full_error.abs() + full_error.square()
-        loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + obj.full_res_weight * (
+        full_weight = torch.full((b,), obj.full_res_weight, device=target.device)
+        if not obj.shortcut_full_res:
+            full_weight[kind == SHORTCUT] = 0.0
+        loss = (out.x0 - x0_target).pow(2).flatten(1).mean(1) + full_weight * (
             full_error.flatten(1).mean(1)
         )  # (B,)
         if not per_sample:
@@ -336,6 +339,7 @@ TRAIN_ADDED_FIELDS: dict[str, Any] = {
         "look_balance_power": 1.0,
         "own_history_run_time": False,
         "cache_run_time": False,
+        "shortcut_full_res": True,
     },
 }
 
