@@ -96,6 +96,32 @@ def diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
+class Frames(list):  # type: ignore[type-arg]
+    """Output frames that compare equal when every pixel is."""
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, list)
+            and len(self) == len(other)
+            and all(diff(a, b) == 0 for a, b in zip(self, other, strict=True))
+        )
+
+
+def on_two_threads(model: StreamModel, inputs: list[list[np.ndarray]]) -> list[Frames]:
+    """Each input streamed at the same time on a thread of its own, as studio sessions."""
+    outputs: list[Frames] = [Frames(), Frames()]
+
+    def stream(i: int) -> None:
+        outputs[i].extend(run(model, inputs[i])[0])
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outputs
+
+
 # -- loading ---------------------------------------------------------------------
 def test_sd_folder_loads_and_runs_through_the_engine(tiny: dict[str, Path]) -> None:
     assert looks_like_diffusers_spec(str(tiny["sd"]))
@@ -497,18 +523,7 @@ def test_streams_on_several_threads_keep_their_own_feature_bank(tiny: dict[str, 
     model = load(tiny, bank_size=2)
     inputs = [frames(4, seed=30), frames(4, seed=31)]
     alone = [run(model, images)[0] for images in inputs]
-    together: list[list[np.ndarray] | None] = [None, None]
-
-    def stream(i: int) -> None:
-        together[i] = run(model, inputs[i])[0]
-
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for a, b in zip(alone, together, strict=True):
-        assert b is not None and all(diff(x, y) == 0 for x, y in zip(a, b, strict=True))
+    assert on_two_threads(model, inputs) == alone
 
 
 def test_a_compiled_cuda_model_runs_every_stream_on_its_one_graph_thread(
@@ -532,19 +547,8 @@ def test_a_compiled_cuda_model_runs_every_stream_on_its_one_graph_thread(
         return transform(*args)
 
     monkeypatch.setattr(model, "_transform", recording)
-    together: list[list[np.ndarray] | None] = [None, None]
-
-    def stream(i: int) -> None:
-        together[i] = run(model, inputs[i])[0]
-
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert on_two_threads(model, inputs) == alone
     assert len(ran_on) == 8 and all(name.startswith("mirage-cuda-graphs") for name in ran_on)
-    for a, b in zip(alone, together, strict=True):
-        assert b is not None and all(diff(x, y) == 0 for x, y in zip(a, b, strict=True))
     model._graph_thread.shutdown()
 
 
