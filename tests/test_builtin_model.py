@@ -470,6 +470,44 @@ def test_the_frame_on_the_device_agrees_with_the_opencv_path(
         assert diff.mean() < 0.5 and diff.max() <= 16
 
 
+def test_the_detail_input_is_the_edges_inside_each_cell_on_both_paths(
+    tiny_cfg: ModelConfig,
+) -> None:
+    """`model.detail_input`: the stem also reads how much edge each low-res cell holds at
+    full resolution (lines thinner than a cell vanish from the shrunk image); the OpenCV
+    and the device paths feed it alike."""
+    from mirage_lsd.models.builtin.model import gray_tensor
+    from mirage_lsd.models.builtin.network import edge_detail
+
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    frame[:, 9] = 255  # a one-pixel line: the shrunk image keeps a faint trace of it only
+    detail = edge_detail(gray_tensor(frame, torch.device("cpu")), (16, 16))[0, 0]
+    assert detail.shape == (16, 16) and -1.0 <= float(detail.min()) < float(detail.max()) < 1.0
+    assert float(detail[:, 2].min()) > float(detail[:, 8].max()) + 0.3  # cells 2 hold the line
+    torch.manual_seed(0)
+    net = LSDNet(dataclasses.replace(tiny_cfg, detail_input=True))
+    with torch.no_grad():
+        for param in net.parameters():
+            param.normal_(0.0, 0.3)
+    images = frames(3, seed=11)
+    outs = []
+    for on_device in (False, True):
+        model = BuiltinModel(net, catalog_bank(), compile=False)
+        model.frame_on_device = on_device
+        state, cond = model.init_state(SIZE, SIZE), model.look_prompt("blueprint")
+        outs.append([])
+        for image in images:
+            out, state = model.step(image, cond, state, 1)
+            outs[-1].append(out.astype(np.float32))
+    for opencv, device in zip(*outs, strict=True):
+        assert np.abs(opencv - device).mean() < 1.0
+    plain = BuiltinModel(net, catalog_bank(), compile=False)  # the detail changes the output
+    no_lines = plain.step(images[0], cond, plain.init_state(SIZE, SIZE), 1)[0]
+    lined = images[0].copy()
+    lined[:, ::4] = 255  # a line in every cell, on the same shrunk colours nearly
+    assert np.abs(plain.step(lined, cond, plain.init_state(SIZE, SIZE), 1)[0] - no_lines).any()
+
+
 def test_the_shrink_on_the_device_is_opencvs_area_resize_and_gray() -> None:
     frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     full, image, gray = shrink_on_device(frame, 4, 2, torch.device("cpu"))

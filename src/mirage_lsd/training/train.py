@@ -62,7 +62,7 @@ from mirage_lsd.models.builtin.model import (
     load_weights,
     save_weights,
 )
-from mirage_lsd.models.builtin.network import LSDNet, guided_upsample
+from mirage_lsd.models.builtin.network import LSDNet, edge_detail, guided_upsample, luma
 from mirage_lsd.models.builtin.prompt_embedding import LookBank
 from mirage_lsd.models.builtin.sampler import Denoised, Denoiser, add_noise, shortcut_target
 from mirage_lsd.training.balance import LookBalance
@@ -214,6 +214,9 @@ def sequence_loss(
     losses = []
     for f in range(frames):
         image, target = batch.images[:, f], batch.targets_lo[:, f]
+        if net.cfg.detail_input:  # the full-res edges inside each cell, as at run time
+            detail = edge_detail(luma(batch.frames[:, f]), tuple(image.shape[-2:]))
+            image = torch.cat([image, detail], dim=1)
         history, mask, sigma = make_history(batch, f if net.cfg.temporal else 0, own, obj, noise)
         t, d, kind = sample_steps(b, net.cfg, obj, noise)
         x_t = add_noise(target, noise.normal(*target.shape), t)

@@ -143,17 +143,18 @@ def dummy_inputs(net: LSDNet, size: Size) -> tuple[object, ...]:
     cfg = net.cfg
     h, w = size
     device = next(net.parameters()).device
-    image = torch.zeros(1, 3, h, w, device=device)
+    rgb = torch.zeros(1, 3, h, w, device=device)
+    image = torch.zeros(1, cfg.image_inputs, h, w, device=device)
     t, d, sigma = (torch.full((1,), 0.5, device=device) for _ in range(3))  # distinct, as in use
     prompt = torch.zeros(1, cfg.prompt_dim, device=device)
     mask = torch.ones(1, 1, h, w, device=device)
     frames = cfg.cache_frames if cfg.temporal else 0  # a stream without history keeps none
     cache = KVCache(frames)
     for _ in range(frames):  # fill the cache with real-shaped keys/values
-        cache = cache.push(net(image, image, image, mask, prompt, t, d, sigma, cache).kv)
+        cache = cache.push(net(rgb, image, rgb, mask, prompt, t, d, sigma, cache).kv)
     with torch.autocast(device.type, enabled=False):  # made once per prompt, in float32
         maps = net.grade.frame_maps(prompt, h, w) if net.grade else None
-    return image.clone(), image.clone(), image, mask, prompt, t, d, sigma, cache, None, maps
+    return rgb.clone(), image, rgb, mask, prompt, t, d, sigma, cache, None, maps
 
 
 def _since(t0: float) -> float:

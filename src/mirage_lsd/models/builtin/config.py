@@ -73,6 +73,10 @@ class ModelConfig:
     # the upsampler also adds, per channel, a learned share of an edge map of the
     # full-resolution input (thin lines: neon edges, blueprint, pencil)
     edge_guide: bool = False
+    # the stem also sees, per low-res pixel, the mean over it of the full-res input's edge
+    # map: how much line the look draws inside a cell, which the shrunk image has lost
+    # (blueprint, neon edges); the image then carries it as a fourth channel
+    detail_input: bool = False
     # >= 1: x0's base also gets a small per-look MLP of each low-res input pixel's 3x3
     # neighbourhood (`network.LocalLook`), this many weight sets mixed by the prompt
     local_experts: int = 0
@@ -146,6 +150,11 @@ class ModelConfig:
     def guides(self) -> int:
         """Full-resolution guide images of the upsampler: luma detail [, edge map]."""
         return 1 + int(self.edge_guide)
+
+    @property
+    def image_inputs(self) -> int:
+        """Channels of the denoiser's image input: RGB [, the edge detail]."""
+        return 3 + int(self.detail_input)
 
     @property
     def image_channels(self) -> int:

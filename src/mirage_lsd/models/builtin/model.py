@@ -34,7 +34,7 @@ from mirage_lsd.models.builtin.cache import KVCache, StreamState
 from mirage_lsd.models.builtin.compiled import BackgroundCompiler
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray, flow_to_tensor, warp
-from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput
+from mirage_lsd.models.builtin.network import EDGE_KNEE, LSDNet, NetOutput, edge_detail, luma
 from mirage_lsd.models.builtin.on_device import shrink_on_device, upsample_on_device
 from mirage_lsd.models.builtin.prompt_embedding import (
     LookBank,
@@ -52,6 +52,7 @@ WEIGHTS_FORMAT = "mirage-lsd-v1/1"  # bump when the file layout changes
 # config fields added after weight files were first written, with the value that a file
 # written before them was made with (their defaults may differ)
 ADDED_FIELDS: dict[str, object] = {
+    "detail_input": False,
     "experts": 0,
     "grade_knots": 0,
     "grade_grid": 0,
@@ -69,7 +70,7 @@ NOISE_SEED = 0
 # frames are denoised on a coarser grid (720p: 256x144, frame / 5, instead of 320x180),
 # which keeps 720p real-time on 2 CPU cores; the guided upsampler restores full detail.
 WORK_PIXELS = 40_000
-MAX_AUTO_DOWNSCALE = 32  # 7680x4320 (8K) fits the budget at 29
+MAX_AUTO_DOWNSCALE = 32  # 7680x4320 (8K) fits the budget at 30 (256x144), not at 29
 
 
 class WeightsError(UserError):
@@ -110,6 +111,12 @@ def edge_map_u8(luma: np.ndarray) -> np.ndarray:
     strength = cv2.magnitude(dx, dy) * np.float32(min(height, width) / 512)
     edges = strength / (strength + np.float32(EDGE_KNEE))
     return cv2.resize(edges, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def gray_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 1, H, W) BT.601 luma in [-1, 1] on `device`."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return (torch.from_numpy(gray).to(device)[None, None].float() / 127.5 - 1.0).contiguous()
 
 
 def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray) -> np.ndarray:
@@ -470,9 +477,13 @@ class BuiltinModel(StreamModel):
             small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
             gray = flow_gray(small, height // gds, width // gds)
             image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
+        if self.cfg.detail_input:  # the full-res edges inside each cell, as a fourth channel
+            frame_luma = luma(full / 127.5 - 1.0) if on_device else gray_tensor(image, self.device)
+            detail = edge_detail(frame_luma, (height // ds, width // ds)).to(image_t.dtype)
+            image_t = torch.cat([image_t, detail], dim=1)
         # 3. history: the previous output, moved by the input's optical flow
         if state.prev_output is None or not self.cfg.temporal:
-            history = torch.zeros_like(image_t)
+            history = torch.zeros_like(image_t[:, :3])
             mask = torch.zeros_like(image_t[:, :1])
         else:
             flow = flow_to_tensor(self._flow()(gray, state.prev_gray)).to(self.device)
@@ -491,7 +502,7 @@ class BuiltinModel(StreamModel):
         # 4. denoise at low resolution, upsample guided by the full-resolution input
         result: NetOutput = sample(denoiser, state.noise.clone(), steps).extra
         if on_device:
-            output = upsample_on_device(result.x0, result.gain, full, image_t)
+            output = upsample_on_device(result.x0, result.gain, full, image_t[:, :3])
         else:
             output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
         # 5. the next state

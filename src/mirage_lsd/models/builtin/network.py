@@ -400,8 +400,9 @@ class LSDNet(nn.Module):
         self.cfg = cfg
         c0, c1, ci = cfg.width, cfg.mid_width, cfg.image_channels
         self.embed = CondEmbedding(cfg)
-        # x_t, image, history, history mask, and the cell's (y, x) in the frame
-        self.stem = nn.Conv2d(3 * ci + 1 + 2 * cfg.position, c0, 1)
+        # x_t, image [+ its edge detail], history, history mask, the cell's (y, x)
+        detail = cfg.patch**2 * int(cfg.detail_input)
+        self.stem = nn.Conv2d(3 * ci + detail + 1 + 2 * cfg.position, c0, 1)
         self.enc = nn.ModuleList(ConvBlock(c0, cfg) for _ in range(cfg.enc_blocks))
         self.down = nn.Conv2d(c0, c1, 2, stride=2)
         self.mid = nn.ModuleList(ConvBlock(c1, cfg) for _ in range(cfg.mid_blocks))
@@ -430,7 +431,7 @@ class LSDNet(nn.Module):
     def forward(
         self,
         x_t: Tensor,  # (B, 3, h, w) noisy target
-        image: Tensor,  # (B, 3, h, w) input frame, low resolution, [-1, 1]
+        image: Tensor,  # (B, 3, h, w) input frame, low resolution, [-1, 1] (+ `edge_detail`)
         history: Tensor,  # (B, 3, h, w) previous output warped to this frame
         history_mask: Tensor,  # (B, 1, h, w) 1 where the history is valid
         prompt: Tensor,  # (B, prompt_dim)
@@ -445,10 +446,11 @@ class LSDNet(nn.Module):
         emb = self.embed(prompt, t, d, history_sigma)  # (B, E)
         inputs = [
             F.pixel_unshuffle(x_t, p),
-            F.pixel_unshuffle(image, p),
+            F.pixel_unshuffle(image, p),  # with `detail_input`, its edge detail too
             F.pixel_unshuffle(history, p),
             F.avg_pool2d(history_mask, p),
         ]
+        image = image[:, :3]
         if self.cfg.position:  # a conv net cannot tell the frame's middle from its edges
             gh, gw = inputs[-1].shape[-2:]
             coords = frame_coordinates(gh, gw, x_t, window)  # (B or 1, 2, gh, gw)
@@ -483,12 +485,12 @@ EDGE_KNEE = 0.06
 SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 
 
-def edge_map(frame_luma: Tensor) -> Tensor:
-    """(B, 1, H, W) luma in [-1, 1] -> (B, 1, H, W) edge strength in [0, 1).
+def half_edges(frame_luma: Tensor) -> Tensor:
+    """(B, 1, H, W) luma in [-1, 1] -> (B, 1, H // 2, W // 2) edge strength in [0, 1).
 
     The Sobel gradient magnitude at half resolution (which smooths video noise the way a
     look's pre-blur does), scaled by the frame's size so that an edge reads the same at
-    any resolution, softly saturated, and enlarged back to full size.
+    any resolution, softly saturated.
     """
     height, width = frame_luma.shape[-2:]
     half = F.avg_pool2d(frame_luma, 2)  # (B, 1, H // 2, W // 2)
@@ -496,8 +498,19 @@ def edge_map(frame_luma: Tensor) -> Tensor:
     kernels = torch.stack([SOBEL, SOBEL.T])[:, None].to(frame_luma)  # (2, 1, 3, 3)
     dx, dy = F.conv2d(padded, kernels).chunk(2, dim=1)
     strength = torch.hypot(dx, dy) * (min(height, width) / 512)
-    edges = strength / (strength + EDGE_KNEE)
-    return F.interpolate(edges, size=(height, width), mode="bilinear", align_corners=False)
+    return strength / (strength + EDGE_KNEE)
+
+
+def edge_map(frame_luma: Tensor) -> Tensor:
+    """(B, 1, H, W) luma in [-1, 1] -> (B, 1, H, W): `half_edges` enlarged to full size."""
+    size = frame_luma.shape[-2:]
+    return F.interpolate(half_edges(frame_luma), size=size, mode="bilinear", align_corners=False)
+
+
+def edge_detail(frame_luma: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, 1, H, W) luma in [-1, 1] -> (B, 1, h, w): `half_edges` averaged over each cell
+    of the denoiser's image (`model.detail_input`), as [-1, 1] like the image."""
+    return F.adaptive_avg_pool2d(half_edges(frame_luma), size) * 2.0 - 1.0
 
 
 def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> Tensor:
@@ -513,7 +526,7 @@ def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> T
     size = frame.shape[-2:]
     up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
     frame_luma = luma(frame)
-    guides = [frame_luma - up(luma(image))]  # (B, 1, H, W) each
+    guides = [frame_luma - up(luma(image[:, :3]))]  # (B, 1, H, W) each
     if gain.shape[1] > 3:
         guides.append(edge_map(frame_luma))
     out = up(x0)
