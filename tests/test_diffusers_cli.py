@@ -96,8 +96,9 @@ def test_bad_flag_values_are_one_line_errors(
 
 
 def test_diffusers_flags_on_a_registered_model_are_an_error(tmp_path: Path) -> None:
-    result = mirage("run", str(CLIP), "-o", str(tmp_path / "x.mp4"), "--strength", "0.3")
-    assert_one_line_error(result, "do not apply", "mirage-lsd-v1")
+    for flag in (["--strength", "0.3"], ["--seed", "2"]):  # 2 is the default: still given
+        result = mirage("run", str(CLIP), "-o", str(tmp_path / "x.mp4"), *flag)
+        assert_one_line_error(result, "do not apply", "mirage-lsd-v1")
     # nor on a weight file of the built-in model given by its path (`mirage-lsd train`'s)
     from mirage_lsd.models.builtin.model import DEFAULT_WEIGHTS
 

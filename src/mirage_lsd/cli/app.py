@@ -397,7 +397,10 @@ def bench(
     steps: StepsOpt = 1,
     frames: Annotated[int, typer.Option("--frames", help="Frames to measure.", min=1)] = 300,
     warmup: Annotated[
-        int, typer.Option("--warmup", help="Frames run before measuring.", min=0)
+        int,
+        typer.Option(
+            "--warmup", help="Frames run before measuring (at least 1 when compiling).", min=0
+        ),
     ] = 10,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -426,9 +429,11 @@ def bench(
             fp16=fp16,
             downscale=downscale,
         )
-        if warmup:
+        # compiling: a first frame asks for the compile of its size, which is then waited for
+        warm = max(warmup, 1) if engine.model.info.compile else warmup
+        if warm:
             engine.start(
-                open_source(input, loop=True), output="null", mode="bench", max_frames=warmup
+                open_source(input, loop=True), output="null", mode="bench", max_frames=warm
             )
             engine.wait()
         if engine.model.info.compile:  # measure the model as it runs once compiled

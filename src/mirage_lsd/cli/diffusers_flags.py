@@ -2,7 +2,7 @@
 
 `with_diffusers_flags` appends the flags to a command's signature (typer reads the
 signature) and hands the command one `model_options` dict with the flags the user
-actually set, in the names `StreamEngine(model_options=...)` takes.
+actually gave, in the names `StreamEngine(model_options=...)` takes.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ _FLAGS: list[tuple[str, str, Any, Any]] = []
 
 
 def _flag(field: str, kind: Any, default: Any, flag: str, help: str) -> None:
-    option = typer.Option(flag, help=help, rich_help_panel=PANEL)
-    _FLAGS.append((flag[2:].replace("-", "_"), field, Annotated[kind, option], default))
+    """The parameter's own default is None, "not given": a flag typed at its default value
+    (`--seed 2`) is still given, and a model that takes no diffusers flags refuses it."""
+    shown = False if default in (None, "") else str(default)
+    option = typer.Option(flag, help=help, rich_help_panel=PANEL, show_default=shown)
+    _FLAGS.append((flag[2:].replace("-", "_"), field, Annotated[kind | None, option], None))
 
 
 _flag("loras", list[str] | None, None, "--lora", "LoRA ID_OR_PATH[:SCALE], repeatable.")
@@ -71,9 +74,9 @@ def with_diffusers_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options: dict[str, Any] = {}
-        for name, field, _, default in _FLAGS:
-            value = kwargs.pop(name, default)
-            if value != default and value != []:
+        for name, field, _, _ in _FLAGS:
+            value = kwargs.pop(name, None)
+            if value is not None and value != []:  # given on the command line
                 options[field] = value
         return command(*args, model_options=options, **kwargs)
 
