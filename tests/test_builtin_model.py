@@ -476,14 +476,17 @@ def test_the_detail_input_is_the_edges_inside_each_cell_on_both_paths(
     """`model.detail_input`: the stem also reads how much edge each low-res cell holds at
     full resolution (lines thinner than a cell vanish from the shrunk image); the OpenCV
     and the device paths feed it alike."""
-    from mirage_lsd.models.builtin.model import gray_tensor
-    from mirage_lsd.models.builtin.network import edge_detail
+    from mirage_lsd.models.builtin.model import edge_detail_u8
+    from mirage_lsd.models.builtin.network import edge_detail, luma
 
     frame = np.full((64, 64, 3), 120, np.uint8)
     frame[:, 9] = 255  # a one-pixel line: the shrunk image keeps a faint trace of it only
-    detail = edge_detail(gray_tensor(frame, torch.device("cpu")), (16, 16))[0, 0]
+    detail = edge_detail_u8(frame, (16, 16))[0, 0]
     assert detail.shape == (16, 16) and -1.0 <= float(detail.min()) < float(detail.max()) < 1.0
     assert float(detail[:, 2].min()) > float(detail[:, 8].max()) + 0.3  # cells 2 hold the line
+    frame_t = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    in_torch = edge_detail(luma(frame_t), (16, 16))[0, 0]  # the device path's, and training's
+    torch.testing.assert_close(in_torch, detail, atol=0.01, rtol=0)
     torch.manual_seed(0)
     net = LSDNet(dataclasses.replace(tiny_cfg, detail_input=True))
     with torch.no_grad():

@@ -100,8 +100,8 @@ def _band_up(x: np.ndarray, rows: slice, top: int, count: int, width: int, s: in
     return cv2.resize(x[rows], size, interpolation=cv2.INTER_LINEAR)[top : top + count]
 
 
-def edge_map_u8(luma: np.ndarray) -> np.ndarray:
-    """`network.edge_map` of an (H, W) uint8 luma with OpenCV: (H, W) float32 in [0, 1)."""
+def half_edges_u8(luma: np.ndarray) -> np.ndarray:
+    """`network.half_edges` of an (H, W) uint8 luma with OpenCV: (H // 2, W // 2) float32."""
     height, width = luma.shape
     even = luma[: height // 2 * 2, : width // 2 * 2].astype(np.float32)
     half = cv2.resize(even, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
@@ -109,14 +109,21 @@ def edge_map_u8(luma: np.ndarray) -> np.ndarray:
     dx = cv2.Sobel(half, cv2.CV_32F, 1, 0, ksize=3, scale=scale)
     dy = cv2.Sobel(half, cv2.CV_32F, 0, 1, ksize=3, scale=scale)
     strength = cv2.magnitude(dx, dy) * np.float32(min(height, width) / 512)
-    edges = strength / (strength + np.float32(EDGE_KNEE))
-    return cv2.resize(edges, (width, height), interpolation=cv2.INTER_LINEAR)
+    return strength / (strength + np.float32(EDGE_KNEE))
 
 
-def gray_tensor(frame: np.ndarray, device: torch.device) -> Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 1, H, W) BT.601 luma in [-1, 1] on `device`."""
-    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return (torch.from_numpy(gray).to(device)[None, None].float() / 127.5 - 1.0).contiguous()
+def edge_map_u8(luma: np.ndarray) -> np.ndarray:
+    """`network.edge_map` of an (H, W) uint8 luma with OpenCV: (H, W) float32 in [0, 1)."""
+    height, width = luma.shape
+    return cv2.resize(half_edges_u8(luma), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def edge_detail_u8(frame: np.ndarray, size: tuple[int, int]) -> Tensor:
+    """`network.edge_detail` of an (H, W, 3) uint8 RGB frame with OpenCV, several times
+    faster than torch on a CPU: (1, 1, h, w) float32 in [-1, 1)."""
+    edges = half_edges_u8(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    cells = cv2.resize(edges, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(cells * np.float32(2.0) - np.float32(1.0))[None, None]
 
 
 def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray) -> np.ndarray:
@@ -478,9 +485,12 @@ class BuiltinModel(StreamModel):
             gray = flow_gray(small, height // gds, width // gds)
             image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
         if self.cfg.detail_input:  # the full-res edges inside each cell, as a fourth channel
-            frame_luma = luma(full / 127.5 - 1.0) if on_device else gray_tensor(image, self.device)
-            detail = edge_detail(frame_luma, (height // ds, width // ds)).to(image_t.dtype)
-            image_t = torch.cat([image_t, detail], dim=1)
+            size = (height // ds, width // ds)
+            if on_device:
+                detail = edge_detail(luma(full / 127.5 - 1.0), size)
+            else:
+                detail = edge_detail_u8(image, size).to(self.device)
+            image_t = torch.cat([image_t, detail.to(image_t.dtype)], dim=1)
         # 3. history: the previous output, moved by the input's optical flow
         if state.prev_output is None or not self.cfg.temporal:
             history = torch.zeros_like(image_t[:, :3])
