@@ -623,6 +623,14 @@ def test_unreachable_stream_fails_fast() -> None:
             "https://cdn/x.m3u8?Key-Pair-Id=1&Signature=S",
             "https://cdn/x.m3u8?Key-Pair-Id=1&Signature=***",
         ),
+        (
+            "https://b.s3.amazonaws.com/c.mp4?X-Amz-Security-Token=T&X-Amz-Signature=S#t=2",
+            "https://b.s3.amazonaws.com/c.mp4?X-Amz-Security-Token=***&X-Amz-Signature=***#t=2",
+        ),
+        (
+            "https://cdn/l.m3u8?accessToken=A&apiKey=K&hdnts=exp~h&wowzatokenhash=W&v=1",
+            "https://cdn/l.m3u8?accessToken=***&apiKey=***&hdnts=***&wowzatokenhash=***&v=1",
+        ),
         ("rtmp://127.0.0.1/live", "rtmp://127.0.0.1/live"),  # an app alone: no key
         ("/clips/secret.mp4", "/clips/secret.mp4"),
     ],
@@ -732,6 +740,50 @@ def test_a_finished_hls_playlist_plays_once_every_frame(hls_folder: Path) -> Non
     assert [f.index for f in frames] == list(range(30))
     assert frames[0].image.shape == (480, 640, 3)
     assert source.counters.reconnect_attempts == 0
+
+
+class _LiveHlsHandler(_QuietHandler):
+    """A live HLS playlist that gains a segment every `period` seconds (the hls_folder's
+    three, over and over), its window the newest three, never finished."""
+
+    period = 1.6
+    started = 0.0
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/live.m3u8"):
+            super().do_GET()
+            return
+        released = 3 + int((time.monotonic() - self.started) / self.period)
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1"]
+        lines.append(f"#EXT-X-MEDIA-SEQUENCE:{released - 3}")
+        for sequence in range(released - 3, released):
+            lines += ["#EXT-X-DISCONTINUITY", "#EXTINF:0.333,", f"index{sequence % 3}.ts"]
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_live_hls_waits_for_its_next_segment_longer_than_the_read_timeout(
+    hls_folder: Path,
+) -> None:
+    """FFmpeg waits for a live playlist's next segment inside one read, for about a
+    segment's length (often 6-10 s): that wait is not a dropped stream, to be reopened
+    at a segment already shown."""
+    assert sorted(p.name for p in hls_folder.glob("*.ts")) == [f"index{i}.ts" for i in range(3)]
+    _LiveHlsHandler.started = time.monotonic()
+    with http_server(hls_folder, _LiveHlsHandler) as (base, _):
+        source = NetworkSource(f"{base}/live.m3u8", retry=FAST_RETRY, timeout_s=1.0)
+        assert source.live
+        frames = []
+        with source:
+            while time.monotonic() - _LiveHlsHandler.started < 5.5:
+                frames.append(source.recv())
+    assert source.counters.reconnect_attempts == 0
+    assert len(frames) >= 30 + 20  # the first window, and segments released since
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
 
 
 @pytest.mark.parametrize("handler", [_RangeCutOnceHandler, _CutOnceHandler])

@@ -10,7 +10,9 @@ class Timeline:
     """Maps stream times onto one clock that never goes back.
 
     A looping file or a reconnected network stream starts again at its own zero;
-    the frames it yields next continue one frame step after the last one.
+    the frames it yields next continue one frame step after the last one. So does a
+    stream whose own clock goes back without a reconnection (a live HLS playlist's
+    discontinuity: an ad, a restarted encoder).
     """
 
     def __init__(self, step_s: float) -> None:
@@ -28,9 +30,10 @@ class Timeline:
         if t is None:
             out = 0.0 if self._last is None else self._last + self._step
         else:
-            if self._restarted and self._last is not None:
+            behind = self._last is not None and t + self._offset <= self._last
+            if self._last is not None and (self._restarted or behind):
                 self._offset = self._last + self._step - t
-                self._restarted = False
+            self._restarted = False
             out = t + self._offset
         self._last = out
         return out

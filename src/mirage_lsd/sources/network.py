@@ -34,12 +34,13 @@ log = logging.getLogger(__name__)
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https")
 DEFAULT_FPS = 30.0  # frame step for pts when the stream gives no rate
 # query values that are credentials: SRT's passphrase and streamid (MediaMTX puts a login
-# in it), passwords, tokens (access_token, auth_token, ...), keys and signatures of
-# signed URLs (a CDN's HLS, Facebook's RTMPS). A value runs to the next '&': FFmpeg's
+# in it), passwords, tokens, keys and signatures of signed URLs (a CDN's HLS, Facebook's
+# RTMPS, S3's X-Amz-Signature, Akamai's hdnts): any name that ends in one of these words
+# (access_token, accessToken, apiKey, ...). A value runs to the next '&': FFmpeg's
 # srt, rtsp and rtmp handlers read '#' as part of it (SRT's access-control streamid
 # starts with "#!::"); only in http(s) does '#' end it.
-_SECRET_NAMES = r"(?:[\w.-]*_)?(?:passphrase|password|passwd|pass|pwd|token|streamid|key|sig"
-_SECRET_NAMES += r"|signature|secret|auth)"
+_SECRET_NAMES = r"[\w.-]*?(?:passphrase|password|passwd|pass|pwd|token|streamid|key|sig"
+_SECRET_NAMES += r"|signature|secret|auth|credential|hmac|hdnts|hdnea|tokenhash)"
 _SECRET_PARAMS = re.compile(rf"([?&]{_SECRET_NAMES}=)[^&]*", re.IGNORECASE)
 _SECRET_HTTP_PARAMS = re.compile(rf"([?&]{_SECRET_NAMES}=)[^&#]*", re.IGNORECASE)
 
@@ -117,7 +118,14 @@ class NetworkSource(Source):
         self.url = url
         self.retry = retry or RetryPolicy()
         self._options = {"rtsp_transport": "tcp"} if scheme.startswith("rtsp") else {}
-        self._timeout = (timeout_s, timeout_s)  # (open, read)
+        self._timeout: tuple[float, float | None] = (timeout_s, timeout_s)  # (open, read)
+        if scheme.startswith("http"):
+            # A live HLS read waits inside FFmpeg for the next segment, up to its length (6
+            # to 10 s is common): a timeout on the whole read would cut it and reconnect,
+            # replaying old segments. Each network transfer is bounded instead (seeks too),
+            # and a playlist that stops growing ends after a few reloads, not a thousand.
+            self._timeout = (timeout_s, None)
+            self._options = {"rw_timeout": str(round(timeout_s * 1e6)), "m3u8_hold_counters": "8"}
         try:
             self._container, stream = self._connect()
         except (av.FFmpegError, OSError, _NoVideo) as exc:
