@@ -356,6 +356,36 @@ def test_window_shows_frames_and_reports_close(
     assert sink.frames_written == 4
 
 
+def test_a_virtual_camera_gets_even_sides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It converts to 4:2:0 (I420 on Linux, NV12 for OBS), which an odd side shears: odd
+    frames go out with their edge repeated. (A stand-in camera: there is no device here.)"""
+    import types
+
+    sent: list[np.ndarray] = []
+
+    class Camera:
+        device = "/dev/video-test"
+
+        def __init__(self, width: int, height: int, fps: float, fmt: object) -> None:
+            self.width, self.height = width, height
+
+        def send(self, frame: np.ndarray) -> None:
+            assert frame.shape == (self.height, self.width, 3)
+            sent.append(frame)
+
+        def close(self) -> None:
+            pass
+
+    fake = types.SimpleNamespace(Camera=Camera, PixelFormat=types.SimpleNamespace(RGB="RGB"))
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
+    sink = open_sink("virtualcam", size=(481, 641), fps=FPS)
+    image = np.random.default_rng(0).integers(0, 256, (481, 641, 3), dtype=np.uint8)
+    sink.write(image, None)
+    sink.close()
+    assert sent[0].shape == (482, 642, 3)
+    assert np.array_equal(sent[0][:481, :641], image) and np.array_equal(sent[0][481], sent[0][480])
+
+
 @pytest.mark.skipif(bool(glob.glob("/dev/video*")), reason="a video device exists here")
 def test_virtualcam_missing() -> None:
     with pytest.raises(UserError, match="no virtual camera found"):
@@ -406,6 +436,32 @@ def test_rtmp_push_reaches_a_listener(
     assert out.split() == [str(N), "240", "320", "1"]  # colours tagged BT.709 (1)
 
 
+KEYFRAME_LISTENER = LISTENER.replace(
+    "print(len(frames), frames[0].height, frames[0].width, frames[0].colorspace)",
+    "print(*[i for i, frame in enumerate(frames) if frame.key_frame])",
+)
+
+
+def test_a_live_push_has_a_keyframe_every_two_seconds_however_many_frames_came(
+    walk: list[np.ndarray], unused_tcp_port: int
+) -> None:
+    """A model slower than its 30 fps camera sends 2 frames a second: keyframes come by
+    time (a late viewer waits at most 2 s for a picture), not every 60 frames (30 s)."""
+    url = f"rtmp://127.0.0.1:{unused_tcp_port}/live/test"
+    listener = subprocess.Popen(
+        [sys.executable, "-c", KEYFRAME_LISTENER, url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        sink = connect_when_listening(url)  # opened for a 30 fps source
+        for i, image in enumerate(walk[:9]):
+            sink.write(np.ascontiguousarray(image[:239, :319]), i * 0.5)  # 2 frames a second
+        sink.close()
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+    assert out.split() == ["0", "4", "8"]  # at 0, 2 and 4 s
+
+
 def connect_when_listening(url: str) -> Sink:
     """Open the push sink once the listener process accepts connections."""
     deadline = time.monotonic() + 10
@@ -436,6 +492,12 @@ def test_unreachable_stream_is_a_user_error(scheme: str, unused_tcp_port: int) -
     with pytest.raises(UserError, match=rf"to {scheme}://me:\*\*\*@127") as exc:  # no password
         open_sink(f"{scheme}://me:secret@127.0.0.1:{unused_tcp_port}/x", size=(48, 64), fps=FPS)
     assert "secret" not in str(exc.value)
+
+
+def test_an_srt_push_that_would_wait_for_a_peer_is_refused() -> None:
+    for mode in ("listener", "Rendezvous"):
+        with pytest.raises(UserError, match=rf"mode={mode.lower()}: .*caller"):
+            open_sink(f"srt://127.0.0.1:9000?latency=20&mode={mode}", size=(48, 64), fps=FPS)
 
 
 # The listening socket's backlog completes the TCP handshake: the server "accepts" and

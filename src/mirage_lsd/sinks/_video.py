@@ -10,6 +10,7 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.container import OutputContainer
+from av.video.frame import PictureType
 from av.video.reformatter import (
     ColorPrimaries,
     ColorRange,
@@ -163,8 +164,10 @@ def encode(
     image: np.ndarray | None,
     pts: int,
     convert: VideoReformatter,
+    keyframe: bool = False,
 ) -> None:
-    """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes.
+    """Encode one RGB frame at `pts` (stream time base) and mux its packets; None flushes;
+    `keyframe` makes it one (an IDR: a viewer who joins can start there).
 
     The frame is converted here by `convert` (one per stream: it keeps its swscale
     context from frame to frame), with the BT.709 matrix the stream is tagged with (the
@@ -180,6 +183,8 @@ def encode(
         )
         frame.pts = pts
         frame.time_base = stream.codec_context.time_base
+        if keyframe:
+            frame.pict_type = PictureType.I
     container.mux(stream.encode(frame))
 
 

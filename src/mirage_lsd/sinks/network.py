@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 
 import av
@@ -44,8 +45,8 @@ _FORMATS = {
     "srt": ("mpegts", {}),
     "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": str(round(TIMEOUT_S * 1e6))}),
 }
-_X264 = {"preset": "ultrafast", "tune": "zerolatency"}
-_KEYFRAME_SECONDS = 2.0  # how long a viewer who joins late waits for a picture
+_X264 = {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1"}
+_KEYFRAME_MS = 2000  # how long a viewer who joins late waits for a picture, at most
 
 
 class StreamPushSink(Sink):
@@ -62,11 +63,18 @@ class StreamPushSink(Sink):
         if scheme not in _FORMATS:
             raise UserError(f"cannot push to {name}: use an rtmp://, srt:// or rtsp:// URL")
         muxer, options = _FORMATS[scheme]
+        waits = re.search(r"[?&]mode=(listener|rendezvous)(?:&|$)", url, re.IGNORECASE)
+        if scheme == "srt" and waits:  # FFmpeg's libsrt waits for a peer past any timeout
+            raise UserError(
+                f"cannot push to {name} in mode={waits.group(1).lower()}: it would wait for "
+                "a peer with no way to stop it; push as a caller (the default) to a server"
+            )
         self.size = size
         self.frames_written = 0
         self._lock = threading.Lock()
         self._closed = False
         self._clock = LiveClock()
+        self._last_keyframe_ms: int | None = None
         self._pad = even_padding(size)
         coded = (size[0] + self._pad[0], size[1] + self._pad[1])
 
@@ -82,7 +90,9 @@ class StreamPushSink(Sink):
             self._video = add_video_stream(
                 self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
             )
-            self._video.codec_context.gop_size = max(1, round(_KEYFRAME_SECONDS * rate))
+            # keyframes are placed by time (`write`): a live stream drops the frames the
+            # model is too slow for, so a count of frames is no measure of time
+            self._video.codec_context.gop_size = max(1, round(10 * _KEYFRAME_MS / 1000 * rate))
             self._video.codec_context.time_base = LiveClock.TIME_BASE  # FLV counts milliseconds
             self._container.start_encoding()
         except BaseException as exc:
@@ -111,8 +121,12 @@ class StreamPushSink(Sink):
         with self._lock:
             if self._closed:
                 return
+            ms = self._clock(pts)
+            key = self._last_keyframe_ms is None or ms - self._last_keyframe_ms >= _KEYFRAME_MS
+            if key:
+                self._last_keyframe_ms = ms
             try:
-                encode(self._container, self._video, image, self._clock(pts), self._convert)
+                encode(self._container, self._video, image, ms, self._convert, keyframe=key)
             except (av.FFmpegError, OSError) as exc:
                 raise UserError(f"stream to {self.name} broke off: {reason(exc)}") from exc
             self.frames_written += 1

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from mirage_lsd.errors import UserError
-from mirage_lsd.sinks._video import check_frame
+from mirage_lsd.sinks._video import check_frame, even_padding, pad_even
 from mirage_lsd.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,12 @@ class VirtualCameraSink(Sink):
 
         self.size = size
         self.frames_written = 0
+        # the camera converts to 4:2:0 (I420, NV12), whose chroma rows need even sides
+        self._pad = even_padding(size)
+        height, width = size[0] + self._pad[0], size[1] + self._pad[1]
         try:
             self._camera = pyvirtualcam.Camera(
-                width=size[1], height=size[0], fps=fps, fmt=pyvirtualcam.PixelFormat.RGB
+                width=width, height=height, fps=fps, fmt=pyvirtualcam.PixelFormat.RGB
             )
         except RuntimeError as exc:
             log.debug("pyvirtualcam: %s", exc)
@@ -38,7 +41,7 @@ class VirtualCameraSink(Sink):
     def write(self, image: np.ndarray, pts: float | None) -> None:
         """Hand the frame to the camera; the engine, not the camera, sets the pace."""
         check_frame(image, self.size)
-        self._camera.send(image)
+        self._camera.send(pad_even(image, self._pad))
         self.frames_written += 1
 
     def close(self) -> None:
