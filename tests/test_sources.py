@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from fractions import Fraction
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import av
 import cv2
@@ -740,6 +741,55 @@ def test_a_finished_hls_playlist_plays_once_every_frame(hls_folder: Path) -> Non
     assert [f.index for f in frames] == list(range(30))
     assert frames[0].image.shape == (480, 640, 3)
     assert source.counters.reconnect_attempts == 0
+
+
+class _RecordingHandler(_QuietHandler):
+    """Serves files, and notes every path asked for."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        super().do_GET()
+
+
+def write_hls_variant(media: Path, folder: Path, name: str, size: tuple[int, int]) -> None:
+    """`name`.m3u8: 6 s of walk.mkv (looped) at `size` (width, height), 1 s segments."""
+    options = {"hls_time": "1", "hls_playlist_type": "vod"}
+    images = first_frames(media / "walk.mkv", 89)
+    with av.open(str(folder / f"{name}.m3u8"), "w", format="hls", options=options) as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "g": "30"})
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(180):
+            small = cv2.resize(images[i % len(images)], size, interpolation=cv2.INTER_AREA)
+            frame = av.VideoFrame.from_ndarray(small, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def test_an_hls_master_playlist_plays_its_largest_variant_alone(
+    media: Path, tmp_path: Path
+) -> None:
+    """Every variant is probed at open; then only the largest one's segments are fetched
+    (FFmpeg would fetch every variant's, to interleave packets no one reads)."""
+    write_hls_variant(media, tmp_path, "small", (160, 120))
+    write_hls_variant(media, tmp_path, "big", (320, 240))
+    (tmp_path / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=160x120\nsmall.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=320x240\nbig.m3u8\n"
+    )
+    _RecordingHandler.asked.clear()
+    with http_server(tmp_path, _RecordingHandler) as (base, _):
+        source = open_source(f"{base}/master.m3u8", retry=FAST_RETRY)
+        assert source.size == (240, 320)
+        frames = drain(source)
+    assert len(frames) == 180 and frames[0].image.shape == (240, 320, 3)
+    segments = [p for p in _RecordingHandler.asked if p.endswith(".ts")]
+    assert len([p for p in segments if p.startswith("/big")]) == 6
+    assert len([p for p in segments if p.startswith("/small")]) <= 2  # the probe's
 
 
 class _LiveHlsHandler(_QuietHandler):

@@ -9,6 +9,7 @@ import threading
 import av
 import numpy as np
 from av.container import InputContainer
+from av.stream import Discard
 from av.video.stream import VideoStream
 
 from mirage_lsd.errors import EndOfStream, UserError
@@ -180,7 +181,12 @@ class NetworkSource(Source):
         if not videos:
             container.close()
             raise _NoVideo("no video stream")
-        stream = videos[0]
+        # An HLS master playlist lists every variant: the largest is the one to transform,
+        # and the others must be discarded, or FFmpeg fetches all of their segments too
+        stream = max(videos, key=lambda s: ((s.width or 0) * (s.height or 0), s.bit_rate or 0))
+        for other in container.streams:
+            if other.index != stream.index:
+                other.discard = Discard.all
         set_decoder_threads(stream, live=video_end(container, stream) is None)
         return container, stream
 
