@@ -487,6 +487,11 @@ def test_the_detail_input_is_the_edges_inside_each_cell_on_both_paths(
     frame_t = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     in_torch = edge_detail(luma(frame_t), (16, 16))[0, 0]  # the device path's, and training's
     torch.testing.assert_close(in_torch, detail, atol=0.01, rtol=0)
+    odd = cv2.resize(frames(1, seed=5)[0], (80, 80))  # downscale 5 (720p's): cells of 2.5
+    odd_t = torch.from_numpy(odd).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    torch.testing.assert_close(
+        edge_detail(luma(odd_t), (16, 16)), edge_detail_u8(odd, (16, 16)), atol=0.01, rtol=0
+    )
     torch.manual_seed(0)
     net = LSDNet(dataclasses.replace(tiny_cfg, detail_input=True))
     with torch.no_grad():

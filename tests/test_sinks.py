@@ -329,10 +329,28 @@ def test_window_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
         open_sink("window", size=(48, 64), fps=FPS)
 
 
-def test_a_window_on_macos_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_window_on_macos_is_drawn_from_the_main_thread_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's headless driver
     monkeypatch.setattr(sys, "platform", "darwin")
-    with pytest.raises(UserError, match=r"macOS.*main thread.*mirage-lsd serve"):
-        open_sink("window", size=(48, 64), fps=FPS)
+    sink = open_sink("window", size=(48, 64), fps=FPS)
+    image = np.zeros((48, 64, 3), np.uint8)
+    failed: list[BaseException] = []
+
+    def draw() -> None:
+        try:
+            sink.write(image, None)
+        except UserError as exc:
+            failed.append(exc)
+
+    drawer = threading.Thread(target=draw)
+    drawer.start()
+    drawer.join()
+    assert failed and "main thread" in str(failed[0]) and "mirage-lsd serve" in str(failed[0])
+    sink.write(image, None)  # from the main thread: shown
+    assert sink.frames_written == 1
+    sink.close()
 
 
 def test_window_shows_frames_and_reports_close(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -217,11 +218,13 @@ def run(
         check_model_name(model)
         if report is not None:  # found out before the stream, not after it
             _check_report_path(report, input, output)
-        if preview:
-            if output.strip().lower() == "window":
+        if preview or output.strip().lower() == "window":
+            if preview and output.strip().lower() == "window":
                 raise UserError("--preview with --output window would show it twice: drop one")
-            from mirage_lsd.sinks.window import check_display
+            from mirage_lsd.sinks.window import MACOS_WINDOW, check_display
 
+            if sys.platform == "darwin":  # the stream's output thread would draw it
+                raise UserError(MACOS_WINDOW)
             check_display(connect=True)
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
@@ -309,12 +312,11 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
     line is a warning and the stream goes on; the end of the input ends the reading."""
 
     def loop() -> None:
-        try:
-            fd = sys.stdin.fileno()  # no standard input at all: a windowless launcher
-        except (AttributeError, OSError, ValueError):
+        raw_stdin = getattr(getattr(sys.stdin, "buffer", None), "raw", None)
+        if raw_stdin is None:  # no standard input at all: a windowless launcher
             return
         encoding = sys.stdin.encoding or "utf-8"
-        for raw in _lines(fd):  # bytes: one undecodable line must not end the reading
+        for raw in _lines(raw_stdin):  # bytes: one undecodable line must not end the reading
             try:
                 text = raw.decode(encoding).strip()
                 if not text:
@@ -331,18 +333,19 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
     threading.Thread(target=loop, name="mirage-stdin-prompts", daemon=True).start()
 
 
-def _lines(fd: int) -> Iterator[bytes]:
-    """The lines read from file descriptor `fd`, until its end or an error.
+def _lines(raw: io.RawIOBase) -> Iterator[bytes]:
+    """The lines read from the unbuffered stream `raw` (stdin's), until its end or an error.
 
-    With os.read, a thread waiting for the next line holds no lock of Python's: one
-    waiting in `sys.stdin.buffer` holds the buffer's, and the interpreter, closing stdin
-    at exit, aborts on it ("could not acquire lock ... at interpreter shutdown").
+    Unbuffered, a thread waiting for the next line holds no lock of Python's: one waiting
+    in `sys.stdin.buffer` holds the buffer's, and the interpreter, closing stdin at exit,
+    aborts on it ("could not acquire lock ... at interpreter shutdown"). On a Windows
+    console the raw stream is the one that gives UTF-8 (os.read would give its code page).
     """
     pending = b""
     while True:
         try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the terminal went away
+            chunk = raw.read(4096) or b""
+        except (OSError, ValueError):  # the terminal went away, or stdin was closed
             chunk = b""
         if not chunk:
             break

@@ -4,8 +4,9 @@ pygame is imported when a window is opened, not with this package: it is slow to
 load and prints a banner unless PYGAME_HIDE_SUPPORT_PROMPT is set first. Like most
 GUI toolkits, it wants to be driven from one thread: on Windows a window's events go to
 the thread that made it, so the window is made by the first `write`, on the thread that
-draws and reads its events (the engine's output thread). On macOS that thread would
-have to be the main one, which the engine's is not: there, use the studio or a file.
+draws and reads its events (the engine's output thread). On macOS that thread must be
+the main one: `engine.render` called there (a `for frame in engine.stream(...)` loop)
+works; the engine's own threads are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,11 @@ from mirage_lsd.sinks.base import Sink
 log = logging.getLogger(__name__)
 
 _FALLBACK = "Write to a file instead: --output out.mp4"
+MACOS_WINDOW = (
+    "cannot open a window on macOS from the stream's own thread: there only the main "
+    "thread may draw. Use the studio (mirage-lsd serve), a file or virtualcam, or, in "
+    "Python, call engine.render from the main thread (for frame in engine.stream(...))"
+)
 
 
 class WindowSink(Sink):
@@ -49,6 +56,8 @@ class WindowSink(Sink):
         self._screen: Any = None  # a pygame.Surface, made by the first `write`
 
     def _open(self) -> Any:
+        if sys.platform == "darwin" and threading.current_thread() is not threading.main_thread():
+            raise UserError(MACOS_WINDOW)  # SDL makes and drives windows on it only, there
         pygame, (height, width) = self._pygame, self.size
         try:
             pygame.display.init()
@@ -98,12 +107,6 @@ def check_display(connect: bool = False) -> None:
     """Fail fast with a clear message when there is no display to open: on Linux, none
     named; with `connect`, also one named that does not answer (ssh without X
     forwarding), found by connecting to it (before a run writes anything)."""
-    if sys.platform == "darwin":  # SDL makes and drives windows on the main thread only there
-        raise UserError(
-            "cannot open a window on macOS: it may be drawn only from the main thread, and "
-            "the stream draws from its own. Use the studio (mirage-lsd serve) or write to a "
-            "file or virtualcam"
-        )
     if sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER"):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UserError(

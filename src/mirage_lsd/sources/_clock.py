@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+JUMP_BACK_S = 0.5  # a stream's own clock going back by more is a discontinuity
+
 
 class Timeline:
     """Maps stream times onto one clock that never goes back.
@@ -30,7 +32,9 @@ class Timeline:
         if t is None:
             out = 0.0 if self._last is None else self._last + self._step
         else:
-            behind = self._last is not None and t + self._offset <= self._last
+            # a jump back (a duplicate or a slight step back passes, as before: the
+            # sinks' clocks nudge those, without shifting the rest of the stream)
+            behind = self._last is not None and t + self._offset < self._last - JUMP_BACK_S
             if self._last is not None and (self._restarted or behind):
                 self._offset = self._last + self._step - t
             self._restarted = False

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "http", "https")
 DEFAULT_FPS = 30.0  # frame step for pts when the stream gives no rate
+HLS_READ_TIMEOUT_S = 20.0  # over a live playlist's wait for its next 10 s segment
 # query values that are credentials: SRT's passphrase and streamid (MediaMTX puts a login
 # in it), passwords, tokens, keys and signatures of signed URLs (a CDN's HLS, Facebook's
 # RTMPS, S3's X-Amz-Signature, Akamai's hdnts): any name that ends in one of these words
@@ -122,10 +123,11 @@ class NetworkSource(Source):
         self._timeout: tuple[float, float | None] = (timeout_s, timeout_s)  # (open, read)
         if scheme.startswith("http"):
             # A live HLS read waits inside FFmpeg for the next segment, up to its length (6
-            # to 10 s is common): a timeout on the whole read would cut it and reconnect,
-            # replaying old segments. Each network transfer is bounded instead (seeks too),
-            # and a playlist that stops growing ends after a few reloads, not a thousand.
-            self._timeout = (timeout_s, None)
+            # to 10 s is common): a 5 s timeout on the whole read would cut it and
+            # reconnect, replaying old segments. Each network transfer is bounded instead
+            # (seeks too), and a playlist that stops growing ends after a few reloads; the
+            # read's own timeout, longer than a segment's wait, is what lets a stop in.
+            self._timeout = (timeout_s, max(timeout_s, HLS_READ_TIMEOUT_S))
             self._options = {"rw_timeout": str(round(timeout_s * 1e6)), "m3u8_hold_counters": "8"}
         try:
             self._container, stream = self._connect()

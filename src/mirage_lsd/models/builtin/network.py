@@ -509,8 +509,16 @@ def edge_map(frame_luma: Tensor) -> Tensor:
 
 def edge_detail(frame_luma: Tensor, size: tuple[int, int]) -> Tensor:
     """(B, 1, H, W) luma in [-1, 1] -> (B, 1, h, w): `half_edges` averaged over each cell
-    of the denoiser's image (`model.detail_input`), as [-1, 1] like the image."""
-    return F.adaptive_avg_pool2d(half_edges(frame_luma), size) * 2.0 - 1.0
+    of the denoiser's image (`model.detail_input`), as [-1, 1] like the image. The mean
+    over each cell's area, as OpenCV's INTER_AREA takes it (`model.edge_detail_u8`): at an
+    odd downscale a cell holds whole and half pixels of the half-resolution map."""
+    half = half_edges(frame_luma)
+    if half.shape[-2] % size[0] or half.shape[-1] % size[1]:
+        full = F.interpolate(half, scale_factor=2.0, mode="nearest")  # each as its 4 pixels
+        cells = F.avg_pool2d(full, (full.shape[-2] // size[0], full.shape[-1] // size[1]))
+    else:
+        cells = F.adaptive_avg_pool2d(half, size)
+    return cells * 2.0 - 1.0
 
 
 def guided_upsample(x0: Tensor, gain: Tensor, frame: Tensor, image: Tensor) -> Tensor:

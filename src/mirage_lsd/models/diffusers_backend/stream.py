@@ -15,7 +15,10 @@ blended by slerp; residual CFG and the feature bank live in the per-stream state
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +92,30 @@ class StreamState:
     bank: FeatureBank | None = None
 
 
+class GraphThread:
+    """One daemon thread that runs the calls given to it in turn: the owner of a compiled
+    model's CUDA graphs (`_run_transform`). A daemon, unlike a thread pool's worker, so a
+    command that ends (Ctrl-C) during a first frame's compile need not wait for it."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="mirage-cuda-graphs", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            call, future = self._calls.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # the caller's to raise
+                    future.set_exception(exc)
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((call, future))
+        return future
+
+
 class DiffusersStreamModel(StreamModel):
     """SD 1.5 / 2.1 / SDXL (turbo, LCM, LCM-LoRA) as a causal frame-to-frame model."""
 
@@ -145,7 +172,7 @@ class DiffusersStreamModel(StreamModel):
         if options.bank_size > 0 or options.kv_downsample > 1:
             install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
         self._eager: tuple[Any, Any, Any] | None = None  # the modules before torch.compile
-        self._graph_thread: ThreadPoolExecutor | None = None  # compiled on CUDA only
+        self._graph_thread: GraphThread | None = None  # compiled on CUDA only
         if compile and options.bank_size > 0:
             # the bank's keys grow frame by frame: each length (and each stage's recording
             # or not) is a new graph, and past dynamo's limit the UNet runs eager, silently
@@ -182,7 +209,7 @@ class DiffusersStreamModel(StreamModel):
         """
         mode = "reduce-overhead" if self.device.type == "cuda" else None
         if mode is not None:  # see `_run_transform`
-            self._graph_thread = ThreadPoolExecutor(1, thread_name_prefix="mirage-cuda-graphs")
+            self._graph_thread = GraphThread()
         self._eager = (self.unet, self.vae.encoder, self.vae.decoder)
         self.unet = torch.compile(self.unet, dynamic=False, mode=mode)
         self.vae.encoder = torch.compile(self.vae.encoder, dynamic=False, mode=mode)
