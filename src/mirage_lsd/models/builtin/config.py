@@ -76,7 +76,7 @@ class ModelConfig:
     # the stem also sees, per low-res pixel, the mean over it of the full-res input's edge
     # map: how much line the look draws inside a cell, which the shrunk image has lost
     # (blueprint, neon edges); the image then carries it as a fourth channel
-    detail_input: bool = False
+    detail_input: bool = True
     # >= 1: x0's base also gets a small per-look MLP of each low-res input pixel's 3x3
     # neighbourhood (`network.LocalLook`), this many weight sets mixed by the prompt
     local_experts: int = 0
