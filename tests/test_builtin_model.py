@@ -481,7 +481,7 @@ def test_the_detail_input_is_the_edges_inside_each_cell_on_both_paths(
 
     frame = np.full((64, 64, 3), 120, np.uint8)
     frame[:, 9] = 255  # a one-pixel line: the shrunk image keeps a faint trace of it only
-    detail = edge_detail_u8(frame, (16, 16))[0, 0]
+    detail = edge_detail_u8(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (16, 16))[0, 0]
     assert detail.shape == (16, 16) and -1.0 <= float(detail.min()) < float(detail.max()) < 1.0
     assert float(detail[:, 2].min()) > float(detail[:, 8].max()) + 0.3  # cells 2 hold the line
     frame_t = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
@@ -490,7 +490,10 @@ def test_the_detail_input_is_the_edges_inside_each_cell_on_both_paths(
     odd = cv2.resize(frames(1, seed=5)[0], (80, 80))  # downscale 5 (720p's): cells of 2.5
     odd_t = torch.from_numpy(odd).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     torch.testing.assert_close(
-        edge_detail(luma(odd_t), (16, 16)), edge_detail_u8(odd, (16, 16)), atol=0.01, rtol=0
+        edge_detail(luma(odd_t), (16, 16)),
+        edge_detail_u8(cv2.cvtColor(odd, cv2.COLOR_RGB2GRAY), (16, 16)),
+        atol=0.01,
+        rtol=0,
     )
     torch.manual_seed(0)
     net = LSDNet(dataclasses.replace(tiny_cfg, detail_input=True))

@@ -118,15 +118,17 @@ def edge_map_u8(luma: np.ndarray) -> np.ndarray:
     return cv2.resize(half_edges_u8(luma), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def edge_detail_u8(frame: np.ndarray, size: tuple[int, int]) -> Tensor:
-    """`network.edge_detail` of an (H, W, 3) uint8 RGB frame with OpenCV, several times
-    faster than torch on a CPU: (1, 1, h, w) float32 in [-1, 1)."""
-    edges = half_edges_u8(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+def edge_detail_u8(luma: np.ndarray, size: tuple[int, int]) -> Tensor:
+    """`network.edge_detail` of an (H, W) uint8 luma with OpenCV, several times faster
+    than torch on a CPU: (1, 1, h, w) float32 in [-1, 1)."""
+    edges = half_edges_u8(luma)
     cells = cv2.resize(edges, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(cells * np.float32(2.0) - np.float32(1.0))[None, None]
 
 
-def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray) -> np.ndarray:
+def upsample_to_frame(
+    x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.ndarray, luma: np.ndarray | None = None
+) -> np.ndarray:
     """`network.guided_upsample` for one frame, in uint8 pixels with OpenCV: the run-time path.
 
     Same math (bilinear, half-pixel centers, BT.601 luma), with the luma rounded to whole
@@ -145,7 +147,8 @@ def upsample_to_frame(x0: Tensor, gain: Tensor, frame: np.ndarray, small: np.nda
         g.permute(1, 2, 0).contiguous().numpy() for g in gain[0].float().split(3)
     ]  # (h, w, 3) per guide
     small_luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)  # (h, w)
-    luma = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # (H, W) uint8
+    if luma is None:  # the frame's, unless the step already made it
+        luma = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # (H, W) uint8
     # in levels, as the detail is (the network's edge map is in [-1, 1] units of output)
     edges = edge_map_u8(luma) * np.float32(127.5) if len(gains) > 1 else None
     out = np.empty_like(frame)
@@ -484,12 +487,14 @@ class BuiltinModel(StreamModel):
             small = cv2.resize(image, (width // ds, height // ds), interpolation=cv2.INTER_AREA)
             gray = flow_gray(small, height // gds, width // gds)
             image_t = to_tensor(small).to(self.device)  # (1, 3, h, w)
+        frame_luma: np.ndarray | None = None  # on the CPU, shared with the upsampler
         if self.cfg.detail_input:  # the full-res edges inside each cell, as a fourth channel
             size = (height // ds, width // ds)
             if on_device:
                 detail = edge_detail(luma(full / 127.5 - 1.0), size)
             else:
-                detail = edge_detail_u8(image, size).to(self.device)
+                frame_luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+                detail = edge_detail_u8(frame_luma, size).to(self.device)
             image_t = torch.cat([image_t, detail.to(image_t.dtype)], dim=1)
         # 3. history: the previous output, moved by the input's optical flow
         if state.prev_output is None or not self.cfg.temporal:
@@ -514,7 +519,7 @@ class BuiltinModel(StreamModel):
         if on_device:
             output = upsample_on_device(result.x0, result.gain, full, image_t[:, :3])
         else:
-            output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small)
+            output = upsample_to_frame(result.x0.cpu(), result.gain.cpu(), image, small, frame_luma)
         # 5. the next state
         new_state = replace(
             state,
