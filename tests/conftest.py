@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mirage_lsd.device import COMPILE_ENV
 
@@ -14,6 +15,10 @@ MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 # The built-in model compiles in the background by default on CPU; in tests that would
 # spend ~40 s of both cores per model. Tests that want it pass compile=True (or --compile).
 os.environ[COMPILE_ENV] = "0"
+
+# Hypothesis keeps no example database: tests write under tmp_path, never into the repo
+settings.register_profile("mirage-lsd", database=None)
+settings.load_profile("mirage-lsd")
 
 
 def skip_or_fail_in_ci(reason: str) -> None:

@@ -48,16 +48,26 @@ def run(model: BuiltinModel, frames: list[np.ndarray], wait: bool) -> list[np.nd
 
 
 def test_compiled_network_gives_the_eager_outputs(media: Path) -> None:
-    torch.set_num_threads(2)
     frames = clip_frames(media, 6)
     eager = run(BuiltinModel.from_file(), frames, wait=False)
     model = BuiltinModel.from_file(compile=True)
-    compiled = run(model, frames, wait=True)
-    # the compiled network was used once the KV cache was full (frame 3 on)
     assert model._compiler is not None
     ds = model.downscale_for(*SIZE)
     low = (SIZE[0] // ds, SIZE[1] // ds)
+    model._compiler.request(low)
+    model.wait_ready(timeout=600)
     assert model._compiler._ready.keys() == {low}
+    calls = []
+    compiled_net = model._compiler._ready[low]
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return compiled_net(*args, **kwargs)
+
+    model._compiler._ready[low] = counted
+    compiled = run(model, frames, wait=True)
+    # the compiled network runs once the KV cache is full: frame cache_frames + 1 on
+    assert len(calls) == len(frames) - model.cfg.cache_frames
     for a, b in zip(eager, compiled, strict=True):
         assert np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2
 

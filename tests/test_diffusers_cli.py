@@ -10,10 +10,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-pytest.importorskip("diffusers")
-pytest.importorskip("peft")
-
 from conftest import MEDIA
 from diffusers_tiny import save_tiny_lora, save_tiny_sd, save_tiny_taesd
 from test_cli import assert_one_line_error, mirage, video_info

@@ -681,3 +681,155 @@ def test_letterbox_bars_stay_black_whatever_the_model_paints(media: Path) -> Non
     assert out.shape == (120, 120, 3)
     assert out[:26].max() == 0 and out[-26:].max() == 0
     assert (out[40:80] == 155).all()  # the picture itself is the model's
+
+
+def test_a_second_start_or_a_process_call_while_streaming_is_refused(media: Path) -> None:
+    model = RecordingModel()
+    model.hold_at = 2
+    engine = StreamEngine(model, device="cpu")
+    engine.start(media / "walk.mkv", mode="offline", max_frames=6)
+    try:
+        assert model.holding.wait(5)
+        with pytest.raises(RuntimeError, match="already running"):
+            engine.start(media / "walk.mkv", mode="offline")
+        with pytest.raises(RuntimeError, match="while a stream is running"):
+            engine.process(np.zeros((64, 64, 3), np.uint8))
+    finally:
+        model.release.set()
+    stats = engine.wait()
+    assert stats.frames_out == 6 and len(model.seen) == 6  # the first stream went on
+
+
+def test_a_sink_slower_than_the_model_drops_the_oldest_outputs_live_and_counts_them(
+    media: Path,
+) -> None:
+    delivered: list[int] = []
+
+    def slow_sink(image: np.ndarray, info: object) -> None:
+        delivered.append(info.index)  # type: ignore[attr-defined]
+        time.sleep(0.1)  # 10 fps out of a 30 fps clip, with a fast model
+
+    engine = StreamEngine(SlowModel(delay=0.0), device="cpu", resolution=(90, 160))
+    engine.start(media / "bottle-detection.mp4", on_frame=slow_sink, mode="live", max_frames=45)
+    stats = engine.wait()
+    assert stats.dropped_output > 0
+    assert stats.dropped == stats.dropped_input + stats.dropped_output
+    assert stats.frames_out == len(delivered) + stats.dropped_output
+    assert delivered == sorted(delivered)  # the newest frames win, in order
+
+
+def test_prompts_that_are_not_clean_text_are_refused_in_one_line() -> None:
+    from mirage_lsd.engine.prompt import validate_prompt
+
+    cases = {
+        "a\x00b": "NUL character",
+        42: "prompt must be text, got int",
+        "\ud800": "not valid UTF-8",
+        b"\xff\xfe": "not valid UTF-8",
+        "  \n ": "prompt is empty",
+        "x" * 1001: "1001 characters long",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(UserError, match=message) as err:
+            validate_prompt(bad)
+        assert "\n" not in str(err.value)
+    assert validate_prompt(b" pencil sketch\n") == "pencil sketch"
+    engine = StreamEngine(RecordingModel(), device="cpu", prompt="ab")
+    for frames in (-1, 1.5, True):
+        with pytest.raises(UserError, match="transition_frames must be 0 or more"):
+            engine.set_prompt("abcd", transition_frames=frames)  # type: ignore[arg-type]
+    assert engine.prompt == "ab"
+
+
+def test_a_prompt_changed_again_mid_transition_blends_on_from_where_it_is() -> None:
+    from mirage_lsd.engine.prompt import PromptSchedule
+
+    schedule = PromptSchedule(4.0, lambda a, b, w: a + (b - a) * w)
+    schedule.set(8.0, 4)
+    assert [schedule.next() for _ in range(2)] == [5.0, 6.0]  # halfway to 8
+    schedule.set(2.0, 2)  # a new target: from 6, where the stream is, not from 4 or 8
+    assert [schedule.next() for _ in range(3)] == [4.0, 2.0, 2.0]
+    schedule.set(10.0, 0)  # no transition: at the next frame
+    assert schedule.next() == 10.0 and schedule.current == 10.0
+
+
+class LaggingModel(StreamModel):
+    """Hands out each frame two frames late, as a pipelined (stream_batch) model does."""
+
+    def lag_frames(self, steps: int) -> int:
+        return 2
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name="lagging", description="two frames late")
+
+    def encode_prompt(self, text: str | None) -> object:
+        return text
+
+    def init_state(self, height: int, width: int, seed: int | None = None) -> list[np.ndarray]:
+        return []
+
+    def step(self, image, cond, state, steps):  # type: ignore[no-untyped-def]
+        state = [*state, image.copy()][-3:]
+        return state[0], state
+
+
+def test_a_lagging_models_output_is_labelled_with_the_frame_it_was_made_from() -> None:
+    def numbered(count: int):  # type: ignore[no-untyped-def]
+        for i in range(count):
+            yield np.full((16, 16, 3), i, np.uint8)  # frame i shows i
+
+    seen: list[tuple[int, int]] = []
+    engine = StreamEngine(LaggingModel(), device="cpu")
+    engine.start(
+        numbered(40),
+        mode="bench",  # every frame, each when the model is free
+        on_frame=lambda image, info: seen.append((int(image[0, 0, 0]), info.index)),
+    )
+    engine.wait(timeout=30)
+    assert len(seen) >= 4
+    assert seen[0][0] == seen[1][0] == seen[2][0]  # the model's first frame, three times
+    assert all(shown == index for shown, index in seen)  # labelled with the frame it shows
+
+
+def test_frames_read_before_the_input_fails_are_still_written(tmp_path: Path) -> None:
+    def frames():  # type: ignore[no-untyped-def]
+        for i in range(20):
+            yield np.full((64, 64, 3), i * 10, np.uint8)
+        yield np.zeros((64, 64, 3), np.float32)  # a bad frame: the input fails here
+
+    engine = StreamEngine("identity", device="cpu")
+    engine.start(frames(), output=tmp_path / "out.mp4", mode="offline")
+    with pytest.raises(UserError, match="uint8"):
+        engine.wait(timeout=30)
+    assert decoded_frames(tmp_path / "out.mp4") == 20  # none of the queued ones thrown away
+
+
+def test_a_failure_nobody_waited_for_is_logged_by_the_next_start(
+    media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing():  # type: ignore[no-untyped-def]
+        yield np.zeros((64, 64, 3), np.uint8)
+        yield "not a frame"
+
+    engine = StreamEngine("identity", device="cpu")
+    engine.start(failing(), mode="offline", on_frame=lambda image: None)
+    deadline = time.monotonic() + 30
+    while engine.running:  # polled, as a UI would, with no wait() or stop()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with caplog.at_level("WARNING"):
+        engine.start(media / "walk.mkv", mode="offline", max_frames=3, on_frame=lambda i: None)
+    assert "the previous stream failed" in caplog.text and "frame 1: expected" in caplog.text
+    assert engine.wait(timeout=30).frames_out == 3  # the new stream is not blamed for it
+
+
+def test_a_refused_start_inside_a_stream_loop_leaves_the_loop_stoppable(media: Path) -> None:
+    engine = StreamEngine("identity", device="cpu")
+    for _ in engine.stream(media / "walk.mkv", mode="offline"):
+        with pytest.raises(RuntimeError, match="already running"):
+            engine.start(media / "walk.mkv")
+        time.sleep(0.5)  # the stream fills the loop's queue and waits on it
+        engine.stop(timeout=10)  # closes that queue, so the stream can end
+        assert not engine.running
+        break

@@ -268,6 +268,38 @@ def test_interrupted_write_ends_audio_with_video(
     assert 10 / FPS - 0.05 < end <= 10 / FPS + 0.2
 
 
+def test_a_failing_audio_stream_stops_the_audio_not_the_video(
+    walk: list[np.ndarray],
+    clip_with_audio: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The muxer refuses an audio packet (its clock went back where two recordings were
+    joined): the carried audio ends there, with a warning, and every video frame is kept."""
+    from mirage_lsd.sinks import _audio
+
+    real = _audio.AudioCarry.mux_until
+    calls = []
+
+    def refusing(self: _audio.AudioCarry, end_s: float) -> None:
+        calls.append(end_s)
+        if len(calls) == 15:
+            raise av.error.InvalidDataError(1094995529, "non monotonically increasing dts")
+        real(self, end_s)
+
+    monkeypatch.setattr(_audio.AudioCarry, "mux_until", refusing)
+    path = tmp_path / "joined.mp4"
+    sink = VideoFileSink(path, size=(480, 640), fps=FPS, audio_from=clip_with_audio)
+    with caplog.at_level("WARNING"), sink:
+        write_all(sink, walk)
+    assert "the audio stops at 0.5 s" in caplog.text and "without it" in caplog.text
+    assert len(calls) == 15  # no more audio after the failure
+    assert len(decode(path)) == len(walk)  # the whole video, playable
+    _, _, end = decode_audio(path)
+    assert end <= 15 / FPS + 0.2  # the audio muxed before the failure stays
+
+
 def test_bad_video_paths(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         open_sink(tmp_path / "missing" / "out.mp4", size=(48, 64), fps=FPS)
@@ -295,6 +327,17 @@ def test_png_folder_round_trip(walk: list[np.ndarray], tmp_path: Path) -> None:
     assert [f.name for f in files] == [f"frame_{i:06d}.png" for i in range(5)]
     for file, image in zip(files, walk, strict=False):
         assert np.array_equal(cv2.cvtColor(cv2.imread(str(file)), cv2.COLOR_BGR2RGB), image)
+    # a shorter second run into the same folder replaces the first one's frames, all of
+    # them; files that are not its frames stay
+    (folder / "notes.txt").write_text("mine")
+    (folder / "frame_cover.png").write_bytes(b"mine too")
+    sink = open_sink(folder, size=(480, 640), fps=FPS)
+    write_all(sink, walk[5:7])
+    sink.close()
+    names = sorted(f.name for f in folder.iterdir())
+    assert names == ["frame_000000.png", "frame_000001.png", "frame_cover.png", "notes.txt"]
+    first = cv2.cvtColor(cv2.imread(str(folder / "frame_000000.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(first, walk[5])
 
 
 def test_png_folder_refuses_a_file(tmp_path: Path) -> None:
@@ -392,7 +435,7 @@ def test_a_virtual_camera_gets_even_sides(monkeypatch: pytest.MonkeyPatch) -> No
             sent.append(frame)
 
         def close(self) -> None:
-            pass
+            self.send = None  # as pyvirtualcam drops its backend: no send after close
 
     fake = types.SimpleNamespace(Camera=Camera, PixelFormat=types.SimpleNamespace(RGB="RGB"))
     monkeypatch.setitem(sys.modules, "pyvirtualcam", fake)
@@ -400,6 +443,9 @@ def test_a_virtual_camera_gets_even_sides(monkeypatch: pytest.MonkeyPatch) -> No
     image = np.random.default_rng(0).integers(0, 256, (481, 641, 3), dtype=np.uint8)
     sink.write(image, None)
     sink.close()
+    sink.write(image, None)  # late, after a close from another thread: dropped
+    sink.close()  # twice: fine
+    assert len(sent) == 1 and sink.frames_written == 1
     assert sent[0].shape == (482, 642, 3)
     assert np.array_equal(sent[0][:481, :641], image) and np.array_equal(sent[0][481], sent[0][480])
 
@@ -452,6 +498,14 @@ def test_rtmp_push_reaches_a_listener(
     finally:
         listener.kill()
     assert out.split() == [str(N), "240", "320", "1"]  # colours tagged BT.709 (1)
+
+
+def test_a_push_is_capped_at_a_bitrate_ingest_servers_take() -> None:
+    from mirage_lsd.sinks.network import push_kbps
+
+    assert push_kbps((720, 1280), 30.0) == 2765  # 0.1 bit per pixel per frame
+    assert push_kbps((1080, 1920), 60.0) == 6000  # at most Twitch's 6 Mbit/s
+    assert push_kbps((240, 320), 30.0) == 1000  # small streams keep a usable floor
 
 
 KEYFRAME_LISTENER = LISTENER.replace(

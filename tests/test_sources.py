@@ -149,6 +149,10 @@ def test_missing_and_unreadable_files_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="input file not found") as missing:
         open_source(tmp_path / "nope.mp4")
     assert_one_line(missing)
+    with pytest.raises(UserError, match=r"input file not found: .*take \[2\]\.mp4"):
+        open_source(tmp_path / "take [2].mp4")  # brackets in a video's name: not a pattern
+    with pytest.raises(UserError, match="no images found"):
+        open_source(tmp_path / "shot_[0-9].png")  # an image pattern that matches nothing
     garbage = tmp_path / "x.mp4"
     garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, np.uint8).tobytes())
     with pytest.raises(UserError, match="Is it a video file") as bad:
@@ -163,6 +167,26 @@ def test_missing_and_unreadable_files_are_user_errors(tmp_path: Path) -> None:
         out.mux(stream.encode())
     with pytest.raises(UserError, match="no video stream"):
         open_source(audio_only)
+
+
+def test_a_video_cut_off_before_its_first_frame_is_a_one_line_error(tmp_path: Path) -> None:
+    """A download stopped right after the header (the index first, "faststart"): the file
+    opens, but no frame decodes; not a run of 0 frames that exits 0."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        video = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        for i in range(10):
+            image = np.full((64, 64, 3), i * 20, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(video.encode())
+    data = whole.read_bytes()
+    cut = tmp_path / "partial_download.mp4"
+    cut.write_bytes(data[: data.index(b"mdat") + 8])  # the index, and none of the frames
+    assert len(drain(VideoFileSource(whole))) == 10
+    with pytest.raises(UserError, match=r"no frame of .*partial_download\.mp4.* decoded") as err:
+        open_source(cut)
+    assert_one_line(err)
 
 
 def test_an_audio_file_with_cover_art_is_not_a_video(tmp_path: Path) -> None:
@@ -294,6 +318,26 @@ def image_folder(tmp_path: Path) -> Path:
     (folder / "frame3.png").write_bytes(b"not a png")
     (folder / "notes.txt").write_text("ignored")
     return folder
+
+
+def test_an_image_folder_or_array_in_live_mode_plays_at_its_frame_rate(
+    image_folder: Path,
+) -> None:
+    """`--mode live` (or a watched output): a folder stands in for a 30 fps camera, an
+    array plays at its fps; not read at disk speed into a one-slot queue."""
+    source = open_source(image_folder)
+    assert source.pace() and source.live and source.fps == 30.0
+    t0 = time.monotonic()
+    frames = drain(source)
+    assert [f.pts for f in frames] == [0.0, 1 / 30, 2 / 30]  # the readable three
+    assert time.monotonic() - t0 >= 2 / 30 * 0.9
+    array = ArraySource([np.zeros((8, 8, 3), np.uint8)] * 6, fps=20.0)
+    assert array.pace() and array.live
+    t0 = time.monotonic()
+    assert [f.pts for f in drain(array)] == [i / 20 for i in range(6)]
+    assert time.monotonic() - t0 >= 5 / 20 * 0.9
+    feed = ArraySource(np.zeros((8, 8, 3), np.uint8) for _ in range(3))  # a generator
+    assert not feed.pace() and not feed.live  # may be a live feed: paced by what feeds it
 
 
 def test_image_folder_in_natural_order_skipping_unreadable(image_folder: Path) -> None:
@@ -678,7 +722,7 @@ def test_a_live_stream_decodes_each_frame_as_its_packet_arrives(
     assert decoded == [1] * 5  # with "AUTO" on 2 cores: [0, 0, 1, 1, 1]
 
 
-def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:
+def test_an_http_video_cut_off_for_good_is_an_error_after_retries(media: Path) -> None:
     _CutOnceHandler.cut.clear()
     with http_server(media, _CutOnceHandler) as (base, server):
         source = NetworkSource(f"{base}/walk.mkv", retry=FAST_RETRY)
@@ -686,7 +730,12 @@ def test_http_stream_then_drop_ends_after_retries(media: Path) -> None:
         frames = [source.recv() for _ in range(5)]
         server.shutdown()  # the answer is cut short, and the server is gone
         server.server_close()
-        frames += drain(source)
+        # a video on demand that ends before its end is a failure, not a clean end
+        message = r"walk\.mkv broke off at \d+\.\d s of its [\d.]+ s and did not come back"
+        with pytest.raises(UserError, match=message) as err:
+            while True:
+                frames.append(source.recv())
+        assert_one_line(err)
     assert 5 < len(frames) < 89
     assert frames[0].image.shape == (480, 640, 3)
     assert source.counters.reconnect_attempts == 2 and source.counters.reconnects == 0

@@ -25,8 +25,12 @@ def test_histogram_memory_is_fixed() -> None:
     size = hist.counts.nbytes
     for i in range(100000):
         hist.add(i * 0.37)
+    for outlier in (1e9, 1e-9, 0.0):  # far outside the binned range: clamped, not grown
+        hist.add(outlier)
     assert hist.counts.nbytes == size
-    assert hist.count == 100000
+    assert hist.count == 100003
+    assert 99_000.0 < hist.percentile(100) < 101_000.0  # type: ignore[operator]  # top bin, 100 s
+    assert hist.percentile(0) == 0.01  # the bottom bin
 
 
 def test_snapshot_counts_drops_and_ttff() -> None:

@@ -1,7 +1,9 @@
 """The studio page in headless chromium (fake camera = a y4m made from walk.mkv).
 
-Run: `pytest -m browser tests/test_studio_browser.py`. Needs Debian's chromium and
-`npm ci --prefix tests/browser` (playwright-core, driving /usr/bin/chromium).
+Part of the default run (`.ci/run` installs what it needs); alone: `pytest -m browser
+tests/test_studio_browser.py`. Needs Debian's chromium and `npm ci --prefix
+tests/browser` (playwright-core, driving /usr/bin/chromium); without them it is
+skipped, and fails under CI.
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 import pytest
 from conftest import skip_or_fail_in_ci
-
-pytest.importorskip("aiortc", reason="pip install 'mirage-lsd[serve]'")
-
-import av
-import cv2
 from test_server import running_server
 
 from mirage_lsd.looks.catalog import render_look

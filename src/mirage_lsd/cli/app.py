@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -73,9 +74,20 @@ def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -
     console.print(f"warning: {message}", highlight=False, markup=False)
 
 
+def _detach_from_terminal() -> None:
+    """Point stdout and stderr at the null device: after a hangup, what the run still
+    prints (progress, its summary) must not fail it."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+
 class _StopOnSignal:
-    """First Ctrl-C / SIGTERM: stop cleanly and finalize outputs. Second: finalize the
-    output with what it has and quit now."""
+    """First Ctrl-C / SIGTERM (or SIGHUP: the terminal or the ssh session closed): stop
+    cleanly and finalize outputs. Second: finalize the output with what it has and quit
+    now."""
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
@@ -83,19 +95,33 @@ class _StopOnSignal:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopOnSignal:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        signals = [signal.SIGINT, signal.SIGTERM]
+        # a hangup (not on Windows), unless `nohup` asked for the run to outlive the terminal
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signals.append(signal.SIGHUP)
+        for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGHUP", None):  # the terminal is gone: writing to it
+            _detach_from_terminal()  # would fail, and the run with it, before its output is done
         if self.signal is not None:  # the file stays playable with what it has, unless
-            closer = threading.Thread(target=self.engine._close_outputs, daemon=True)
+            closer = threading.Thread(target=self._close_outputs, daemon=True)
             closer.start()  # its writer is stuck (a stalled server): then quit anyway
             closer.join(timeout=3.0)
             raise SystemExit(128 + signum)
         self.signal = signum
+        self._stop_stream()  # first: nothing below may keep the output from being finalized
         console.print("stopping: writing the frames already transformed (again to quit at once)")
-        self._stop_stream()
+
+    def _close_outputs(self) -> None:
+        """Finalize the outputs on the way out; a failure (a full disk) is one line."""
+        try:
+            self.engine._close_outputs()
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            console.print(f"warning: {reason}", highlight=False, markup=False)
 
     def started(self) -> None:
         """Call after engine.start(): a signal that came while it was opening stops it now."""
@@ -189,12 +215,15 @@ def run(
         Path | None, typer.Option("--report", help="Write final stats as JSON.")
     ] = None,
     reconnect: Annotated[
-        int, typer.Option("--reconnect", help="Reconnects when a camera or stream drops.", min=0)
+        int,
+        typer.Option("--reconnect", help="Reconnects when an input camera or stream drops.", min=0),
     ] = 5,
     reconnect_delay: Annotated[
         float,
         typer.Option(
-            "--reconnect-delay", help="First wait before reconnecting, s (doubles).", min=0
+            "--reconnect-delay",
+            help="First wait before reconnecting, s (doubles, up to 8 s or this).",
+            min=0,
         ),
     ] = 0.5,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -228,7 +257,11 @@ def run(
             check_display(connect=True)
         # 2. open input, model and output
         realtime = None if mode is None else mode == "live"
-        retry = RetryPolicy(attempts=reconnect, initial_delay_s=reconnect_delay)
+        retry = RetryPolicy(  # the waits double up to 8 s, or stay at a longer first one
+            attempts=reconnect,
+            initial_delay_s=reconnect_delay,
+            max_delay_s=max(RetryPolicy().max_delay_s, reconnect_delay),
+        )
         source = open_source(input, realtime=realtime, retry=retry)
         if mode is None and is_live_output(output):  # watched as it plays: not fast-forwarded
             source.pace()

@@ -134,9 +134,11 @@ class Pipeline:
             log.debug("pipeline thread %s failed", threading.current_thread().name, exc_info=exc)
             self._stop.set()
             self.source.interrupt()
-            self.stats.discarded(len(self._inputs.close(discard=True)))
-            # frames already transformed, and one in the model now, are still written
-            # (inference closes the outputs when its inputs end), unless writing failed
+            # frames already read (when reading failed), transformed, or in the model now
+            # are still written (inference closes the outputs when its inputs end), unless
+            # writing failed
+            if role != "capture":
+                self.stats.discarded(len(self._inputs.close(discard=True)))
             if role == "output":
                 self._outputs.close(discard=True)
 
@@ -179,9 +181,11 @@ class Pipeline:
                     frame = self._inputs.get()
                 except Closed:
                     break
-                image, stage_ms = self.processor(frame.image)
+                image, stage_ms = self.processor(frame.image, frame)
                 ready = time.monotonic()
-                info = FrameInfo(frame.index, frame.pts, frame.capture_time, ready, stage_ms)
+                made_from = self.processor.output_tag  # a lagging model's: an earlier frame
+                info = FrameInfo(made_from.index, made_from.pts, made_from.capture_time, ready,
+                                 stage_ms)  # fmt: skip
                 self.stats.output_ready(info.latency_ms, stage_ms, ready)
                 try:
                     if self._outputs.put((image, info)) is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Any
 
 import cv2
 import numpy as np
@@ -49,6 +50,8 @@ class FrameProcessor:
         self._state_generation = -1
         # the inputs the lagging outputs belong to: the oldest is the next output's
         self._inputs: deque[np.ndarray] = deque(maxlen=model.lag_frames(steps) + 1)
+        self._tags: deque[Any] = deque(maxlen=self._inputs.maxlen)  # and their callers' tags
+        self.output_tag: Any = None
 
     def reset(self) -> None:
         """Forget the stream's history; the next frame starts a fresh state."""
@@ -65,7 +68,10 @@ class FrameProcessor:
         """(height, width) of the frames this stream has had, None before the first."""
         return None if self._plan is None else self._plan_src
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    def __call__(self, image: np.ndarray, tag: Any = None) -> tuple[np.ndarray, dict[str, float]]:
+        """The output for `image`, or for the input `lag_frames` earlier with a lagging
+        model; `output_tag` is then the `tag` that earlier input came with (its frame's
+        index and capture time, so that latency counts the lag)."""
         # 1. preprocess: fit to the output size, pad to what the model takes
         t0 = time.perf_counter()
         src = image.shape[:2]
@@ -80,6 +86,7 @@ class FrameProcessor:
             self._state = self.model.init_state(*padded.shape[:2], seed=self.seed)
             self._state_generation = generation
             self._inputs.clear()
+            self._tags.clear()
         cond = self.prompts.next()
         # 2. model
         t1 = time.perf_counter()
@@ -93,6 +100,8 @@ class FrameProcessor:
             out = np.ascontiguousarray(out, dtype=np.uint8)
         out = clear_bars(out, self._plan)
         self._inputs.append(fitted if self._inputs.maxlen == 1 else fitted.copy())
+        self._tags.append(tag)
+        self.output_tag = self._tags[0]
         strength = self.strength
         if strength < 1.0:
             out = cv2.addWeighted(out, strength, self._inputs[0], 1.0 - strength, 0.0)

@@ -142,7 +142,8 @@ class StreamEngine:
 
     def set_prompt(self, text: str, transition_frames: int = 0) -> None:
         """Change the prompt, also while running; blended over `transition_frames` frames."""
-        if not isinstance(transition_frames, int) or transition_frames < 0:
+        bad_type = not isinstance(transition_frames, int) or isinstance(transition_frames, bool)
+        if bad_type or transition_frames < 0:
             raise UserError(f"transition_frames must be 0 or more, got {transition_frames!r}")
         text = validate_prompt(text)
         cond = self.model.encode_prompt(text)
@@ -239,7 +240,6 @@ class StreamEngine:
         `max_frames` caps the frames read from the source: offline and bench each one
         gives an output frame; live, those the model was too slow for are dropped.
         """
-        self._stream_frames = None
         return self._launch(input_source, on_frame, output, mode, max_frames, loop, None)
 
     def _launch(
@@ -251,6 +251,7 @@ class StreamEngine:
         max_frames: int | None,
         loop: bool,
         on_finish: Callable[[], None] | None,
+        stream_frames: Channel[np.ndarray] | None = None,
     ) -> StreamEngine:
         if self.running:
             raise RuntimeError("the engine is already running: stop() it first")
@@ -296,7 +297,12 @@ class StreamEngine:
         except BaseException:
             source.close()
             raise
-        # 3. wire the threads
+        # 3. wire the threads; a failure of the last stream nobody waited for is not lost
+        previous = self._pipeline
+        error = previous.take_error() if previous is not None else None
+        if error is not None:
+            log.warning("the previous stream failed, and no wait() or stop() said so: %s", error)
+        self._stream_frames = stream_frames
         self._recorder = self._new_recorder(run_mode)
         self._recorder.size = size
         deliver = self._make_deliver(sink, output, fps, run_mode == "live", source, on_frame)
@@ -320,7 +326,15 @@ class StreamEngine:
         if pipeline is not None:
             if pipeline.owns_current_thread:
                 raise RuntimeError("wait() cannot be called from on_frame: use stop()")
-            if pipeline.join(timeout):
+            try:
+                ended = pipeline.join(timeout)
+            except KeyboardInterrupt:  # a script's Ctrl-C: finalize the output, then stop
+                try:
+                    self.stop()
+                except Exception as exc:  # the Ctrl-C is what the script is told about
+                    log.warning("the stream failed as it stopped: %s", exc)
+                raise
+            if ended:
                 self._raise_error(pipeline)
         return self.stats()
 
@@ -346,7 +360,6 @@ class StreamEngine:
     ) -> Iterator[np.ndarray]:
         """Yield output frames of `source` as they are ready; stops when the loop ends."""
         frames: Channel[np.ndarray] = Channel(4, "block")
-        self._stream_frames = frames
 
         def collect(image: np.ndarray) -> None:
             try:
@@ -354,7 +367,7 @@ class StreamEngine:
             except Closed:
                 self._pipeline_request_stop()
 
-        self._launch(source, collect, None, mode, max_frames, False, frames.close)
+        self._launch(source, collect, None, mode, max_frames, False, frames.close, frames)
         try:
             while True:
                 try:

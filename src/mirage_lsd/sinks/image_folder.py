@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from os import PathLike
 from pathlib import Path
 
@@ -17,6 +19,7 @@ log = logging.getLogger(__name__)
 
 # Level 1 of 9: PNG stays lossless, and writing is several times faster than the default 3.
 _PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+FRAME_NAME = re.compile(r"frame_(\d{6,})\.png")  # what `write` names them, nothing else
 
 
 class ImageFolderSink(Sink):
@@ -36,8 +39,16 @@ class ImageFolderSink(Sink):
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise UserError(f"cannot create folder {self.folder}: {reason}") from exc
-        if next(self.folder.glob("frame_*.png"), None) is not None:
-            log.warning("%s already holds frame_*.png files: overwriting them", self.folder)
+        # an earlier run's frames are replaced, as a video file is: each as this run writes
+        # its own, and those past its last frame when it ends, so a shorter run does not
+        # leave the tail of a longer one behind its frames (nor lose them if it fails early)
+        self._earlier = sorted(
+            (int(m.group(1)), p) for p in self.folder.glob("frame_*.png")
+            if (m := FRAME_NAME.fullmatch(p.name))
+        )  # fmt: skip
+        if self._earlier:
+            log.warning("%s holds %d frames of an earlier run: replacing them", self.folder,
+                        len(self._earlier))  # fmt: skip
         log.info("writing PNG frames to %s", self.folder)
 
     def write(self, image: np.ndarray, pts: float | None) -> None:
@@ -46,3 +57,10 @@ class ImageFolderSink(Sink):
         if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), _PNG_OPTIONS):
             raise UserError(f"cannot write {path}: is the disk full or the folder read-only?")
         self.frames_written += 1
+
+    def close(self) -> None:
+        """Remove the earlier run's frames past this run's last one, once (idempotent)."""
+        stale, self._earlier = [p for i, p in self._earlier if i >= self.frames_written], []
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

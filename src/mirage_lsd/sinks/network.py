@@ -46,6 +46,19 @@ _FORMATS = {
     "rtsp": ("rtsp", {"rtsp_transport": "tcp", "timeout": str(round(TIMEOUT_S * 1e6))}),
 }
 _X264 = {"preset": "ultrafast", "tune": "zerolatency", "forced-idr": "1"}
+# A push's bitrate is capped (x264's VBV): diffusion output is detailed and noisy, and an
+# uncapped stream runs to tens of Mbit/s, past what ingest servers take (Twitch: 6) and
+# what a home uplink sends. 0.1 bit per pixel per frame: 2.8 Mbit/s at 720p30.
+_BITS_PER_PIXEL = 0.1
+_KBPS_RANGE = (1000, 6000)
+
+
+def push_kbps(size: tuple[int, int], fps: float) -> int:
+    """The cap of a push of (height, width) frames at `fps`, in kbit/s."""
+    kbps = round(size[0] * size[1] * fps * _BITS_PER_PIXEL / 1000)
+    return min(max(kbps, _KBPS_RANGE[0]), _KBPS_RANGE[1])
+
+
 _KEYFRAME_MS = 2000  # how long a viewer who joins late waits for a picture, at most
 
 
@@ -87,9 +100,9 @@ class StreamPushSink(Sink):
             target = url if self._connection is None else self._connection
             self._container = av.open(target, "w", format=muxer, container_options=options)
             self._convert = VideoReformatter()
-            self._video = add_video_stream(
-                self._container, "libx264", coded, rate, "yuv420p", dict(_X264)
-            )
+            kbps = push_kbps(coded, float(rate))
+            x264 = {**_X264, "crf": "23", "maxrate": f"{kbps}k", "bufsize": f"{2 * kbps}k"}
+            self._video = add_video_stream(self._container, "libx264", coded, rate, "yuv420p", x264)
             # keyframes are placed by time (`write`): a live stream drops the frames the
             # model is too slow for, so a count of frames is no measure of time
             self._video.codec_context.gop_size = max(1, round(10 * _KEYFRAME_MS / 1000 * rate))

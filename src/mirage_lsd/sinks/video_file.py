@@ -10,6 +10,7 @@ recorded.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from os import PathLike
@@ -41,6 +42,10 @@ _X264_OFFLINE = {"preset": "veryfast", "crf": "20"}
 _X264_LIVE = {"preset": "ultrafast", "tune": "zerolatency", "crf": "20"}
 # Constant quality (crf with no target bit rate) at libvpx's fastest settings.
 _VP9 = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}
+
+
+# errors of the output's disk: a failure to write, not of the carried audio
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, getattr(errno, "EDQUOT", 122)})
 
 
 class VideoFileSink(Sink):
@@ -124,10 +129,15 @@ class VideoFileSink(Sink):
                     self._container, self._video, pad_even(image, self._pad), stamp, self._convert
                 )
                 self.frames_written += 1
-                if self._audio is not None:
-                    self._audio.mux_until(self.duration)
             except (av.FFmpegError, OSError) as exc:  # a full disk, a removed drive
                 raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+            if self._audio is not None:
+                try:
+                    self._audio.mux_until(self.duration)
+                except (av.FFmpegError, OSError, ValueError) as exc:
+                    if getattr(exc, "errno", None) in DISK_ERRORS:  # the output's, not the audio's
+                        raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
+                    self._drop_audio(exc)
 
     @property
     def duration(self) -> float:
@@ -146,12 +156,30 @@ class VideoFileSink(Sink):
                 try:
                     encode(self._container, self._video, None, 0, self._convert)
                     if self._audio is not None:
-                        self._audio.close(self.duration)
+                        try:
+                            self._audio.close(self.duration)
+                        except (av.FFmpegError, OSError, ValueError) as exc:
+                            if getattr(exc, "errno", None) in DISK_ERRORS:
+                                raise
+                            self._drop_audio(exc)
                 finally:
+                    if self._audio is not None:
+                        self._audio.release()  # the input's second handle, on any path
                     self._container.close()
             except (av.FFmpegError, OSError) as exc:
                 raise UserError(f"cannot finish {self.path}: {reason(exc)}") from exc
         log.info("wrote %d frames (%.2f s) to %s", self.frames_written, self.duration, self.path)
+
+    def _drop_audio(self, exc: BaseException) -> None:
+        """The carried audio is an extra: when it fails (its clock going back where two
+        recordings were joined, a damaged stream), the video goes on without it."""
+        assert self._audio is not None
+        log.warning(
+            "%s: the audio stops at %.1f s (%s); the video goes on without it",
+            self.path, self.duration, reason(exc),
+        )  # fmt: skip
+        self._audio.release()
+        self._audio = None
 
     def _abort(self) -> None:
         """Release what __init__ opened when it fails half way."""

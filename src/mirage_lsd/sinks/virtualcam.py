@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -23,6 +24,9 @@ class VirtualCameraSink(Sink):
 
         self.size = size
         self.frames_written = 0
+        # close() may come from another thread (a second Ctrl-C) while a frame is sent
+        self._lock = threading.Lock()
+        self._closed = False
         # the camera converts to 4:2:0 (I420, NV12), whose chroma rows need even sides
         self._pad = even_padding(size)
         height, width = size[0] + self._pad[0], size[1] + self._pad[1]
@@ -41,8 +45,14 @@ class VirtualCameraSink(Sink):
     def write(self, image: np.ndarray, pts: float | None) -> None:
         """Hand the frame to the camera; the engine, not the camera, sets the pace."""
         check_frame(image, self.size)
-        self._camera.send(pad_even(image, self._pad))
-        self.frames_written += 1
+        with self._lock:
+            if self._closed:  # a frame after close() is dropped, not sent to no camera
+                return
+            self._camera.send(pad_even(image, self._pad))
+            self.frames_written += 1
 
     def close(self) -> None:
-        self._camera.close()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._camera.close()

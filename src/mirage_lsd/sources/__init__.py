@@ -80,7 +80,10 @@ def open_source(
     text = os.path.expanduser(text)  # a quoted "~/clips/*.mp4" reaches us unexpanded
     path = Path(text)
     kind = _path_kind(path)
-    if kind == "dir" or (kind == "missing" and any(c in text for c in "*?[")):
+    # a missing name with * ? [ is an image pattern, unless it names a video ("take [2].mp4")
+    wild = any(c in text for c in "*?[")
+    pattern = wild and (not path.suffix or is_image(path) or any(c in path.suffix for c in "*?["))
+    if kind == "dir" or (kind == "missing" and pattern):
         return ImageFolderSource(text, loop=loop)
     if kind == "missing":
         raise UserError(f"input file not found: {text} (check the path)")

@@ -32,13 +32,10 @@ class RetryPolicy:
     initial_delay_s: float = 0.5
     max_delay_s: float = 8.0
 
-    def delays(self) -> list[float]:
-        """The waits before each attempt, in seconds."""
-        out, delay = [], self.initial_delay_s
-        for _ in range(self.attempts):
-            out.append(min(delay, self.max_delay_s))
-            delay *= 2
-        return out
+    def delay(self, attempt: int) -> float:
+        """The wait before attempt `attempt` (0 first), in seconds: computed, not listed,
+        so that a huge `attempts` ("retry for ever") costs nothing."""
+        return min(self.initial_delay_s * 2.0 ** min(attempt, 64), self.max_delay_s)
 
 
 class Source(ABC):
@@ -76,9 +73,10 @@ class Source(ABC):
     def pace(self) -> bool:
         """Hand frames out at the pace of their timestamps from now on, as a camera would:
         for an output someone watches as it plays (a window, a virtual camera, a network
-        push), which a file read at model speed would fast-forward. True when the source
-        is now live; sources with no timestamps to keep (image folders, arrays) stay as
-        they are."""
+        push), which a file read at model speed would fast-forward; image folders, lists
+        and arrays play at their frame rate (30 fps for a folder). True when the source is
+        now live; live sources (cameras, screens, live streams) keep their own pace, and so
+        do generators."""
         return self.live
 
     def interrupt(self) -> None:  # noqa: B027 - optional hook

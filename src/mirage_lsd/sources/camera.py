@@ -76,12 +76,11 @@ class CameraSource(Source):
         but stays silent also runs it out. Then EndOfStream, or a UserError if the
         camera never sent a frame at all.
         """
-        delays = self.retry.delays()
         if self._failures == 0:
             what = "stopped delivering frames" if self._frame_index else "sends no frames yet"
             log.warning("camera %d %s: reopening", self.index, what)
-        while self._failures < len(delays):
-            delay = delays[self._failures]
+        while self._failures < self.retry.attempts:
+            delay = self.retry.delay(self._failures)
             self._failures += 1
             if self._cap is not None:
                 self._cap.release()

@@ -67,14 +67,15 @@ class VideoFileSource(Source):
         self._closed = False
         # The first frame is decoded now: its display rotation sets the upright size.
         try:
-            self._pending: av.VideoFrame | None = self._next_frame()
-        except EndOfStream:
-            self._pending = None
-        self._turns = quarter_turns(self._pending)
-        first = self._pending
-        height, width = (
-            (first.height, first.width) if first else (self._stream.height, self._stream.width)
-        )
+            first = self._next_frame()
+        except EndOfStream:  # a download cut short, every packet corrupt: no frame at all
+            self._container.close()
+            raise UserError(
+                f"no frame of '{self.path}' can be decoded: is the file complete?"
+            ) from None
+        self._pending: av.VideoFrame | None = first
+        self._turns = quarter_turns(first)
+        height, width = first.height, first.width
         width = display_width(width, self._sar)
         self.size = (width, height) if self._turns % 2 else (height, width)
         if self._turns:

@@ -13,7 +13,10 @@ import numpy as np
 
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
+from mirage_lsd.sources._clock import Pacer
 from mirage_lsd.sources.base import Source
+
+PACED_FPS = 30.0  # the rate a folder plays at in live mode, where it stands in for a camera
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,9 @@ class ImageFolderSource(Source):
     """Still images as frames (png, jpg, jpeg, bmp, webp, tif).
 
     Unreadable files are skipped and counted in `counters.corrupt_frames`. There is
-    no frame rate (`fps` is None) and no pts: the consumer picks the rate.
-    `loop=True` starts over after the last image (benchmarks).
+    no frame rate (`fps` is None) and no pts: the consumer picks the rate; `pace()` (live
+    mode) plays them at `PACED_FPS` instead, with pts. `loop=True` starts over after the
+    last image (benchmarks).
     """
 
     def __init__(self, spec: str | os.PathLike[str], loop: bool = False) -> None:
@@ -66,6 +70,7 @@ class ImageFolderSource(Source):
         self.image_folders = tuple(sorted({p.parent for p in self._paths}))
         self._position = 0  # next path to read
         self._index = 0
+        self._pacer: Pacer | None = None
         # Read the first image now: the size is known at open and an all-broken set fails here.
         self._pending = self._read_next()
         if self._pending is None:
@@ -94,9 +99,23 @@ class ImageFolderSource(Source):
             image = self._read_next()
         if image is None:
             raise EndOfStream
-        frame = Frame(image, self._index)
+        if self._pacer is None:
+            frame = Frame(image, self._index)
+        else:
+            frame = Frame(image, self._index, self._index / PACED_FPS)
+            self.counters.paced_s += self._pacer.wait_until(self._index / PACED_FPS)
         self._index += 1
         return frame
+
+    def pace(self) -> bool:
+        if self._pacer is None:
+            self._pacer = Pacer(slack_s=1.0 / PACED_FPS)
+            self.fps, self.live = PACED_FPS, True
+        return True
+
+    def interrupt(self) -> None:
+        if self._pacer is not None:
+            self._pacer.interrupt()
 
     def close(self) -> None:
         self._position = len(self._paths)

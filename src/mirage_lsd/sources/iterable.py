@@ -8,6 +8,7 @@ import numpy as np
 
 from mirage_lsd.errors import EndOfStream, UserError
 from mirage_lsd.frame import Frame
+from mirage_lsd.sources._clock import Pacer
 from mirage_lsd.sources.base import Source
 
 
@@ -47,6 +48,7 @@ class ArraySource(Source):
         self.frame_count = len(frames) if isinstance(frames, Sized) else None
         self._frames = iter(frames)
         self._index = 0
+        self._pacer: Pacer | None = None
         self._pending = self._next()
         if self._pending is not None:
             height, width = self._pending.shape[:2]
@@ -65,8 +67,24 @@ class ArraySource(Source):
         if image is None:
             raise EndOfStream
         frame = Frame(image, self._index, self._index / self._fps)
+        if self._pacer is not None:
+            self.counters.paced_s += self._pacer.wait_until(frame.pts or 0.0)
         self._index += 1
         return frame
+
+    def pace(self) -> bool:
+        """Hand a list or an array of frames out at `fps`, as a camera would (live mode).
+        A generator is left as it is: it may be a live feed already, paced by its camera."""
+        if self.frame_count is None:
+            return False
+        if self._pacer is None:
+            self._pacer = Pacer(slack_s=1.0 / self._fps)
+            self.live = True
+        return True
+
+    def interrupt(self) -> None:
+        if self._pacer is not None:
+            self._pacer.interrupt()
 
     def close(self) -> None:
         self._frames = iter(())

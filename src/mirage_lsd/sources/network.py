@@ -199,9 +199,9 @@ class NetworkSource(Source):
         if self._failures == 0 and not self._seeked:  # said once per drop
             log.warning("stream %s dropped (%s): reconnecting", self.name, cause)
         self._container.close()
-        delays = self.retry.delays()
-        while self._failures < len(delays):
-            delay = delays[self._failures]
+        attempts = self.retry.attempts
+        while self._failures < attempts:
+            delay = self.retry.delay(self._failures)
             self._failures += 1
             if self._ended.wait(delay):  # closed meanwhile
                 raise EndOfStream
@@ -228,8 +228,14 @@ class NetworkSource(Source):
             self._fresh_connection = True
             log.info("stream %s is back", self.name)
             return
-        log.warning("stream %s did not come back after %d attempts: ending", self.name, len(delays))
         self._ended.set()
+        if self._end_s is not None:  # a video on demand cut short is a failure, not its end
+            at = f" at {self._last_time:.1f} s" if self._last_time is not None else ""
+            raise UserError(
+                f"stream {self.name} broke off{at} of its {self._end_s:.1f} s and did not come "
+                f"back after {attempts} attempts"
+            )
+        log.warning("stream %s did not come back after %d attempts: ending", self.name, attempts)
         raise EndOfStream
 
     def _resume(self) -> None:

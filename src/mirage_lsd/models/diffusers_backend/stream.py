@@ -327,7 +327,7 @@ class DiffusersStreamModel(StreamModel):
         # 2. similarity filter
         if self._skip(x, cond, state):
             assert state.prev_output is not None
-            return state.prev_output, state
+            return state.prev_output.copy(), state  # the caller may draw on what it gets
         # 3. flow-warped blend of the previous output
         if self.options.flow_blend > 0:
             image = flow_blend(image, state, self.options.flow_blend)
@@ -342,7 +342,9 @@ class DiffusersStreamModel(StreamModel):
                 self._uncompile(exc)
                 latent, out = self._run_transform(x, cond, state, schedule)
         state.prev_latent = latent
-        state.prev_output = out
+        # kept apart from what is handed out: an overlay a callback draws on its frame
+        # must not reach the next skipped frame or the next flow-blended input
+        state.prev_output = out.copy()
         return out, state
 
     def _run_transform(
