@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -79,8 +80,12 @@ SIZE = 64  # frame side: a multiple of the tiny model's size_multiple
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread; the next module gets the count back."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -1071,6 +1076,44 @@ def test_prompt_grade_is_a_colour_matrix_plus_luma_curves_chosen_by_the_prompt(
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
 
 
+def test_grade_lut_is_a_colour_table_chosen_by_the_prompt_read_trilinearly(
+    tmp_path: Path, tiny_cfg: ModelConfig
+) -> None:
+    """`grade_lut: N`: nothing at start and with no prompt; else the prompt's N^3 table,
+    exact at its nodes (red along the table's last axis, blue along its first) and
+    trilinear between them. A weight file with it saves, loads and streams."""
+    cfg = dataclasses.replace(tiny_cfg, grade_knots=2, grade_lut=3)
+    grade = PromptGrade(cfg)
+    levels = torch.tensor([-1.0, 0.0, 1.0])  # the nodes of a 3-cell axis
+    r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
+    image = torch.stack([r, g, b]).reshape(1, 3, 3, 9)  # every node colour once
+    prompt = torch.zeros(1, cfg.prompt_dim)
+    prompt[0, 0] = 1.0
+    torch.testing.assert_close(grade(image, prompt), image)  # a fresh table adds nothing
+    table = torch.randn(3, 3, 3, 3)  # (channel, blue, green, red)
+    with torch.no_grad():  # prompt 0 -> mixture 0 -> this table; the grade's own part stays 0
+        grade.lut_mix.weight.zero_()
+        grade.lut_mix.weight[0, 0] = 1.0
+        grade.lut_tables.weight[:, 0] = table.flatten()
+    index = ((image + 1).round().long())[0]  # (3, 3, 9): each pixel's node on each axis
+    expected = table[:, index[2], index[1], index[0]]  # (3, 3, 9)
+    torch.testing.assert_close(grade(image, prompt)[0], image[0] + expected)
+    halfway = torch.full((1, 3, 1, 1), -0.5)  # between the nodes -1 and 0 on every axis
+    corners = table[:, :2, :2, :2].mean(dim=(1, 2, 3))
+    torch.testing.assert_close(grade(halfway, prompt)[0, :, 0, 0], -0.5 + corners)
+    torch.testing.assert_close(grade(image, torch.zeros_like(prompt)), image)  # no prompt
+    with pytest.raises(ConfigError, match="grade_lut"):
+        dataclasses.replace(tiny_cfg, grade_knots=2, grade_lut=1)
+    with pytest.raises(ConfigError, match="grade_lut needs"):
+        dataclasses.replace(tiny_cfg, grade_knots=0, grade_grid=0, grade_lut=4)
+    path = tmp_path / "lut.safetensors"
+    save_weights(path, LSDNet(cfg), catalog_bank())
+    net, bank = load_weights(path)
+    assert net.cfg.grade_lut == 3 and net.grade is not None and net.grade.lut == 3
+    outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
+    assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
 def test_grade_grid_scales_and_lifts_channels_by_place_in_the_frame(
     tmp_path: Path, tiny_cfg: ModelConfig
 ) -> None:
@@ -1243,6 +1286,44 @@ def test_data_folder_without_media_says_so(tmp_path: Path) -> None:
         load_sources(cfg, "train")
     with pytest.raises(UserError, match="is a file: give the folder"):
         load_sources(dataclasses.replace(cfg, media_dir=str(tmp_path / "broken.mp4")), "train")
+    # an empty folder says so, before the held-out clips it does not hold are looked for
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=r"empty has no video or image files.*\.mp4"):
+        load_sources(dataclasses.replace(cfg, media_dir=str(empty), eval_clips=("a.mp4",)), "train")
+    # every file held out: said as such, not as an unreadable folder
+    with pytest.raises(UserError, match=r"all 1 video and image files .* are held out"):
+        load_sources(dataclasses.replace(cfg, eval_clips=("broken.mp4",)), "train")
+
+
+def test_a_sample_image_that_does_not_exist_names_the_config_entry(tmp_path: Path) -> None:
+    cfg = DataConfig(media_dir=str(tmp_path), eval_clips=(), crop=64)
+    cases = {
+        "skimage:chelsey": r"data\.train_images\[1\] 'skimage:chelsey' is not a skimage sample",
+        "skimage:download_all": r"data\.train_images\[1\] 'skimage:download_all' is not a",
+        "sklearn:flowers.jpg": r"data\.train_images\[1\] 'sklearn:flowers\.jpg' is not a",
+    }
+    for name, message in cases.items():
+        with pytest.raises(UserError, match=message) as err:
+            load_sources(dataclasses.replace(cfg, train_images=("skimage:camera", name)), "train")
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"data\.eval_images\[0\] 'skimage:chelsey'"):
+        load_sources(dataclasses.replace(cfg, eval_images=("skimage:chelsey",)), "train")
+
+
+def test_a_copy_of_an_eval_still_in_the_data_folder_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    import sklearn.datasets
+
+    flower = Path(sklearn.datasets.__file__).parent / "images" / "flower.jpg"
+    shutil.copy(flower, tmp_path / "my_flower.jpg")
+    cfg = DataConfig(media_dir=str(tmp_path), train_images=(), eval_clips=(), crop=64)
+    assert "sklearn:flower.jpg" in cfg.eval_images
+    with pytest.raises(UserError, match=r"'my_flower\.jpg' is the data\.eval_images entry"):
+        load_sources(cfg, "train")
+    (train,) = load_sources(dataclasses.replace(cfg, eval_images=("skimage:chelsea",)), "train")
+    assert train.name == "my_flower.jpg"
 
 
 def test_a_users_folder_is_read_with_subfolders_and_every_file_shrunk(
@@ -1454,8 +1535,15 @@ def test_a_bad_look_bank_or_non_finite_weights_name_the_file(
         },
         "owner out of range": {"looks.owner": tensors["looks.owner"] + 100},
         "a NaN weight": {"net.head.bias": torch.full_like(tensors["net.head.bias"], math.nan)},
+        "a look with no description": {"looks.owner": torch.zeros_like(tensors["looks.owner"])},
+        "no descriptions": {
+            "looks.descriptions": tensors["looks.descriptions"][:0].contiguous(),
+            "looks.owner": tensors["looks.owner"][:0].contiguous(),
+        },
     }
     reasons = {
+        "a look with no description": "a look has no descriptions",
+        "no descriptions": "a look has no descriptions",
         "one anchor short": "not one anchor per look",
         "narrow embeddings": "embeddings are not",
         "owner out of range": "a look that is not there",

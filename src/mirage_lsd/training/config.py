@@ -101,8 +101,11 @@ class ObjectiveConfig:
             raise ConfigError(
                 f"objective.look_balance_power must be in (0, 1], got {self.look_balance_power}"
             )
-        amounts = ("full_res_weight", "history_blur", "history_color_shift",
-                   "history_misalign", "history_max_sigma")  # fmt: skip
+        if not 0 <= self.history_max_sigma <= 1:  # a noise level: 1 is pure noise
+            raise ConfigError(
+                f"objective.history_max_sigma must be from 0 to 1, got {self.history_max_sigma}"
+            )
+        amounts = ("full_res_weight", "history_blur", "history_color_shift", "history_misalign")
         for name in amounts:
             value = getattr(self, name)
             if not 0 <= value < math.inf:
@@ -132,8 +135,8 @@ class TrainConfig:
                      "checkpoint_every"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:  # as the engine's seeds; torch's would go to 2**64
+            raise ConfigError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         # the network takes frames whose sides divide by this; found here, not at step 500
         m = self.model.size_multiple
         for name in ("crop", "view"):

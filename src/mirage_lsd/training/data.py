@@ -142,28 +142,62 @@ class Batch:
 # ---------------------------------------------------------------- sources
 
 
-def _still(name: str) -> np.ndarray:
-    """A scikit-image or scikit-learn sample image as (H, W, 3) uint8."""
+# callables of skimage.data that are not sample images
+_SKIMAGE_NOT_IMAGES = frozenset({"data_dir", "download_all", "file_hash",
+                                 "lbp_frontal_face_cascade_filename"})  # fmt: skip
+
+
+def _still(name: str, where: str) -> np.ndarray:
+    """A scikit-image or scikit-learn sample image as (H, W, 3) uint8; `where` names the
+    config entry in errors."""
     library, _, item = name.partition(":")
-    if library == "skimage":
-        from skimage import data
-
-        image = getattr(data, item)()
-        image = image[0] if isinstance(image, tuple) else image  # stereo pairs
-    elif library == "sklearn":
-        from sklearn.datasets import load_sample_image
-
-        image = load_sample_image(item)
-    else:
+    if library not in ("skimage", "sklearn"):
         raise UserError(f"unknown image source '{name}': use skimage:NAME or sklearn:NAME")
+    not_one = f"{where} '{name}' is not a {library} sample image"
+    try:
+        if library == "skimage":
+            from skimage import data
+
+            if item not in data.__all__ or item in _SKIMAGE_NOT_IMAGES:
+                raise ConfigError(f"{not_one}: see skimage.data's list")
+            image = getattr(data, item)()
+            image = image[0] if isinstance(image, tuple) else image  # stereo pairs
+        else:
+            from sklearn.datasets import load_sample_image
+
+            image = load_sample_image(item)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a wrong name, or a download that is not possible here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{not_one} that loads here: {reason}") from None
     image = np.asarray(image)
+    numbers = image.dtype == bool or np.issubdtype(image.dtype, np.number)
+    colour = image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))
+    if not (numbers and colour) or image.size == 0:  # a volume, a stack of faces, a path
+        raise ConfigError(f"{not_one}: it gives an array of shape {image.shape}, not an image")
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:  # 16-bit
+        image = (np.clip(image, 0, None) / np.iinfo(image.dtype).max * 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         image = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return np.ascontiguousarray(image[..., :3])
+
+
+def _still_file(name: str) -> Path | None:
+    """The file a sample image is read from, where the library ships one by that name."""
+    library, _, item = name.partition(":")
+    if library == "sklearn":
+        import sklearn.datasets
+
+        path = Path(sklearn.datasets.__file__).parent / "images" / item
+        return path if path.is_file() else None
+    import skimage.data
+
+    return next(iter(sorted(Path(skimage.data.__file__).parent.glob(f"{item}.*"))), None)
 
 
 def _read_media(path: Path, max_frames: int, short_side: int) -> list[np.ndarray]:
@@ -207,7 +241,10 @@ def _pixels_id(image: np.ndarray) -> tuple[tuple[int, ...], bytes]:
 
 def _check_stills_held_out(cfg: DataConfig, train: list[tuple[str, np.ndarray]]) -> None:
     """Refuse a train still whose pixels are an eval still's, whatever either is called."""
-    held = {_pixels_id(_still(name)): name for name in cfg.eval_images}
+    held = {
+        _pixels_id(_still(name, f"data.eval_images[{i}]")): name
+        for i, name in enumerate(cfg.eval_images)
+    }
     for name, image in train:
         if twin := held.get(_pixels_id(image)):
             raise ConfigError(
@@ -238,21 +275,38 @@ def _check_clips_held_out(folder: Path, files: list[Path], held: set[Path]) -> N
     """Refuse a file of the folder that is a held-out clip under another name (a copy or
     a link): it would go to the train split. Files are compared by size, then bytes."""
 
-    def digest(path: Path) -> bytes:
-        with path.open("rb") as file:
-            return hashlib.file_digest(file, "blake2b").digest()
-
     sizes = {p.stat().st_size for p in held}
     twins = [p for p in files if p not in held and p.stat().st_size in sizes]
     if not twins:
         return
-    held_ids = {digest(p): p for p in held}
+    held_ids = {_file_digest(p): p for p in held}
     for path in twins:
-        if original := held_ids.get(digest(path)):
+        if original := held_ids.get(_file_digest(path)):
             raise ConfigError(
                 f"data.media_dir file '{path.relative_to(folder)}' is the held-out clip "
                 f"'{original.relative_to(folder)}' under another name: remove the copy, or "
                 "list it in data.eval_clips too"
+            )
+
+
+def _file_digest(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "blake2b").digest()
+
+
+def _check_files_not_eval_stills(cfg: DataConfig, folder: Path, files: list[Path]) -> None:
+    """Refuse a file of the folder that is a copy of an eval still's file."""
+    held = {p: name for name in cfg.eval_images if (p := _still_file(name)) is not None}
+    sizes = {p.stat().st_size for p in held}
+    twins = [p for p in files if p.stat().st_size in sizes]
+    if not twins:
+        return
+    held_ids = {_file_digest(p): name for p, name in held.items()}
+    for path in twins:
+        if name := held_ids.get(_file_digest(path)):
+            raise ConfigError(
+                f"data.media_dir file '{path.relative_to(folder)}' is the data.eval_images "
+                f"entry '{name}': held-out images are never trained on"
             )
 
 
@@ -262,7 +316,8 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
         raise ValueError(f"split must be train or eval, got {split}")
     short = round(view_side(cfg) * cfg.source_scale)
     names = cfg.train_images if split == "train" else cfg.eval_images
-    stills = [(name, _still(name)) for name in names]
+    field = "train_images" if split == "train" else "eval_images"
+    stills = [(name, _still(name, f"data.{field}[{i}]")) for i, name in enumerate(names)]
     if split == "train":
         _check_stills_held_out(cfg, stills)
     sources = [Source(name, (_fit(image, short),)) for name, image in stills]
@@ -273,8 +328,20 @@ def load_sources(cfg: DataConfig, split: str) -> list[Source]:
         raise UserError(f"data.media_dir {folder} is a file: give the folder that holds it")
     suffixes = VIDEO_SUFFIXES + tuple(sorted(IMAGE_SUFFIXES))
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    if not files and (split == "train" or cfg.eval_clips):
+        raise UserError(
+            f"data folder {folder} has no video or image files (data.media_dir); these types "
+            f"are read, subfolders included: {' '.join(suffixes)}"
+        )
     held_out = _eval_clip_files(cfg, folder, files)
     chosen = [p for p in files if (p in held_out) == (split == "eval")]
+    if split == "train":
+        _check_files_not_eval_stills(cfg, folder, chosen)
+        if not chosen:
+            raise UserError(
+                f"all {len(files)} video and image files of data folder {folder} are held out "
+                "by data.eval_clips: leave some to train on"
+            )
     clips = []
     for path in chosen:
         frames = _read_media(path, cfg.clip_max_frames, short)

@@ -22,6 +22,7 @@ The whole recipe, top to bottom:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -322,6 +323,13 @@ def save_checkpoint(
         file.flush()
         os.fsync(file.fileno())  # on disk before the rename: a crash leaves old or new, whole
     tmp.replace(path)
+    if os.name == "posix":  # the rename itself on disk too: a power loss keeps the new one
+        with contextlib.suppress(OSError):  # a file system that cannot sync a folder
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
 
 
 #: Fields a resumed run may change: how long it runs and how it reports, not what it learns.
@@ -375,16 +383,11 @@ def changed_fields(saved: dict[str, Any], now: dict[str, Any], prefix: str = "")
     return out
 
 
-def load_checkpoint(
-    path: Path,
-    cfg: TrainConfig,
-    net: LSDNet,
-    opt: torch.optim.Optimizer,
-    balance: LookBalance | None = None,
-) -> tuple[int, list[float], int]:
-    """Load a run's checkpoint into `net`, `opt` and `balance`: (step, losses, the run's
-    `steps`, which its learning-rate schedule was made for). A run resumed on another kind
-    of device goes on, with a warning: its numbers differ from there on."""
+def read_checkpoint(path: Path, cfg: TrainConfig, device: str) -> dict[str, Any]:
+    """A run's checkpoint, checked against the run that would resume it: the same model
+    and training config. Read before the data is loaded, so a run that cannot resume
+    says so at once. A run resumed on another kind of device goes on, with a warning:
+    its numbers differ from there on."""
     if not path.is_file():
         raise UserError(f"nothing to resume: no checkpoint {path}")
     try:
@@ -396,14 +399,15 @@ def load_checkpoint(
             f"checkpoint {path} is corrupted or not a training checkpoint: {reason}"
         ) from None
     # a checkpoint from before a model field existed was made with that field's old value
-    changed_model = changed_fields({**ADDED_FIELDS, **model_config}, net.cfg.to_dict(), "model.")
-    if changed_model or {**ADDED_FIELDS, **model_config} != net.cfg.to_dict():
+    model = cfg.model.to_dict()
+    changed_model = changed_fields({**ADDED_FIELDS, **model_config}, model, "model.")
+    if changed_model or {**ADDED_FIELDS, **model_config} != model:
         names = ", ".join(changed_model) or "the model's fields"
         raise UserError(
             f"checkpoint {path} was made with another model config ({names} differ): "
             "resume with its config, or start a new run in another --out-dir"
         )
-    here, there = next(net.parameters()).device.type, state.get("device")
+    here, there = torch.device(device).type, state.get("device")
     if there is not None and there != here:
         log.warning(
             "checkpoint %s was trained on %s and goes on on %s: the run will not end with "
@@ -417,6 +421,24 @@ def load_checkpoint(
             f"checkpoint {path} was made with other values of {', '.join(changed)}: "
             "resume with its config, or start a new run in another --out-dir"
         )
+    if here == "cpu" and saved.get("threads", cfg.threads) != cfg.threads:
+        log.warning(
+            "checkpoint %s was trained with %d threads and goes on with %d: CPU sums split "
+            "by thread, so the run will not end with the weights an uninterrupted run gives",
+            path, saved["threads"], cfg.threads,
+        )  # fmt: skip
+    return state
+
+
+def load_checkpoint(
+    path: Path,
+    state: dict[str, Any],
+    net: LSDNet,
+    opt: torch.optim.Optimizer,
+    balance: LookBalance | None = None,
+) -> tuple[int, list[float], int]:
+    """Load a checkpoint read by `read_checkpoint` into `net`, `opt` and `balance`:
+    (step, losses, the run's `steps`, which its learning-rate schedule was made for)."""
     try:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optim"])
@@ -432,7 +454,10 @@ def initial_weights(path: Path, model: ModelConfig) -> dict[str, Tensor]:
     """The network weights of a weight file to fine-tune, checked against `model`."""
     loaded, _ = load_weights(path)
     if loaded.cfg != model:
-        raise UserError(f"init_weights {path} was made with a different model config")
+        names = ", ".join(changed_fields(loaded.cfg.to_dict(), model.to_dict(), "model."))
+        raise UserError(
+            f"init_weights {path} was made with a different model config ({names} differ)"
+        )
     return loaded.state_dict()
 
 
@@ -503,14 +528,21 @@ def _run(
     stop_at: int | None,
 ) -> TrainResult:  # fmt: skip
     """`train` once its config is read and its threads set."""
-    # 2. data
+    # 2. the run to continue, or the proof that there is none: before minutes of loading
+    if not resume and (out / CHECKPOINT).exists():  # never overwrite a run by accident
+        raise UserError(
+            f"{out} already holds a training run ({CHECKPOINT}): add --resume to continue it, "
+            "or choose another --out-dir to start over"
+        )
+    resumed = read_checkpoint(out / CHECKPOINT, cfg, device) if resume else None
+    # 3. data
     bank = catalog_bank()
     train_data = SequenceData(cfg.data, "train", cfg.seed)
     eval_sequences = SequenceData(cfg.data, "eval", cfg.seed).sequences(
         0, cfg.eval_sequences, looks=True
     )
     ds, gds = cfg.model.image_downscale, cfg.model.grid_downscale
-    # 3. model and optimizer
+    # 4. model and optimizer
     net = LSDNet(cfg.model).to(device)
     opt = torch.optim.AdamW(
         net.parameters(),
@@ -525,13 +557,10 @@ def _run(
         if cfg.objective.look_balance
         else None
     )
-    if not resume and (out / CHECKPOINT).exists():  # never overwrite a run by accident
-        raise UserError(
-            f"{out} already holds a training run ({CHECKPOINT}): add --resume to continue it, "
-            "or choose another --out-dir to start over"
-        )
     start, losses, was = (
-        load_checkpoint(out / CHECKPOINT, cfg, net, opt, balance) if resume else (0, [], cfg.steps)
+        load_checkpoint(out / CHECKPOINT, resumed, net, opt, balance)
+        if resumed is not None
+        else (0, [], cfg.steps)
     )
     if was != cfg.steps:
         log.warning(
@@ -566,7 +595,7 @@ def _run(
         CtrlC() as ctrl_c,
     ):
         task = progress.add_task("train", total=cfg.steps, completed=start, status="")
-        # 4. the loop; with a core to spare, batch i + 1 is rendered on a thread while
+        # 5. the loop; with a core to spare, batch i + 1 is rendered on a thread while
         # batch i trains (the looks and the flow are numpy/OpenCV work). Without one the
         # thread only preempts torch's threads: on 2 cores, 2 torch threads and the
         # thread took 0.81 s a step, one after the other 0.70 (benchmarks/RESULTS.md).
@@ -596,11 +625,11 @@ def _run(
             opt.step()
             losses.append(loss.item())
             done = step + 1
-            # 5. checkpoint, before the eval: an eval that fails or is cut short loses nothing
+            # 6. checkpoint, before the eval: an eval that fails or is cut short loses nothing
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
                 save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
                 saved = done
-            # 6. eval
+            # 7. eval
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 metrics = evaluate(net.eval(), bank, eval_sequences, device)
                 log.info("step %d: %s", done, metrics)
@@ -615,7 +644,7 @@ def _run(
                     save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
                 out_console.print(f"stopped at step {done}, checkpoint saved: --resume continues")
                 raise KeyboardInterrupt
-    # 7. export
+    # 8. export
     weights = out / f"{NAME}.safetensors"
     save_weights(weights, net.eval(), bank)
     return TrainResult(weights, len(losses), losses, metrics)

@@ -70,6 +70,10 @@ class ModelConfig:
     # graded image between low-passes at 32, 16, 8, ... cells across the frame's short
     # side (softening, local contrast, glow: watercolor, oil paint, bloom)
     grade_bands: int = 0
+    # >= 2: the grade also adds a 3D colour lookup table of this many cells per axis that
+    # the prompt picks (through a rank-`LUT_RANK` projection): any per-pixel colour map,
+    # such as thermal's palette of a warmth-weighted brightness
+    grade_lut: int = 0
     # the upsampler also adds, per channel, a learned share of an edge map of the
     # full-resolution input (thin lines: neon edges, blueprint, pencil)
     edge_guide: bool = False
@@ -94,6 +98,8 @@ class ModelConfig:
             raise ConfigError("model.attn_dim must be a multiple of model.attn_heads")
         if self.kernel % 2 == 0:
             raise ConfigError(f"model.kernel must be odd, got {self.kernel}")
+        if self.shortcut_levels < 1:  # level 0 would ask training for a step past t = 0
+            raise ConfigError(f"model.shortcut_levels must be >= 1, got {self.shortcut_levels}")
         if not 1 <= self.max_steps <= 2**self.shortcut_levels:
             raise ConfigError("model.max_steps must be between 1 and 2**model.shortcut_levels")
         for name in ("cache_frames", "enc_blocks", "mid_blocks", "dec_blocks"):
@@ -124,6 +130,10 @@ class ModelConfig:
             raise ConfigError(f"model.grade_grid must be 0 or >= 2, got {self.grade_grid}")
         if self.grade_grid and not self.grade_knots:
             raise ConfigError("model.grade_grid needs model.grade_knots >= 2")
+        if self.grade_lut < 0 or self.grade_lut == 1:
+            raise ConfigError(f"model.grade_lut must be 0 or >= 2, got {self.grade_lut}")
+        if self.grade_lut and not self.grade_knots:
+            raise ConfigError("model.grade_lut needs model.grade_knots >= 2")
         if not 0 <= self.grade_bands <= MAX_GRADE_BANDS:
             raise ConfigError(
                 f"model.grade_bands must be 0 to {MAX_GRADE_BANDS}, got {self.grade_bands}"
@@ -213,6 +223,11 @@ def _check_type(hint: Any, value: Any, where: str) -> Any:
         raise ConfigError(
             f"config field '{where}' must be {hint.__name__}, got {type(value).__name__} {value!r}"
         )
-    if hint is float and not math.isfinite(value):  # YAML's .inf and .nan parse as floats
-        raise ConfigError(f"config field '{where}' must be a finite number, got {value!r}")
-    return float(value) if hint is float else value
+    if hint is float:
+        try:  # a 400-digit YAML integer does not fit a float
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"config field '{where}' is out of range, got {value!r}") from None
+        if not math.isfinite(value):  # YAML's .inf and .nan parse as floats
+            raise ConfigError(f"config field '{where}' must be a finite number, got {value!r}")
+    return value

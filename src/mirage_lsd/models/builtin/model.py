@@ -57,6 +57,7 @@ ADDED_FIELDS: dict[str, object] = {
     "grade_knots": 0,
     "grade_grid": 0,
     "grade_bands": 0,
+    "grade_lut": 0,
     "edge_guide": False,
     "local_experts": 0,
     "local_width": 32,
@@ -277,6 +278,8 @@ def _bank_problem(bank: LookBank, dim: int) -> str | None:
         return "its description owners are not one look index per description"
     if d and not (int(bank.owner.min()) >= 0 and int(bank.owner.max()) < len(bank.names)):
         return "a description belongs to a look that is not there"
+    if not d or int(torch.bincount(bank.owner.long(), minlength=len(bank.names)).min()) == 0:
+        return "a look has no descriptions"  # no prompt could match it: the scores are -inf
     if not (torch.isfinite(bank.descriptions).all() and torch.isfinite(bank.anchors).all()):
         return "it holds NaN or infinite values"
     return None

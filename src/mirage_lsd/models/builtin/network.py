@@ -32,6 +32,7 @@ from mirage_lsd.models.builtin.config import ModelConfig
 
 LUMA = (0.299, 0.587, 0.114)  # BT.601 weights of R, G, B
 MAX_FREQUENCY = 1000.0  # highest frequency of the sinusoidal embeddings of scalars in [0, 1]
+LUT_RANK = 32  # the prompt picks a colour lookup table through this many table mixtures
 
 
 def scalar_embedding(x: Tensor, dim: int) -> Tensor:
@@ -157,8 +158,11 @@ class PromptGrade(nn.Module):
     vignettes, a sky's gradient, a sun's glow); with `grade_bands`, it then re-weights per
     channel the band-pass layers of the result between low-passes of 32, 16, 8, ...
     cells across the frame's short side (a wash's softness, local contrast, a glow), in
-    the frame's terms, so a 512 stream is filtered as a 256 training frame was. The
-    residual branches are left the rest. It is computed once per frame (a stream makes
+    the frame's terms, so a 512 stream is filtered as a 256 training frame was; with
+    `grade_lut`, it also adds a 3D colour lookup table (trilinear, over the input's RGB
+    cube): any per-pixel colour map, such as a palette of a mix of channels (thermal's
+    warmth-weighted heat) or a hue-selective grade (cyberpunk). The residual branches
+    are left the rest. It is computed once per frame (a stream makes
     the grid's maps once per prompt), starts as the identity, and stays the identity with
     no prompt (a zero embedding: the projection has no bias).
     """
@@ -169,6 +173,21 @@ class PromptGrade(nn.Module):
         outputs = 12 + 3 * self.knots + 6 * self.grid**2 + 3 * self.bands
         self.proj = nn.Linear(cfg.prompt_dim, outputs, bias=False)
         nn.init.zeros_(self.proj.weight)
+        self.lut = cfg.grade_lut
+        if self.lut:  # low rank: a full projection would be 384 x 3 x lut^3 weights
+            self.lut_mix = nn.Linear(cfg.prompt_dim, LUT_RANK, bias=False)
+            self.lut_tables = nn.Linear(LUT_RANK, 3 * self.lut**3, bias=False)
+            nn.init.zeros_(self.lut_tables.weight)
+
+    def lookup(self, image: Tensor, prompt: Tensor) -> Tensor:
+        """(B, 3, h, w) in [-1, 1] -> the prompt's colour table at each pixel's colour."""
+        b, n = image.shape[0], self.lut
+        table = self.lut_tables(self.lut_mix(prompt)).view(b, 3, n, n, n).to(image.dtype)
+        where = image.clamp(-1.0, 1.0).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, w, r|g|b)
+        out = F.grid_sample(  # trilinear in 5D; the cube's corners are -1 and 1
+            table, where, mode="bilinear", padding_mode="border", align_corners=True
+        )
+        return out[:, :, 0]  # (B, 3, h, w)
 
     def frame_maps(
         self, prompt: Tensor, height: int, width: int, window: Tensor | None = None
@@ -211,6 +230,8 @@ class PromptGrade(nn.Module):
         tents = (1 - (luma(image) - knots.view(1, k, 1, 1)).abs() * ((k - 1) / 2)).relu()
         mixed = torch.einsum("bij,bjhw->bihw", matrix, image)
         out = mixed + offset + torch.einsum("bck,bkhw->bchw", curves, tents)
+        if self.lut:
+            out = out + self.lookup(image, prompt)
         if self.grid:
             if maps is None:
                 maps = self._sample_lattice(params, *image.shape[-2:], window)
