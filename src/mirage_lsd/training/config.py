@@ -119,7 +119,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 0
-    steps: int = 5600
+    steps: int = 7000
     batch_size: int = 8
     threads: int = 2  # torch and OpenCV threads
     eval_every: int = 500
