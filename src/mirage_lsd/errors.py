@@ -16,3 +16,10 @@ class UserError(Exception):
 
 class EndOfStream(Exception):
     """Raised by `Source.recv()` when the source has no more frames."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name if it has none):
+    what a one-line error or warning shows of a failure it reports."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

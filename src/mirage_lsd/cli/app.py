@@ -30,7 +30,7 @@ from mirage_lsd.device import COMPILE_ENV, SHORT_STREAM
 from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import Stats
 from mirage_lsd.engine.stream_engine import StreamEngine, expected_frames
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.geometry import parse_size
 from mirage_lsd.models.registry import DEFAULT_MODEL, available_models, check_model_name
 from mirage_lsd.sinks import is_live_output
@@ -120,7 +120,7 @@ class _StopOnSignal:
         try:
             self.engine._close_outputs()
         except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             console.print(f"warning: {reason}", highlight=False, markup=False)
 
     def started(self) -> None:
@@ -358,7 +358,7 @@ def _read_prompts(engine: StreamEngine, transition: int) -> None:
             except UnicodeDecodeError:
                 console.print(f"warning: a prompt line is not {encoding} text: ignored")
             except Exception as exc:  # refused (UserError) or failed: the stream goes on
-                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                why = first_line(exc)
                 console.print(f"warning: {why}", highlight=False, markup=False)
             else:
                 console.print(f"prompt: {text}", highlight=False, markup=False)

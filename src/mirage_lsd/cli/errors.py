@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 
 T = TypeVar("T")
 #: Errors of the machine, not of the program: no permission, a full or read-only disk, a
@@ -72,7 +72,7 @@ def guarded(debug: bool, body: Callable[[], T]) -> T:
     except UserError as exc:
         if debug:
             debug_exit(exc, exc.exit_code)
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+        fail(first_line(exc), exc.exit_code)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from mirage_lsd.engine.prompt import validate_prompt
 from mirage_lsd.engine.stats import StatsRecorder
 from mirage_lsd.engine.stream_engine import StreamEngine
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.models.base import StreamModel
 from mirage_lsd.server.security import TokenBucket
 from mirage_lsd.server.settings import (
@@ -57,7 +57,7 @@ def check_offer(sdp: str) -> None:
     try:
         media = SessionDescription.parse(sdp).media
     except Exception as exc:  # aiortc's parser raises whatever its lines make it raise
-        raise BadOfferError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        raise BadOfferError(first_line(exc)) from exc
     if not any(m.kind == "video" for m in media):
         raise BadOfferError("the offer has no video")
 
@@ -67,7 +67,7 @@ async def accept_offer(pc: RTCPeerConnection, sdp: str) -> None:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
     except Exception as exc:  # KeyError, AssertionError, OperationError, ... from aiortc
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise BadOfferError(reason) from exc
 
 

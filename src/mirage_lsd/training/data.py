@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.config import ConfigError
 from mirage_lsd.models.builtin.flow import FlowEstimator, flow_gray
@@ -169,7 +169,7 @@ def _still(name: str, where: str) -> np.ndarray:
     except ConfigError:
         raise
     except Exception as exc:  # a wrong name, or a download that is not possible here
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise ConfigError(f"{not_one} that loads here: {reason}") from None
     image = np.asarray(image)
     numbers = image.dtype == bool or np.issubdtype(image.dtype, np.number)
@@ -271,22 +271,18 @@ def _eval_clip_files(cfg: DataConfig, folder: Path, files: list[Path]) -> set[Pa
     return found
 
 
-def _check_clips_held_out(folder: Path, files: list[Path], held: set[Path]) -> None:
-    """Refuse a file of the folder that is a held-out clip under another name (a copy or
-    a link): it would go to the train split. Files are compared by size, then bytes."""
-
-    sizes = {p.stat().st_size for p in held}
-    twins = [p for p in files if p not in held and p.stat().st_size in sizes]
+def _first_copy(files: list[Path], originals: dict[Path, str]) -> tuple[Path, str] | None:
+    """The first of `files` whose bytes are one of `originals` (a copy or a link), with
+    that original's name; compared by size first, so most files are never read."""
+    sizes = {p.stat().st_size for p in originals}
+    twins = [p for p in files if p not in originals and p.stat().st_size in sizes]
     if not twins:
-        return
-    held_ids = {_file_digest(p): p for p in held}
+        return None
+    ids = {_file_digest(p): name for p, name in originals.items()}
     for path in twins:
-        if original := held_ids.get(_file_digest(path)):
-            raise ConfigError(
-                f"data.media_dir file '{path.relative_to(folder)}' is the held-out clip "
-                f"'{original.relative_to(folder)}' under another name: remove the copy, or "
-                "list it in data.eval_clips too"
-            )
+        if name := ids.get(_file_digest(path)):
+            return path, name
+    return None
 
 
 def _file_digest(path: Path) -> bytes:
@@ -294,20 +290,24 @@ def _file_digest(path: Path) -> bytes:
         return hashlib.file_digest(file, "blake2b").digest()
 
 
+def _check_clips_held_out(folder: Path, files: list[Path], held: set[Path]) -> None:
+    """Refuse a file of the folder that is a held-out clip under another name (a copy or
+    a link): it would go to the train split."""
+    if copy := _first_copy(files, {p: p.relative_to(folder).as_posix() for p in held}):
+        raise ConfigError(
+            f"data.media_dir file '{copy[0].relative_to(folder)}' is the held-out clip "
+            f"'{copy[1]}' under another name: remove the copy, or list it in data.eval_clips too"
+        )
+
+
 def _check_files_not_eval_stills(cfg: DataConfig, folder: Path, files: list[Path]) -> None:
     """Refuse a file of the folder that is a copy of an eval still's file."""
     held = {p: name for name in cfg.eval_images if (p := _still_file(name)) is not None}
-    sizes = {p.stat().st_size for p in held}
-    twins = [p for p in files if p.stat().st_size in sizes]
-    if not twins:
-        return
-    held_ids = {_file_digest(p): name for p, name in held.items()}
-    for path in twins:
-        if name := held_ids.get(_file_digest(path)):
-            raise ConfigError(
-                f"data.media_dir file '{path.relative_to(folder)}' is the data.eval_images "
-                f"entry '{name}': held-out images are never trained on"
-            )
+    if copy := _first_copy(files, held):
+        raise ConfigError(
+            f"data.media_dir file '{copy[0].relative_to(folder)}' is the data.eval_images "
+            f"entry '{copy[1]}': held-out images are never trained on"
+        )
 
 
 def load_sources(cfg: DataConfig, split: str) -> list[Source]:

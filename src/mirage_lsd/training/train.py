@@ -50,7 +50,7 @@ from rich.progress import (
 )
 from torch import Tensor
 
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.config import ModelConfig
@@ -394,7 +394,7 @@ def read_checkpoint(path: Path, cfg: TrainConfig, device: str) -> dict[str, Any]
         state = torch.load(path, map_location="cpu", weights_only=True)
         model_config = state["config"]["model"]
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(
             f"checkpoint {path} is corrupted or not a training checkpoint: {reason}"
         ) from None
@@ -445,7 +445,7 @@ def load_checkpoint(
         if balance is not None and "look_balance" in state:
             balance.load_state_dict(state["look_balance"])
     except (KeyError, RuntimeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise UserError(f"checkpoint {path} does not fit this run: {reason}") from None
     return int(state["step"]), list(state["losses"]), int(state["config"]["steps"])
 

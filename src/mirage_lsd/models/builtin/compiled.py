@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from mirage_lsd.errors import first_line
 from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.cuda_graph import BUILD_LOCK, GraphedNet, graphs_enabled
 from mirage_lsd.models.builtin.network import LSDNet, NetOutput
@@ -84,7 +85,7 @@ class BackgroundCompiler:
         try:
             return GraphedNet(compiled, args)
         except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc)
             log.warning("CUDA graph capture failed, running without one: %s", reason)
             return compiled
 
@@ -108,7 +109,7 @@ class BackgroundCompiler:
             if _exiting or "shutdown" in str(exc):  # cut short by the program's exit
                 log.debug("background torch.compile stopped at exit: %s", exc)
             else:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
                 log.warning("torch.compile failed, running uncompiled: %s", reason)
         finally:
             with self._lock:
