@@ -28,6 +28,7 @@ from mirage_lsd.engine.stream_engine import StreamEngine
 from mirage_lsd.errors import UserError
 from mirage_lsd.evaluation.metrics import psnr
 from mirage_lsd.geometry import apply_fit, plan_fit
+from mirage_lsd.models.builtin import network
 from mirage_lsd.models.builtin.cache import KVCache
 from mirage_lsd.models.builtin.compiled import dummy_inputs
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
@@ -58,6 +59,7 @@ from mirage_lsd.models.builtin.network import (
     edge_map,
     frame_coordinates,
     guided_upsample,
+    trilinear_gather,
 )
 from mirage_lsd.models.builtin.on_device import shrink_on_device
 from mirage_lsd.models.builtin.sampler import (
@@ -1112,6 +1114,43 @@ def test_grade_lut_is_a_colour_table_chosen_by_the_prompt_read_trilinearly(
     assert net.cfg.grade_lut == 3 and net.grade is not None and net.grade.lut == 3
     outputs = stream(BuiltinModel(net, bank), frames(3, seed=7))
     assert all(o.shape == (SIZE, SIZE, 3) and o.dtype == np.uint8 for o in outputs)
+
+
+def test_trilinear_gather_reads_the_table_as_grid_sample_does() -> None:
+    """The compiled path's eight gathers give `grid_sample`'s numbers, for colours
+    inside, on and beyond the cube's faces (clamped first, as `lookup` does)."""
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(2, 3, 5, 5, 5, generator=gen)
+    image = (torch.rand(2, 3, 7, 11, generator=gen) * 2.4 - 1.2).clamp(-1.0, 1.0)
+    image[:, :, 0, :3] = torch.tensor([-1.0, 0.0, 1.0])  # nodes and the far faces exactly
+    where = image.permute(0, 2, 3, 1)[:, None]
+    expected = F.grid_sample(table, where, mode="bilinear", align_corners=True)[:, :, 0]
+    torch.testing.assert_close(trilinear_gather(table, image), expected)
+
+
+def test_compiled_grade_lut_matches_the_eager_lookup(
+    tiny_cfg: ModelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.compile takes the gather path (`torch.compiler.is_compiling`), eager code
+    does not; the compiled output is the eager `grid_sample` one."""
+    calls: list[int] = []
+
+    def counted(table: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return trilinear_gather(table, image)
+
+    monkeypatch.setattr(network, "trilinear_gather", counted)
+    grade = PromptGrade(dataclasses.replace(tiny_cfg, grade_knots=2, grade_lut=4))
+    with torch.no_grad():
+        grade.lut_tables.weight.normal_()
+    image = torch.rand(1, 3, 9, 13) * 2 - 1
+    prompt = torch.randn(1, tiny_cfg.prompt_dim)
+    with torch.no_grad():
+        eager = grade(image, prompt)
+        assert not calls
+        compiled = torch.compile(grade, dynamic=False)(image, prompt)
+    assert calls  # traced once
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
 
 
 def test_grade_grid_scales_and_lifts_channels_by_place_in_the_frame(

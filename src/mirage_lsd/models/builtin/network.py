@@ -146,6 +146,31 @@ class Pointwise(nn.Module):
         return torch.einsum("bihw,boi->bohw", x, weight) + bias[:, :, None, None]
 
 
+def trilinear_gather(table: Tensor, image: Tensor) -> Tensor:
+    """`grid_sample` of a (B, C, n, n, n) table at the (B, 3, h, w) colours of `image`
+    (in [-1, 1]; r, g, b index the table's last, middle, first axis) as eight gathers.
+
+    The same numbers as the 5D `grid_sample`, which inductor leaves to its own slow CPU
+    kernel (1.09 ms at 128x128 against 0.19 compiled this way); eager, and under
+    autograd, `grid_sample` is the faster (benchmarks/RESULTS.md)."""
+    b, c, n = table.shape[:3]
+    flat = table.reshape(b, c, n**3)
+    pos = (image + 1.0) * ((n - 1) / 2)  # each colour's place on the table, 0 .. n - 1
+    low = pos.floor().clamp(max=n - 2)
+    frac = pos - low
+    r, g, bl = low.long().unbind(1)  # (B, h, w) each
+    base = (bl * n + g) * n + r
+    out = torch.zeros(b, c, *image.shape[-2:], device=image.device, dtype=table.dtype)
+    for corner in range(8):
+        db, dg, dr = corner >> 2, (corner >> 1) & 1, corner & 1
+        weight = torch.ones_like(frac[:, 0])
+        for step, f in ((dr, frac[:, 0]), (dg, frac[:, 1]), (db, frac[:, 2])):
+            weight = weight * (f if step else 1.0 - f)
+        idx = (base + (db * n + dg) * n + dr).flatten(1)[:, None].expand(b, c, -1)
+        out = out + weight[:, None] * flat.gather(2, idx).view_as(out)
+    return out
+
+
 class PromptGrade(nn.Module):
     """A global colour grade of the input image, chosen by the prompt alone.
 
@@ -183,7 +208,10 @@ class PromptGrade(nn.Module):
         """(B, 3, h, w) in [-1, 1] -> the prompt's colour table at each pixel's colour."""
         b, n = image.shape[0], self.lut
         table = self.lut_tables(self.lut_mix(prompt)).view(b, 3, n, n, n).to(image.dtype)
-        where = image.clamp(-1.0, 1.0).permute(0, 2, 3, 1)[:, None]  # (B, 1, h, w, r|g|b)
+        image = image.clamp(-1.0, 1.0)
+        if torch.compiler.is_compiling():  # inductor fuses this into one loop: 5x faster
+            return trilinear_gather(table, image)
+        where = image.permute(0, 2, 3, 1)[:, None]  # (B, 1, h, w, r|g|b)
         out = F.grid_sample(  # trilinear in 5D; the cube's corners are -1 and 1
             table, where, mode="bilinear", padding_mode="border", align_corners=True
         )
