@@ -74,6 +74,7 @@ from mirage_lsd.sources import open_source
 from mirage_lsd.training.balance import LookBalance
 from mirage_lsd.training.config import TrainConfig, load_train_config
 from mirage_lsd.training.data import CROP_ALIGN, DataConfig, Source, load_sources, make_sequence
+from mirage_lsd.training.ema import ema_model
 from mirage_lsd.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -659,6 +660,48 @@ def test_look_balance_weighs_each_look_by_its_running_loss(tmp_path: Path) -> No
     assert resumed.losses == pytest.approx(full.losses, rel=1e-5)
 
 
+def test_ema_averages_the_weights_with_a_decay_that_warms_up() -> None:
+    """The first update copies the weights; the n-th (n >= 1) moves the average toward
+    them by 1 - min(decay, (1 + n) / (10 + n))."""
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    average = ema_model(net, 0.95)
+    average.update_parameters(net)
+    torch.testing.assert_close(average.module.weight, torch.ones(1, 2))
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    average.update_parameters(net)  # n = 1: rate 2 / 11
+    torch.testing.assert_close(average.module.weight, torch.full((1, 2), 1 + 2 * 9 / 11))
+    for _ in range(500):  # late on the rate is the decay itself: the average converges
+        average.update_parameters(net)
+    torch.testing.assert_close(average.module.weight, torch.full((1, 2), 3.0))
+
+
+def test_a_run_with_ema_exports_the_average_and_resumes_it_exactly(tmp_path: Path) -> None:
+    """`optim.ema`: the weight file is the average (not the last step's weights), the
+    eval scores both, and a stopped and resumed run ends with the same average."""
+    config = yaml.safe_load(TINY_YAML.read_text()) | {"steps": 6, "eval_every": 100}
+    config["optim"] = {**config.get("optim", {}), "ema": 0.9}
+    (tmp_path / "ema.yaml").write_text(yaml.safe_dump(config))
+    full = train(tmp_path / "ema.yaml", out_dir=tmp_path / "full", show_progress=False)
+    assert {"psnr_1step", "raw_psnr_1step"} <= set(full.metrics)
+    state = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    exported = load_weights(full.weights)[0].state_dict()
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    assert all(torch.equal(exported[k], averaged[k]) for k in exported)
+    assert any(not torch.equal(exported[k], state["net"][k]) for k in exported)
+    train(tmp_path / "ema.yaml", out_dir=tmp_path / "split", show_progress=False, stop_at=3)
+    resumed = train(
+        tmp_path / "ema.yaml", out_dir=tmp_path / "split", show_progress=False, resume=True
+    )
+    again = load_weights(resumed.weights)[0].state_dict()
+    assert all(torch.allclose(again[k], exported[k], rtol=1e-5, atol=1e-7) for k in exported)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config | {"optim": {"ema": 1.0}}))
+    with pytest.raises(ConfigError, match=r"optim\.ema must be"):
+        load_train_config(tmp_path / "bad.yaml")
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
     """The recipes and experiments in configs/ stay valid as the config fields change."""
@@ -697,7 +740,8 @@ def test_resume_reads_a_checkpoint_from_before_a_model_field_existed(tmp_path: P
 @pytest.mark.parametrize(
     ("section", "name", "old", "other"),
     [("objective", "full_res_loss", "l1", "l1+mse"),
-     ("objective", "own_history_run_time", False, True)],  # its default changed since
+     ("objective", "own_history_run_time", False, True),  # its default changed since
+     ("optim", "ema", 0.0, 0.9)],
 )  # fmt: skip
 def test_resume_reads_a_checkpoint_from_before_a_training_field_existed(
     tmp_path: Path, section: str, name: str, old: object, other: object

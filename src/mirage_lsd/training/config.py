@@ -26,6 +26,9 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
+    # 0: export the last step's weights; else the average of the weights with this decay
+    # per step (about the last 1 / (1 - ema) steps; training/ema.py)
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -40,6 +43,8 @@ class OptimConfig:
             raise ConfigError("optim.warmup and optim.weight_decay must be >= 0")
         if not self.grad_clip > 0:
             raise ConfigError(f"optim.grad_clip must be > 0, got {self.grad_clip}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"optim.ema must be from 0 to below 1, got {self.ema}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ The whole recipe, top to bottom:
 5. eval: held-out clips streamed through the real `BuiltinModel.step`, PSNR at 1 and
    max steps
 6. checkpoint (atomic, fsynced) every `checkpoint_every` steps
-7. export the weights as safetensors
+7. export the weights as safetensors: the last step's, or with `optim.ema` their
+   moving average (the eval then scores both)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
 from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.looks import LOOKS
@@ -74,6 +76,7 @@ from mirage_lsd.training.config import (
     load_train_config,
 )
 from mirage_lsd.training.data import Batch, Sequence, SequenceData, collate
+from mirage_lsd.training.ema import ema_model
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +309,7 @@ def save_checkpoint(
     step: int,
     losses: list[float],
     balance: LookBalance | None = None,
+    average: AveragedModel | None = None,
 ) -> None:
     tmp = path.with_suffix(".tmp")
     state = {
@@ -318,6 +322,8 @@ def save_checkpoint(
     }
     if balance is not None:
         state["look_balance"] = balance.state_dict()
+    if average is not None:
+        state["ema"] = average.state_dict()
     with tmp.open("wb") as file:
         torch.save(state, file)
         file.flush()
@@ -344,6 +350,7 @@ RUN_CONTROL = (
 TRAIN_ADDED_FIELDS: dict[str, Any] = {
     "init_weights": "",
     "data": {"view": 0},
+    "optim": {"ema": 0.0},
     "objective": {
         "full_res_loss": "l1",
         "look_balance": False,
@@ -436,14 +443,18 @@ def load_checkpoint(
     net: LSDNet,
     opt: torch.optim.Optimizer,
     balance: LookBalance | None = None,
+    average: AveragedModel | None = None,
 ) -> tuple[int, list[float], int]:
-    """Load a checkpoint read by `read_checkpoint` into `net`, `opt` and `balance`:
-    (step, losses, the run's `steps`, which its learning-rate schedule was made for)."""
+    """Load a checkpoint read by `read_checkpoint` into `net`, `opt`, `balance` and
+    `average`: (step, losses, the run's `steps`, which its learning-rate schedule was
+    made for)."""
     try:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["optim"])
         if balance is not None and "look_balance" in state:
             balance.load_state_dict(state["look_balance"])
+        if average is not None:
+            average.load_state_dict(state["ema"])
     except (KeyError, RuntimeError, ValueError) as exc:
         reason = first_line(exc)
         raise UserError(f"checkpoint {path} does not fit this run: {reason}") from None
@@ -552,13 +563,15 @@ def _run(
     )
     if cfg.init_weights and not resume:
         net.load_state_dict(initial_weights(Path(cfg.init_weights), cfg.model))
+    average = ema_model(net, cfg.optim.ema) if cfg.optim.ema else None
+    exported = net if average is None else average.module  # what the run's weights are
     balance = (
         LookBalance(len(LOOKS) + 1, cfg.objective.look_balance_power)
         if cfg.objective.look_balance
         else None
     )
     start, losses, was = (
-        load_checkpoint(out / CHECKPOINT, resumed, net, opt, balance)
+        load_checkpoint(out / CHECKPOINT, resumed, net, opt, balance, average)
         if resumed is not None
         else (0, [], cfg.steps)
     )
@@ -623,15 +636,20 @@ def _run(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
             opt.step()
+            if average is not None:
+                average.update_parameters(net)
             losses.append(loss.item())
             done = step + 1
             # 6. checkpoint, before the eval: an eval that fails or is cut short loses nothing
             if done % cfg.checkpoint_every == 0 or done in (cfg.steps, stop_at):
-                save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
+                save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance, average)
                 saved = done
             # 7. eval
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                metrics = evaluate(net.eval(), bank, eval_sequences, device)
+                metrics = evaluate(exported.eval(), bank, eval_sequences, device)
+                if average is not None:  # and the last step's weights, to compare
+                    raw = evaluate(net.eval(), bank, eval_sequences, device)
+                    metrics |= {f"raw_{k}": v for k, v in raw.items() if k != "psnr_input"}
                 log.info("step %d: %s", done, metrics)
             status = f"loss {np.mean(losses[-20:]):.4f}" + "".join(
                 f"  {k} {v:.2f}" for k, v in metrics.items() if k.endswith("step")
@@ -641,10 +659,10 @@ def _run(
                 out_console.print(f"step {done}/{cfg.steps}  {status}", highlight=False)
             if ctrl_c.pressed:  # after a whole step: the checkpoint is one a resume continues
                 if done > saved:
-                    save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance)
+                    save_checkpoint(out / CHECKPOINT, net, opt, cfg, done, losses, balance, average)
                 out_console.print(f"stopped at step {done}, checkpoint saved: --resume continues")
                 raise KeyboardInterrupt
     # 8. export
     weights = out / f"{NAME}.safetensors"
-    save_weights(weights, net.eval(), bank)
+    save_weights(weights, exported.eval(), bank)
     return TrainResult(weights, len(losses), losses, metrics)

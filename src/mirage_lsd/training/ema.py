@@ -1,0 +1,25 @@
+"""An exponential moving average of the network's weights (`optim.ema`).
+
+The last steps of a run still move the weights by their batches' noise; the average of
+the weights over roughly the last 1 / (1 - decay) steps is the usual, cheaper cure than
+more steps, and is what a run with `optim.ema` exports. The decay warms up as
+(1 + n) / (10 + n) after n updates, so that the random initial weights are forgotten
+even in a short run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def ema_model(net: nn.Module, decay: float) -> AveragedModel:
+    """A copy of `net` whose `update_parameters(net)` moves it toward `net`'s weights."""
+
+    def step(averaged: list[Tensor], current: list[Tensor], updates: Tensor | int) -> None:
+        n = int(updates)
+        rate = min(decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+
+    return AveragedModel(net, multi_avg_fn=step, use_buffers=True)
