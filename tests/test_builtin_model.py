@@ -664,9 +664,9 @@ def test_ema_averages_the_weights_with_a_decay_that_warms_up() -> None:
     """The first update copies the weights; the n-th (n >= 1) moves the average toward
     them by 1 - min(decay, (1 + n) / (10 + n))."""
     net = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        net.weight.fill_(1.0)
     average = ema_model(net, 0.95)
+    with torch.no_grad():  # after the copy: the first update must take these
+        net.weight.fill_(1.0)
     average.update_parameters(net)
     torch.testing.assert_close(average.module.weight, torch.ones(1, 2))
     with torch.no_grad():
@@ -1168,7 +1168,9 @@ def test_trilinear_gather_reads_the_table_as_grid_sample_does() -> None:
     image = (torch.rand(2, 3, 7, 11, generator=gen) * 2.4 - 1.2).clamp(-1.0, 1.0)
     image[:, :, 0, :3] = torch.tensor([-1.0, 0.0, 1.0])  # nodes and the far faces exactly
     where = image.permute(0, 2, 3, 1)[:, None]
-    expected = F.grid_sample(table, where, mode="bilinear", align_corners=True)[:, :, 0]
+    expected = F.grid_sample(
+        table, where, mode="bilinear", padding_mode="border", align_corners=True
+    )[:, :, 0]
     torch.testing.assert_close(trilinear_gather(table, image), expected)
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -433,6 +434,11 @@ def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
             assert raw_status(server.url, f"GET /api/sessions HTTP/1.1\r\nHost: {bad}") == 400
         assert http.post("/api/sessions/nope/prompt", json={"prompt": "x"}).status_code == 404
         assert http.post("/api/sessions", json={"sdp": "v=0", "steps": 99}).status_code == 422
+        # within the schema's 50 but over this server's --max-steps (4): the server's check
+        over = http.post("/api/sessions", json={"sdp": "v=0", "steps": 5})
+        assert over.status_code == 422 and "at most 4" in over.json()["detail"]
+        over = http.post("/whip?steps=5", content="v=0", headers=sdp)
+        assert over.status_code == 422 and "at most 4" in over.json()["detail"]
 
     async def run() -> None:
         pc = client_peer()
@@ -452,6 +458,53 @@ def test_requests_are_limited(server: Running, still: np.ndarray) -> None:
         await pc.close()
 
     asyncio.run(run())
+
+
+class FailingEncoder(LookModel):
+    """A model whose text encoder fails (out of memory, say) on one prompt."""
+
+    def encode_prompt(self, text: str | None) -> Conditioning:
+        if text == "explode":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().encode_prompt(text)
+
+
+def test_a_prompt_the_encoder_fails_on_is_one_line_and_changes_nothing(
+    still: np.ndarray,
+) -> None:
+    """Not a 500 with a traceback, nor a data channel message left unanswered: the
+    reason in one line, and the strength sent with the prompt not half-applied."""
+
+    async def run(url: str) -> None:
+        pc = client_peer()
+        pc.addTrack(StillTrack(still))
+        channel = pc.createDataChannel("control")
+        replies: asyncio.Queue[dict] = asyncio.Queue()
+        channel.on("message", lambda m: replies.put_nowait(json.loads(m)))
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            answer = r.json()
+            sid = answer["session_id"]
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            prompt = f"/api/sessions/{sid}/prompt"
+            r = await http.post(prompt, json={"prompt": "explode", "strength": 0.5})
+            oom = "prompt not applied: CUDA out of memory. Tried to allocate 2.00 GiB"
+            assert r.status_code == 422 and r.json()["detail"] == oom
+            r = await http.post(prompt, json={"seed": 3})
+            assert r.json() == {"id": sid, "prompt": None, "strength": 1.0, "seed": 3}
+            await wait_until(lambda: channel.readyState == "open")
+            channel.send(json.dumps({"type": "params", "prompt": "explode", "strength": 0.2}))
+            reply = await asyncio.wait_for(replies.get(), 5)
+            assert reply["type"] == "error"
+            assert reply["error"].startswith("prompt not applied: CUDA out of memory")
+            channel.send(json.dumps({"type": "params", "prompt": "sunset"}))
+            ack = await asyncio.wait_for(replies.get(), 5)
+            assert ack == {"type": "ack", "prompt": "sunset", "strength": 1.0, "seed": 3}
+            await http.delete(f"/api/sessions/{sid}")
+        await pc.close()
+
+    with running_server(ServerSettings(), FailingEncoder()) as server:
+        asyncio.run(run(server.url))
 
 
 def raw_status(url: str, head: str) -> int:
@@ -564,6 +617,9 @@ def test_allowed_origins_are_checked() -> None:
     with pytest.raises(UserError, match="needs --token"):
         ServerSettings(extra_origins=("*",)).resolved()
     assert ServerSettings(host="0.0.0.0", extra_origins=("*",)).resolved().token  # generated
+    for bad_token in ("pässwörd-pässwörd-1", "a long token with spaces"):  # not a header value
+        with pytest.raises(UserError, match="printable ASCII without spaces"):
+            ServerSettings(token=bad_token).resolved()
 
 
 def test_openapi_docs_list_the_api(server: Running) -> None:
@@ -983,6 +1039,29 @@ def test_an_encrypted_key_needs_its_password_and_is_never_prompted_for(tmp_path:
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert message in lines[0] and not result.stdout
+
+
+def test_ctrl_c_stops_serve_cleanly_in_one_line() -> None:
+    """uvicorn shuts down, then re-raises the SIGINT it caught: that is a stop, not an
+    error (no red "error: interrupted", no traceback), with the shell's 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mirage_lsd.cli.app", "serve", "--port", "0", "--model", "identity"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # printed once the socket listens
+        assert first.startswith("studio: http://127.0.0.1:"), first
+        time.sleep(1.0)  # uvicorn installs its handlers as it starts serving
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert rest.strip() == "stopped", rest
 
 
 def test_serve_refuses_unusable_tls_files_in_one_line(tmp_path: Path) -> None:

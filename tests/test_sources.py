@@ -41,7 +41,7 @@ from mirage_lsd.sources import (
     VideoFileSource,
     open_source,
 )
-from mirage_lsd.sources._av import set_decoder_threads
+from mirage_lsd.sources._av import RgbConverter, set_decoder_threads
 from mirage_lsd.sources.network import SCHEMES, redact_url, redact_urls, url_scheme
 from mirage_lsd.sources.screen import parse_screen_spec
 
@@ -356,6 +356,24 @@ def test_image_glob_and_single_image(image_folder: Path) -> None:
     assert [int(f.image[0, 0, 0]) for f in frames] == [10, 100]
     single = drain(open_source(image_folder / "frame2.png"))
     assert len(single) == 1 and int(single[0].image[0, 0, 0]) == 20
+
+
+def test_rgb_converter_scales_frames_above_max_pixels_down_in_the_same_pass() -> None:
+    """The server's cap: a frame declaring more pixels than `max_pixels` comes out
+    scaled to about that many, aspect kept, even sizes, colours intact; smaller ones as
+    they are."""
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[:, :320] = (200, 40, 40)
+    rgb[:, 320:] = (40, 40, 200)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    small = RgbConverter(max_pixels=160 * 120)(frame)
+    assert small.shape == (120, 160, 3)
+    left, right = small[:, :70].astype(np.float32), small[:, 90:].astype(np.float32)
+    assert np.abs(left.mean((0, 1)) - (200, 40, 40)).max() < 8
+    assert np.abs(right.mean((0, 1)) - (40, 40, 200)).max() < 8
+    odd = RgbConverter(max_pixels=100_000)(frame)  # 365.1 x 273.8: even sizes below
+    assert odd.shape == (272, 364, 3)
+    assert RgbConverter(max_pixels=640 * 480)(frame).shape == (480, 640, 3)
 
 
 def test_image_colors_are_rgb(tmp_path: Path) -> None:

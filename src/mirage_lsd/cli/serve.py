@@ -147,7 +147,11 @@ def serve(
                 ssl_keyfile_password=ssl_keyfile_password,
             )
         )
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn stopped cleanly, then re-raised the Ctrl-C
+            console.print("stopped")
+            raise typer.Exit(130) from None
 
     guarded(debug, body)
 

@@ -20,7 +20,13 @@ from mirage_lsd.looks.catalog import UnknownLookError, get_look
 from mirage_lsd.models.base import StreamModel
 from mirage_lsd.models.registry import LoadOptions, load_model
 from mirage_lsd.server.security import GuardMiddleware, require_token
-from mirage_lsd.server.sessions import BusyError, NotFoundError, RateLimitedError, SessionManager
+from mirage_lsd.server.sessions import (
+    BadOfferError,
+    BusyError,
+    NotFoundError,
+    RateLimitedError,
+    SessionManager,
+)
 from mirage_lsd.server.settings import LiveParams, OfferRequest, ServerSettings
 from mirage_lsd.server.whip import whip_router
 
@@ -157,8 +163,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
         return error(422, str(exc.errors()[0]["msg"]))
 
-    @app.exception_handler(ValueError)
-    async def bad_sdp(request: Request, exc: ValueError) -> JSONResponse:
+    @app.exception_handler(BadOfferError)
+    async def bad_sdp(request: Request, exc: BadOfferError) -> JSONResponse:
         return error(400, f"bad offer: {exc}")
 
 

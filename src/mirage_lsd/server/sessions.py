@@ -133,8 +133,9 @@ class Session:
         # a WHIP stream is watched only over WHEP: the model runs while a viewer is there
         self.watched = asyncio.Event() if kind == "whip" else None
         self.output = TransformTrack(
-            self.slot, self.engine, self.executor, self.recorder, on_fail, self.watched
-        )
+            self.slot, self.engine, self.executor, self.recorder, on_fail, self.watched,
+            settings.max_input_pixels,
+        )  # fmt: skip
         self._pump: asyncio.Task[None] | None = None
         self._drains: list[asyncio.Task[None]] = []
         self._deadline: asyncio.Task[None] | None = None  # see SessionManager.open
@@ -203,6 +204,10 @@ class Session:
         except BaseException:
             await self.remove_viewer(viewer_id)
             raise
+        if self._closed:  # the stream ended while this viewer negotiated: nothing to watch
+            self.viewers.pop(viewer_id, None)
+            await pc.close()
+            raise NotFoundError(self.id)
         if self.watched is not None and not self.watched.is_set():
             self.engine.reset()  # its history is from before the pause: start afresh
             self.watched.set()
@@ -247,33 +252,39 @@ class Session:
         if limited and not self.control.allow():
             raise RateLimitedError("too many control messages")
         limit = self._settings.max_prompt_chars
-        if params.prompt is not None:  # checked before anything changes: a refused change
-            text = validate_prompt(params.prompt)  # is no change (blank, NUL, too long)
+        if params.prompt is not None:  # first: a refused or failed prompt changes nothing
+            text = validate_prompt(params.prompt)  # blank, NUL, too long
             if len(text) > limit:
                 raise UserError(f"prompt is {len(text)} characters: keep it to {limit} or fewer")
+            await self._encode_prompt(params.prompt, params.transition_frames)
         if params.strength is not None:
             self.engine.set_strength(params.strength)
         if params.seed is not None:
             self.engine.set_seed(params.seed)
-        if params.prompt is None:
-            return
+
+    async def _encode_prompt(self, prompt: str, transition_frames: int | None) -> None:
         if self._closed:
             raise NotFoundError(self.id)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                self.prompt_executor,
-                self.engine.set_prompt,
-                params.prompt,
-                params.transition_frames,
+                self.prompt_executor, self.engine.set_prompt, prompt, transition_frames
             )
-        except (asyncio.CancelledError, RuntimeError):
-            # closed meanwhile: the queued encode was dropped, or could not be queued; a
+        except asyncio.CancelledError:
+            # closed meanwhile, the queued encode dropped: the session has ended; a
             # cancelled request (the server stopping) stays cancelled
             task = asyncio.current_task()
             if self._closed and not (task is not None and task.cancelling()):
                 raise NotFoundError(self.id) from None
             raise
+        except Exception as exc:
+            if self._closed:  # closed meanwhile: the queued encode was dropped or refused
+                raise NotFoundError(self.id) from None
+            if isinstance(exc, UserError):
+                raise
+            # the encoder itself failed (out of memory, say): one line, not a 500
+            log.warning("session %s: prompt not applied: %s", self.id, first_line(exc))
+            raise UserError(f"prompt not applied: {first_line(exc)}") from None
 
     async def handle_control(self, message: object) -> dict[str, Any]:
         """One data channel message -> one reply: `{"type": "params", ...}` or `{"type": "stats"}`.
@@ -304,6 +315,9 @@ class Session:
             return {"type": "error", "error": exc.errors()[0]["msg"]}
         except (UserError, ValueError) as exc:
             return {"type": "error", "error": str(exc)}
+        except Exception as exc:  # every message gets its reply, and the page its error
+            log.warning("session %s: control message failed: %s", self.id, first_line(exc))
+            return {"type": "error", "error": first_line(exc)}
 
     def params(self) -> dict[str, Any]:
         """The live parameters now."""

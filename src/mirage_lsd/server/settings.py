@@ -114,6 +114,9 @@ class ServerSettings:
     token: str | None = None
     max_prompt_chars: int = 500
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
+    # bigger input frames are scaled down to this many pixels before the model: a tiny
+    # VP8 frame can declare 16383x16383, 800 MB of RGB a frame in the shared process
+    max_input_pixels: int = 1920 * 1080
     control_rate_per_s: float = 10.0  # control messages per session: sustained rate
     control_burst: int = 20  # ... and burst
     session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions + 2
@@ -133,6 +136,11 @@ class ServerSettings:
             raise UserError(f"--port must be from 0 to 65535, got {self.port}")
         if self.token is not None and len(self.token) < 16:
             raise UserError("--token must be at least 16 characters: use a long random string")
+        if self.token is not None and not all("!" <= c <= "~" for c in self.token):
+            # an HTTP header carries ASCII, and browsers refuse other header values
+            raise UserError("--token must be printable ASCII without spaces")
+        if self.max_input_pixels < 64 * 64:
+            raise UserError(f"max_input_pixels must be at least 4096, got {self.max_input_pixels}")
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:
             raise UserError(f"max_prompt_chars must be from 1 to {MAX_PROMPT_CHARS}")
         ice_configuration(self.ice_servers)  # a bad URL fails before the model loads

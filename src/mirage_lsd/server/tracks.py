@@ -109,6 +109,7 @@ class TransformTrack(MediaStreamTrack):
         recorder: StatsRecorder,
         on_fail: Callable[[], None] | None = None,
         watched: asyncio.Event | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__()
         self._slot = slot
@@ -123,7 +124,9 @@ class TransformTrack(MediaStreamTrack):
         self.error: BaseException | None = None
         self._first_capture: float | None = None  # the output clock's zero
         self._last_pts = -1
-        self._rgb = RgbConverter()  # one swscale context for the session (its one model thread)
+        # one swscale context for the session (its one model thread); it also scales
+        # frames above `max_pixels` down
+        self._rgb = RgbConverter(max_pixels=max_pixels)
 
     def stop(self) -> None:
         super().stop()
@@ -170,7 +173,8 @@ class TransformTrack(MediaStreamTrack):
 
     def _fail(self, exc: BaseException) -> NoReturn:
         """The model failed: keep the error for the session, end the output track."""
-        log.error("model failed, ending the stream: %s", exc, exc_info=exc)
+        debug = log.isEnabledFor(logging.DEBUG)  # a traceback only for --debug
+        log.error("model failed, ending the stream: %s", exc, exc_info=exc if debug else None)
         self.error = exc
         self.stop()
         if self._on_fail is not None:

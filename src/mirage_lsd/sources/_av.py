@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -138,15 +139,19 @@ class RgbConverter:
     source: a context is not thread-safe.
     """
 
-    def __init__(self, sar: Fraction | None = None) -> None:
+    def __init__(self, sar: Fraction | None = None, max_pixels: int | None = None) -> None:
         self.sar = sar
+        self.max_pixels = max_pixels  # bigger frames are scaled down to about this many
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        width = display_width(frame.width, self.sar)
+        width, height = display_width(frame.width, self.sar), frame.height
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            scale = math.sqrt(self.max_pixels / (width * height))  # in the same swscale pass
+            width, height = max(2, int(width * scale) & ~1), max(2, int(height * scale) & ~1)
         threads = 1 if frame.width * frame.height <= ONE_THREAD_PIXELS else 0  # 0: automatic
         rgb = self._reformatter.reformat(
-            frame, width=width, height=frame.height, format="rgb24", threads=threads
+            frame, width=width, height=height, format="rgb24", threads=threads
         )
         return np.ascontiguousarray(rgb.to_ndarray())  # PyAV pads some widths
 

@@ -26,8 +26,8 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0
-    # 0: export the last step's weights; else the average of the weights with this decay
-    # per step (about the last 1 / (1 - ema) steps; training/ema.py)
+    # 0: export the last step's weights; else their moving average with this decay per
+    # step, warmed up (about the last min(steps / 9, 1 / (1 - ema)) steps; training/ema.py)
     ema: float = 0.0
 
     def __post_init__(self) -> None:

@@ -155,12 +155,12 @@ def trilinear_gather(table: Tensor, image: Tensor) -> Tensor:
     autograd, `grid_sample` is the faster (benchmarks/RESULTS.md)."""
     b, c, n = table.shape[:3]
     flat = table.reshape(b, c, n**3)
-    pos = (image + 1.0) * ((n - 1) / 2)  # each colour's place on the table, 0 .. n - 1
+    pos = (image.float() + 1.0) * ((n - 1) / 2)  # each colour's place, 0 .. n - 1
     low = pos.floor().clamp(max=n - 2)
     frac = pos - low
     r, g, bl = low.long().unbind(1)  # (B, h, w) each
     base = (bl * n + g) * n + r
-    out = torch.zeros(b, c, *image.shape[-2:], device=image.device, dtype=table.dtype)
+    out = torch.zeros(b, c, *image.shape[-2:], device=image.device)
     for corner in range(8):
         db, dg, dr = corner >> 2, (corner >> 1) & 1, corner & 1
         weight = torch.ones_like(frac[:, 0])
@@ -168,7 +168,7 @@ def trilinear_gather(table: Tensor, image: Tensor) -> Tensor:
             weight = weight * (f if step else 1.0 - f)
         idx = (base + (db * n + dg) * n + dr).flatten(1)[:, None].expand(b, c, -1)
         out = out + weight[:, None] * flat.gather(2, idx).view_as(out)
-    return out
+    return out.to(table.dtype)
 
 
 class PromptGrade(nn.Module):
