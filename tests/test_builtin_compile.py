@@ -81,9 +81,11 @@ def test_compiler_failure_keeps_the_stream_running(
     monkeypatch.setattr(torch, "compile", broken_compile)
     frames = clip_frames(media, 4)
     model = BuiltinModel.from_file(compile=True)
+    assert model.info.compile
     with caplog.at_level(logging.WARNING):
         outputs = run(model, frames, wait=True)
     assert "torch.compile failed, running uncompiled: no C++ compiler found" in caplog.text
+    assert not model.info.compile  # what `bench --json` reports: it ran eagerly
     eager = run(BuiltinModel.from_file(), frames, wait=False)
     assert all(np.array_equal(a, b) for a, b in zip(eager, outputs, strict=True))
 

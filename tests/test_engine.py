@@ -91,6 +91,11 @@ def test_offline_file_to_file_keeps_every_frame(media: Path, tmp_path: Path) -> 
     assert decoded_frames(out) == 89
 
 
+def test_downscale_on_the_identity_model_is_said_not_ignored() -> None:
+    with pytest.raises(UserError, match="--downscale applies to the built-in model only"):
+        StreamEngine("identity", device="cpu", downscale=4)
+
+
 def test_each_start_is_a_new_stream_at_its_own_size(media: Path, tmp_path: Path) -> None:
     model = RecordingModel()
     engine = StreamEngine(model, device="cpu")

@@ -141,6 +141,7 @@ def serve(
             uvicorn.Config(
                 app,
                 log_level="debug" if debug else "warning",
+                access_log=False,  # its lines carry the studio link's ?token=
                 lifespan="on",
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,

@@ -29,7 +29,9 @@ class ModelInfo:
     dtype: str = "float32"
     max_steps: int = 50  # the most steps per frame it runs (the engine's own limit: 50)
     looks: tuple[str, ...] = ()
-    compile: bool = False  # torch.compile asked for (the built-in model: in the background)
+    # runs torch.compile'd: asked for and not failed (the built-in model compiles in the
+    # background and runs eagerly until then)
+    compile: bool = False
 
 
 class StreamModel(ABC):

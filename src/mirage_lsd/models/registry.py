@@ -36,6 +36,8 @@ class ModelEntry:
 def _load_identity(opts: LoadOptions) -> StreamModel:
     from mirage_lsd.models.identity import IdentityModel
 
+    if opts.downscale is not None:  # said, not ignored
+        raise UserError("--downscale applies to the built-in model only")
     return IdentityModel(device=opts.device)
 
 

@@ -52,6 +52,12 @@ class BackgroundCompiler:
         _LIVE.add(self)
 
     @property
+    def failed(self) -> bool:
+        """True once compiling failed: the network runs eagerly from then on."""
+        with self._lock:
+            return self._failed
+
+    @property
     def busy(self) -> bool:
         """True while a size is being compiled."""
         with self._lock:

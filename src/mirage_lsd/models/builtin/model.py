@@ -396,6 +396,8 @@ class BuiltinModel(StreamModel):
 
     @property
     def info(self) -> ModelInfo:
+        if self._compiler is not None and self._compiler.failed:  # it runs eagerly
+            return replace(self._info, compile=False)
         return self._info
 
     # -- prompts

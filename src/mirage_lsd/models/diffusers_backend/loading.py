@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.models.diffusers_backend.options import DiffusersOptions, LoraSpec
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,10 @@ def hub_snapshot(
 
 
 # -- the model -------------------------------------------------------------------
+#: What says whether a hub model can run, fetched before its weights.
+HEAD_FILES = ["model_index.json", "unet/config.json"]
+
+
 def _weights_patterns(fp16: bool) -> tuple[list[str], list[str]]:
     allow = [
         "model_index.json",
@@ -156,12 +160,41 @@ def _family_of(class_name: str) -> Family:
 
 def _check_unet(unet: Any, spec: str) -> None:
     """Refuse UNets that take more than a latent (inpainting, depth, instruct-pix2pix)."""
-    channels = int(getattr(unet.config, "in_channels", 4))
+    _check_channels(int(getattr(unet.config, "in_channels", 4)), spec)
+
+
+def _check_channels(channels: int, spec: str) -> None:
     if channels != 4:
         raise UserError(
             f"'{spec}' has a UNet of {channels} input channels (an inpainting, depth or "
             "instruction model): use a text-to-image or image-to-image model"
         )
+
+
+def _check_pipeline(folder: Path, spec: str) -> Family:
+    """The pipeline's family, from its model_index.json and UNet config alone: a hub
+    model that cannot run is refused before gigabytes of its weights download."""
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise UserError(
+            f"'{spec}' is not a diffusers pipeline (no model_index.json): a LoRA, UNet or "
+            "VAE repository cannot run alone; give the pipeline it belongs to"
+        )
+    try:
+        index = json.loads(index_file.read_text())
+        unet_file = folder / "unet" / "config.json"
+        unet = json.loads(unet_file.read_text()) if unet_file.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"'{spec}' has an unreadable config: {first_line(exc)}") from None
+    family = _family_of(str(index.get("_class_name", "")))
+    encoder = index.get("text_encoder")
+    if not isinstance(encoder, list) or encoder[0] is None:  # the SDXL refiner has none
+        raise UserError(
+            f"'{spec}' has no text encoder (an SDXL refiner?): use a text-to-image or "
+            "image-to-image model"
+        )
+    _check_channels(int(unet.get("in_channels", 4)), spec)
+    return family
 
 
 def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Components:
@@ -181,6 +214,7 @@ def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Compone
             )
         parts = _load_folder(path, spec, dtype, fp16)
     elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+        _check_pipeline(hub_snapshot(spec, allow=HEAD_FILES, ignore=[]), spec)  # KBs first
         allow, ignore = _weights_patterns(fp16)
         parts = _load_folder(hub_snapshot(spec, allow=allow, ignore=ignore), spec, dtype, fp16)
     else:
@@ -196,8 +230,8 @@ def _load_folder(folder: Path, spec: str, dtype: Any, fp16: bool) -> Components:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    index = json.loads((folder / "model_index.json").read_text())
-    family = _family_of(str(index.get("_class_name", "")))
+    family = _check_pipeline(folder, spec)
+    index = json.loads((folder / "model_index.json").read_text())  # read fine just now
     try:
         unet = UNet2DConditionModel.from_pretrained(
             folder, subfolder="unet", torch_dtype=dtype, variant=_variant(folder / "unet", fp16)

@@ -149,6 +149,10 @@ class DiffusersOptions:
             )
         if kwargs.get("t_index_list") is not None:
             kwargs["t_index_list"] = parse_index_list(kwargs["t_index_list"])
+            if kwargs.get("strength") is not None:  # said, not silently overridden
+                raise UserError(
+                    "--strength and --t-index both pick the timesteps: give one of them"
+                )
         return cls(**kwargs)
 
 

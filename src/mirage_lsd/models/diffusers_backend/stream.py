@@ -19,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import Tensor
 from torch._dynamo.exc import TorchDynamoException  # what a failed torch.compile raises
 
 from mirage_lsd.device import cpu_has_amx
-from mirage_lsd.errors import UserError
+from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.models.diffusers_backend.attention import (
     BankContext,
@@ -150,7 +150,9 @@ class DiffusersStreamModel(StreamModel):
         self.tokenizers = parts.tokenizers
         self._latent_scale = float(vae.config.scaling_factor)
         sched = LCMScheduler.from_config(parts.scheduler_config)
-        self._alphas_cumprod = sched.alphas_cumprod.float()
+        # a zero-terminal-SNR schedule ends at alpha = 0, where x0 = x_t / sqrt(alpha)
+        # divides by zero at strength 1: the smallest positive value, as diffusers does
+        self._alphas_cumprod = sched.alphas_cumprod.float().clamp(min=2.0**-24)
         self._num_train = int(sched.config.num_train_timesteps)
         self._prediction = str(sched.config.prediction_type)
         self.bf16 = self.device.type == "cpu" and cpu_has_amx()
@@ -172,6 +174,8 @@ class DiffusersStreamModel(StreamModel):
         if options.bank_size > 0 or options.kv_downsample > 1:
             install_bank_processors(self.unet, self._bank_ctx, options.kv_downsample)
         self._eager: tuple[Any, Any, Any] | None = None  # the modules before torch.compile
+        self._uncompile_lock = threading.Lock()  # studio sessions share the model
+        self._compile_asked = compile
         self._graph_thread: GraphThread | None = None  # compiled on CUDA only
         if compile and options.bank_size > 0:
             # the bank's keys grow frame by frame: each length (and each stage's recording
@@ -216,11 +220,16 @@ class DiffusersStreamModel(StreamModel):
         self.vae.decoder = torch.compile(self.vae.decoder, dynamic=False, mode=mode)
 
     def _uncompile(self, exc: Exception) -> None:
-        """Back to the eager modules after a compiler failure (no C++ compiler, ...)."""
-        assert self._eager is not None
-        log.warning("torch.compile failed, running uncompiled: %s", str(exc).splitlines()[0])
-        self.unet, self.vae.encoder, self.vae.decoder = self._eager
-        self._eager = None
+        """Back to the eager modules after a compiler failure (no C++ compiler, ...).
+
+        Once: streams sharing the model may fail together, and each then retries eagerly."""
+        with self._uncompile_lock:
+            if self._eager is None:  # eager already (another stream got here first)
+                return
+            log.warning("torch.compile failed, running uncompiled: %s", first_line(exc))
+            self.unet, self.vae.encoder, self.vae.decoder = self._eager
+            self._eager = None
+            self._info = replace(self._info, compile=False)  # what `bench` reports
 
     # -- prompts -----------------------------------------------------------------
     @torch.inference_mode()
@@ -336,8 +345,8 @@ class DiffusersStreamModel(StreamModel):
         with autocast:
             try:
                 latent, out = self._run_transform(x, cond, state, schedule)
-            except TorchDynamoException as exc:  # compiling failed: once, then eager
-                if self._eager is None:
+            except TorchDynamoException as exc:  # compiling failed: eager from then on
+                if not self._compile_asked:  # it was never compiled: a real failure
                     raise
                 self._uncompile(exc)
                 latent, out = self._run_transform(x, cond, state, schedule)
