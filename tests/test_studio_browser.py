@@ -144,8 +144,10 @@ def test_studio_page_end_to_end(driver: list[str], fake_camera: Path) -> None:
     assert look_error(result["a_meanwhile"], "sunset") < 15
     # the live readout shows engine telemetry
     assert result["readout"]["fps"] != "-" and result["readout"]["stats"]["ttff_ms"] > 0
-    # closing a tab or pressing stop frees the session
+    # closing a tab or pressing stop frees the session; Stop by the page's own DELETE
+    # (aiortc would also end a session whose peer closed, later)
     assert result["b_freed"] and result["a_freed"]
+    assert f"/api/sessions/{result['a_id']}" in result["deletes"]
     # WHIP from the page's RTCPeerConnection, transformed, watched over WHEP
     assert result["whip_location"].startswith("/whip/")
     assert result["whep_location"].startswith("/whep/")
@@ -161,6 +163,11 @@ def test_studio_page_end_to_end(driver: list[str], fake_camera: Path) -> None:
         "start_enabled": True,
     }
     assert result["ended_freed"]
+    # a session the server ends is reported at once (the data channel closes), not after
+    # the peer connection's 30 s timeout
+    ended = result["ended_by_server"]
+    assert ended["state"] == "error" and ended["error"] == "the session has ended"
+    assert ended["ms"] < 5000, ended
 
 
 def test_page_needs_the_token_beyond_loopback(driver: list[str], fake_camera: Path) -> None:

@@ -21,6 +21,7 @@ const browser = await chromium.launch({
 const context = await browser.newContext();
 const log = [];
 const result = {};
+const deletes = [];  // every DELETE a page sends: a freed session must be the page's doing
 
 function pageUrl(token) {
   return token ? `${cfg.url}/?token=${encodeURIComponent(token)}` : `${cfg.url}/`;
@@ -30,6 +31,7 @@ async function open(token = cfg.token) {
   const page = await context.newPage();
   page.on("console", (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
+  page.on("request", (r) => { if (r.method() === "DELETE") deletes.push(new URL(r.url()).pathname); });
   await page.goto(pageUrl(token));
   return page;
 }
@@ -208,6 +210,23 @@ try {
       };
     });
     result.ended_freed = await waitFor(async () => (await sessions(d)).length === 0, 15000);
+
+    // 6. the server ends the session (another client deletes it, the server stops): the
+    // page says so within seconds, not when the peer connection times out (~30 s)
+    const e = await open();
+    await e.waitForSelector("#presets button");
+    await e.click("#start");
+    await e.waitForFunction(() => window.studio.state === "live", null, { timeout: 30000 });
+    const eId = await e.evaluate(() => window.studio.sessionId);
+    const t0 = Date.now();
+    await fetch(`${cfg.url}/api/sessions/${eId}`, { method: "DELETE" });  // from outside the page
+    await e.waitForFunction(() => window.studio.state === "error", null, { timeout: 30000 });
+    result.ended_by_server = {
+      state: await e.evaluate(() => window.studio.state),
+      error: await e.evaluate(() => window.studio.lastError),
+      ms: Date.now() - t0,
+    };
+    result.deletes = deletes;
   }
 } catch (error) {
   result.error = String(error && error.stack || error);

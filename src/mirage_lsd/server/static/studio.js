@@ -17,6 +17,7 @@ const $ = (id) => document.getElementById(id);
 const MAX_SEED = 2 ** 31 - 1;
 const TUNING_INTERVAL_MS = 150;  // the server allows 10 control messages a second
 const KEPT_DOWNLOADS = 6;  // older download links are dropped and their memory released
+const DISCONNECTED_GRACE_MS = 5000;  // a "disconnected" peer that is not back by then has gone
 
 function authHeaders(extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -134,10 +135,18 @@ const studio = {
         if (pc.connectionState === "failed" || pc.connectionState === "closed") {
           this.fail("connection lost");
         }
+        if (pc.connectionState === "disconnected") {  // often back within seconds
+          setTimeout(() => {
+            if (!stale() && pc.connectionState === "disconnected") this.fail("connection lost");
+          }, DISCONNECTED_GRACE_MS);
+        }
       };
       const channel = this.channel = pc.createDataChannel("control");
       channel.onmessage = (event) => this.onControl(JSON.parse(event.data));
       channel.onopen = () => this.catchUp();
+      // the server closed the session (it stopped, or another client deleted it): the
+      // channel closes at once, long before the peer connection times out
+      channel.onclose = () => { if (!stale()) this.fail("the session has ended"); };
       const prompt = $("prompt").value.trim() || null;
       const strength = Number($("strength").value);
       const seed = readSeed();
@@ -172,7 +181,8 @@ const studio = {
   },
 
   deleteSession(id) {
-    fetch(`/api/sessions/${id}`, { method: "DELETE", headers: authHeaders(), keepalive: true });
+    fetch(`/api/sessions/${id}`, { method: "DELETE", headers: authHeaders(), keepalive: true })
+      .catch(() => { /* the server is gone: so is the session */ });
   },
 
   send(message) {
@@ -181,6 +191,20 @@ const studio = {
       return true;
     }
     return false;
+  },
+
+  // A change of prompt or tuning: over the data channel, or over REST while it is not
+  // open on a live session (its reply is handled alike). False if neither could take it.
+  sendParams(params) {
+    if (this.send({ type: "params", ...params })) return true;
+    if (this.state !== "live" || !this.sessionId) return false;
+    const { transition_frames: frames, ...rest } = params;
+    const body = frames === undefined ? rest : { ...rest, transition_frames: frames };
+    api("POST", `/api/sessions/${this.sessionId}/prompt`, body)
+      .then((response) => response.json())
+      .then((applied) => this.onControl({ type: "ack", ...applied }))
+      .catch((error) => this.onControl({ type: "error", error: String(error.message || error) }));
+    return true;
   },
 
   // Changes made while the data channel was still opening: sent once it is open.
@@ -196,9 +220,7 @@ const studio = {
 
   setPrompt(prompt, transitionFrames = Number($("transition").value) || 0) {
     $("prompt").value = prompt;
-    if (this.send({ type: "params", prompt, transition_frames: transitionFrames })) {
-      this.sent.prompt = prompt;
-    }
+    if (this.sendParams({ prompt, transition_frames: transitionFrames })) this.sent.prompt = prompt;
   },
 
   // Strength and seed: live, without touching the prompt; at most one message per
@@ -211,7 +233,7 @@ const studio = {
       const pending = this.pendingTuning;
       if (!pending) return;
       this.pendingTuning = null;
-      if (this.send({ type: "params", ...pending })) Object.assign(this.sent, pending);
+      if (this.sendParams(pending)) Object.assign(this.sent, pending);
       this.tuningTimer = setTimeout(flush, TUNING_INTERVAL_MS);
     };
     flush();
@@ -219,8 +241,17 @@ const studio = {
 
   onControl(message) {
     if (message.type === "stats") this.showStats(message.stats);
-    else if (message.type === "ack") { this.acks += 1; $("error").textContent = ""; }
+    else if (message.type === "ack") this.onAck(message);
     else if (message.type === "error") $("error").textContent = message.error;
+  },
+
+  // An ack carries what the server applies now: the truth `catchUp` compares with. An
+  // error stays shown while the prompt in the box is not the one applied (a refused or
+  // failed prompt), even when a later tuning change is acked.
+  onAck(message) {
+    this.acks += 1;
+    this.sent = { prompt: message.prompt, strength: message.strength, seed: message.seed };
+    if (($("prompt").value.trim() || null) === message.prompt) $("error").textContent = "";
   },
 
   showStats(stats) {
