@@ -676,6 +676,12 @@ def test_ema_averages_the_weights_with_a_decay_that_warms_up() -> None:
     for _ in range(500):  # late on the rate is the decay itself: the average converges
         average.update_parameters(net)
     torch.testing.assert_close(average.module.weight, torch.full((1, 2), 3.0))
+    norm = torch.nn.BatchNorm1d(2)  # an integer buffer (num_batches_tracked) is copied
+    averaged_norm = ema_model(norm, 0.9)
+    for _ in range(3):
+        norm(torch.randn(4, 2))
+        averaged_norm.update_parameters(norm)
+    assert int(averaged_norm.module.num_batches_tracked) == 3
 
 
 def test_a_run_with_ema_exports_the_average_and_resumes_it_exactly(tmp_path: Path) -> None:

@@ -1053,15 +1053,26 @@ def test_ctrl_c_stops_serve_cleanly_in_one_line() -> None:
     )
     try:
         assert proc.stderr is not None
-        first = proc.stderr.readline()  # printed once the socket listens
-        assert first.startswith("studio: http://127.0.0.1:"), first
-        time.sleep(1.0)  # uvicorn installs its handlers as it starts serving
+        url = None
+        while url is None:  # the studio line comes once the socket listens
+            line = proc.stderr.readline()
+            assert line, "serve ended before it listened"
+            if line.startswith("studio: "):
+                url = line.split()[1]
+        deadline = time.monotonic() + 30
+        while True:  # serving: uvicorn's signal handlers are in place
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the studio page never answered"
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, rest = proc.communicate(timeout=60)
     finally:
         proc.kill()
+    lines = rest.strip().splitlines()
     assert proc.returncode == 130, rest
-    assert rest.strip() == "stopped", rest
+    assert lines[-1] == "stopped" and "error" not in rest and "Traceback" not in rest, rest
 
 
 def test_serve_refuses_unusable_tls_files_in_one_line(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
     # bigger input frames are scaled down to this many pixels before the model: a tiny
     # VP8 frame can declare 16383x16383, 800 MB of RGB a frame in the shared process
-    max_input_pixels: int = 1920 * 1080
+    max_input_pixels: int = 1920 * 1088  # 1080p as codecs store it (16-row blocks)
     control_rate_per_s: float = 10.0  # control messages per session: sustained rate
     control_burst: int = 20  # ... and burst
     session_rate_per_s: float = 1.0  # new sessions: sustained rate, bursts of max_sessions + 2

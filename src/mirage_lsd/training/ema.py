@@ -21,6 +21,11 @@ def ema_model(net: nn.Module, decay: float) -> AveragedModel:
     def step(averaged: list[Tensor], current: list[Tensor], updates: Tensor | int) -> None:
         n = int(updates)
         rate = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - rate)
+        for a, c in zip(averaged, current, strict=True):  # counters and such: the latest
+            if not a.is_floating_point():
+                a.copy_(c)
 
     return AveragedModel(net, multi_avg_fn=step, use_buffers=True)

@@ -188,7 +188,7 @@ def _check_pipeline(folder: Path, spec: str) -> Family:
         raise UserError(f"'{spec}' has an unreadable config: {first_line(exc)}") from None
     family = _family_of(str(index.get("_class_name", "")))
     encoder = index.get("text_encoder")
-    if not isinstance(encoder, list) or encoder[0] is None:  # the SDXL refiner has none
+    if not isinstance(encoder, list) or not encoder or encoder[0] is None:  # SDXL refiner
         raise UserError(
             f"'{spec}' has no text encoder (an SDXL refiner?): use a text-to-image or "
             "image-to-image model"

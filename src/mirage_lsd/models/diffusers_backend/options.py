@@ -57,7 +57,7 @@ class DiffusersOptions:
 
     Sampling: `strength` [--strength] in (0, 1] picks `steps` evenly spaced timesteps
     below strength * 1000; `t_index_list` [--t-index] picks them explicitly on a
-    50-step grid (StreamDiffusion style) and overrides strength.
+    50-step grid (StreamDiffusion style) instead; giving both is an error.
     """
 
     loras: tuple[LoraSpec, ...] = ()  # --lora ID_OR_PATH[:SCALE], repeatable

@@ -96,7 +96,8 @@ const studio = {
   stats: null, acks: 0, lastError: null, recorder: null, timer: null,
   run: 0,  // bumped by every start and stop: a start overtaken by either gives up
   sent: {},  // the prompt and tuning the server has (or will have from the offer)
-  pendingTuning: null, tuningTimer: null,
+  pendingTuning: null, tuningTimer: null, graceTimer: null,
+  requestedPrompt: undefined,  // the last prompt sent: its error stays until one applies
 
   setState(state, message = "") {
     this.state = state;
@@ -135,8 +136,9 @@ const studio = {
         if (pc.connectionState === "failed" || pc.connectionState === "closed") {
           this.fail("connection lost");
         }
+        clearTimeout(this.graceTimer);
         if (pc.connectionState === "disconnected") {  // often back within seconds
-          setTimeout(() => {
+          this.graceTimer = setTimeout(() => {
             if (!stale() && pc.connectionState === "disconnected") this.fail("connection lost");
           }, DISCONNECTED_GRACE_MS);
         }
@@ -170,13 +172,14 @@ const studio = {
 
   stop() {
     this.run += 1;
-    clearInterval(this.timer); clearTimeout(this.tuningTimer);
+    clearInterval(this.timer); clearTimeout(this.tuningTimer); clearTimeout(this.graceTimer);
     this.timer = this.tuningTimer = this.pendingTuning = null;
     if (this.recorder && this.recorder.state !== "inactive") this.recorder.stop();
     if (this.sessionId) this.deleteSession(this.sessionId);
     if (this.pc) this.pc.close();
     closeInput(this.input);
     this.pc = this.channel = this.input = this.sessionId = null;
+    this.requestedPrompt = undefined;
     this.setState("idle");
   },
 
@@ -198,12 +201,13 @@ const studio = {
   sendParams(params) {
     if (this.send({ type: "params", ...params })) return true;
     if (this.state !== "live" || !this.sessionId) return false;
-    const { transition_frames: frames, ...rest } = params;
-    const body = frames === undefined ? rest : { ...rest, transition_frames: frames };
-    api("POST", `/api/sessions/${this.sessionId}/prompt`, body)
+    const run = this.run;  // a reply after a stop or a new start is not this page's now
+    api("POST", `/api/sessions/${this.sessionId}/prompt`, params)
       .then((response) => response.json())
-      .then((applied) => this.onControl({ type: "ack", ...applied }))
-      .catch((error) => this.onControl({ type: "error", error: String(error.message || error) }));
+      .then((applied) => { if (run === this.run) this.onControl({ type: "ack", ...applied }); })
+      .catch((error) => {
+        if (run === this.run) this.onControl({ type: "error", error: String(error.message || error) });
+      });
     return true;
   },
 
@@ -220,7 +224,10 @@ const studio = {
 
   setPrompt(prompt, transitionFrames = Number($("transition").value) || 0) {
     $("prompt").value = prompt;
-    if (this.sendParams({ prompt, transition_frames: transitionFrames })) this.sent.prompt = prompt;
+    if (this.sendParams({ prompt, transition_frames: transitionFrames })) {
+      this.sent.prompt = prompt;
+      this.requestedPrompt = prompt;
+    }
   },
 
   // Strength and seed: live, without touching the prompt; at most one message per
@@ -246,12 +253,13 @@ const studio = {
   },
 
   // An ack carries what the server applies now: the truth `catchUp` compares with. An
-  // error stays shown while the prompt in the box is not the one applied (a refused or
-  // failed prompt), even when a later tuning change is acked.
+  // error stays shown while the last prompt sent is not the one applied (a refused or
+  // failed prompt), even when a later tuning change is acked; other errors go.
   onAck(message) {
     this.acks += 1;
     this.sent = { prompt: message.prompt, strength: message.strength, seed: message.seed };
-    if (($("prompt").value.trim() || null) === message.prompt) $("error").textContent = "";
+    const applied = this.requestedPrompt === undefined || this.requestedPrompt === message.prompt;
+    if (applied) $("error").textContent = "";
   },
 
   showStats(stats) {
