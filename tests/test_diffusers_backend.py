@@ -242,25 +242,50 @@ def test_repositories_that_are_not_pipelines_are_refused_before_their_weights(
     assert fetched == [loading.HEAD_FILES] * 3  # never the weights
 
 
-def test_hub_downloads_skip_weights_never_read() -> None:
+def test_hub_downloads_skip_weights_never_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what a stream reads: never SD 1.5's training copy or a single-file checkpoint;
+    in half precision a folder's fp16 variant alone where it has one (its full-precision
+    copy is twice the size), the full weights where it has none; in full precision, no
+    fp16 files."""
     from huggingface_hub.utils import filter_repo_objects
 
-    from mirage_lsd.models.diffusers_backend.loading import _weights_patterns
+    from mirage_lsd.models.diffusers_backend import loading
 
     repo = [
         "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
         "unet/diffusion_pytorch_model.non_ema.safetensors",
         "unet/diffusion_pytorch_model.fp16.safetensors", "v1-5-pruned-emaonly.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json", "text_encoder/model.safetensors",
         "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
     ]  # fmt: skip
+
+    def snapshot(repo_id: str, allow: list[str], ignore: list[str]) -> Path:
+        folder = tmp_path / repo_id  # one snapshot folder per revision, as the cache
+        for name in filter_repo_objects(repo, allow_patterns=allow, ignore_patterns=ignore):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).touch()
+        return folder
+
+    monkeypatch.setattr(loading, "hub_snapshot", snapshot)
+    fetched = {}
     for fp16 in (False, True):
-        allow, ignore = _weights_patterns(fp16)
-        kept = set(filter_repo_objects(repo, allow_patterns=allow, ignore_patterns=ignore))
-        assert "unet/diffusion_pytorch_model.non_ema.safetensors" not in kept
-        assert "v1-5-pruned-emaonly.safetensors" not in kept
-        assert "unet/diffusion_pytorch_model.safetensors" in kept
-        assert ("unet/diffusion_pytorch_model.fp16.safetensors" in kept) is fp16
-        assert ("text_encoder/model.fp16-00001-of-00002.safetensors" in kept) is fp16
+        folder = loading.hub_weights(f"fp16-{fp16}", fp16)
+        fetched[fp16] = {p.relative_to(folder).as_posix() for p in folder.rglob("*.safetensors")}
+    assert fetched[False] == {
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    }
+    assert fetched[True] == {
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",  # no fp16 variant: the full weights
+        "text_encoder/model.fp16-00001-of-00002.safetensors",
+        "text_encoder/model.fp16-00002-of-00002.safetensors",
+    }
 
 
 def test_spec_detection() -> None:

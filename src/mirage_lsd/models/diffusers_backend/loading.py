@@ -119,21 +119,43 @@ def hub_snapshot(
 HEAD_FILES = ["model_index.json", "unet/config.json"]
 
 
-def _weights_patterns(fp16: bool) -> tuple[list[str], list[str]]:
-    allow = [
-        "model_index.json",
-        "scheduler/*",
-        "tokenizer/*",
-        "tokenizer_2/*",
-        "*/config.json",
-        "*/*.safetensors.index*.json",
-        "unet/*.safetensors",
-        "vae/*.safetensors",
-        "text_encoder/*.safetensors",
-        "text_encoder_2/*.safetensors",
+#: The folders whose weights a stream reads.
+WEIGHT_FOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")
+_CONFIGS = [
+    "model_index.json",
+    "scheduler/*",
+    "tokenizer/*",
+    "tokenizer_2/*",
+    "*/config.json",
+    "*/*.safetensors.index*.json",
+]
+_NEVER_READ = ["*non_ema*"]  # SD 1.5's training copy of its UNet: 3.4 GB
+_HALF = ["*.fp16.*", "*.fp16-*"]  # the fp16 variant's files (single or sharded)
+
+
+def hub_weights(repo_id: str, fp16: bool) -> Path:
+    """A hub pipeline's configs and the weights a stream reads, and no others.
+
+    In half precision a folder's fp16 variant is read when the repo has one, so only it
+    is fetched, and the full-precision weights (twice the size: 14 GB more for SDXL-Turbo)
+    only for folders without one. Both passes read the cache first, so this works offline
+    too once the model is there.
+    """
+    plain = [f"{folder}/*.safetensors" for folder in WEIGHT_FOLDERS]
+    if not fp16:
+        return hub_snapshot(repo_id, allow=_CONFIGS + plain, ignore=_NEVER_READ + _HALF)
+    halves = [f"{folder}/*.fp16*.safetensors" for folder in WEIGHT_FOLDERS]
+    snapshot = hub_snapshot(repo_id, allow=_CONFIGS + halves, ignore=_NEVER_READ)
+    missing = [
+        folder
+        for folder in WEIGHT_FOLDERS
+        if (snapshot / folder / "config.json").is_file()
+        and not any((snapshot / folder).glob("*.safetensors"))
     ]
-    ignore = ["*non_ema*"]  # SD 1.5's training copy of its UNet: 3.4 GB never read
-    return allow, (ignore if fp16 else [*ignore, "*.fp16.*", "*.fp16-*"])
+    if not missing:
+        return snapshot
+    rest = [f"{folder}/*.safetensors" for folder in missing]
+    return hub_snapshot(repo_id, allow=_CONFIGS + rest, ignore=_NEVER_READ + _HALF)
 
 
 #: Pipelines whose UNet takes a plain 4-channel latent (no inpainting mask, no depth or
@@ -215,8 +237,7 @@ def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Compone
         parts = _load_folder(path, spec, dtype, fp16)
     elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
         _check_pipeline(hub_snapshot(spec, allow=HEAD_FILES, ignore=[]), spec)  # KBs first
-        allow, ignore = _weights_patterns(fp16)
-        parts = _load_folder(hub_snapshot(spec, allow=allow, ignore=ignore), spec, dtype, fp16)
+        parts = _load_folder(hub_weights(spec, fp16), spec, dtype, fp16)
     else:
         raise UserError(f"model path '{spec}' does not exist: check the path, or give a hub id")
     _check_unet(parts.unet, spec)
