@@ -137,9 +137,9 @@ def hub_weights(repo_id: str, fp16: bool) -> Path:
     """A hub pipeline's configs and the weights a stream reads, and no others.
 
     In half precision a folder's fp16 variant is read when the repo has one, so only it
-    is fetched, and the full-precision weights (twice the size: 14 GB more for SDXL-Turbo)
-    only for folders without one. Both passes read the cache first, so this works offline
-    too once the model is there.
+    is fetched, and the full-precision weights (twice its size) only for folders without
+    one. Both passes read the cache first, so this works offline too once the model is
+    there.
     """
     plain = [f"{folder}/*.safetensors" for folder in WEIGHT_FOLDERS]
     if not fp16:
