@@ -193,9 +193,9 @@ def _check_channels(channels: int, spec: str) -> None:
         )
 
 
-def _check_pipeline(folder: Path, spec: str) -> Family:
-    """The pipeline's family, from its model_index.json and UNet config alone: a hub
-    model that cannot run is refused before gigabytes of its weights download."""
+def _check_pipeline(folder: Path, spec: str) -> tuple[Family, dict[str, Any]]:
+    """The pipeline's family and model_index.json, checked with its UNet config alone: a
+    hub model that cannot run is refused before gigabytes of its weights download."""
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise UserError(
@@ -216,7 +216,7 @@ def _check_pipeline(folder: Path, spec: str) -> Family:
             "image-to-image model"
         )
     _check_channels(int(unet.get("in_channels", 4)), spec)
-    return family
+    return family, index
 
 
 def load_components(spec: str, options: DiffusersOptions, dtype: Any) -> Components:
@@ -251,8 +251,7 @@ def _load_folder(folder: Path, spec: str, dtype: Any, fp16: bool) -> Components:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    family = _check_pipeline(folder, spec)
-    index = json.loads((folder / "model_index.json").read_text())  # read fine just now
+    family, index = _check_pipeline(folder, spec)
     try:
         unet = UNet2DConditionModel.from_pretrained(
             folder, subfolder="unet", torch_dtype=dtype, variant=_variant(folder / "unet", fp16)
