@@ -4,12 +4,13 @@
 
 1. FLOPs of one 1-step frame (torch's FlopCounterMode: convolutions and matmuls).
 2. The machine's convolution throughput: a dense 3x3 convolution, 64 -> 64 channels,
-   fp32, on the torch threads the engine uses; GFLOP/s = FLOPs / median time.
+   fp32, on torch's default threads (every core); GFLOP/s = FLOPs / median time.
 3. `mirage-lsd bench INPUT --model mirage-lsd-v1 --size SIZE --steps N --json` for each
    variant (alternating, so all see the same machine), repeated; medians over the
    repeats of FPS and latency percentiles, and each variant's FPS over the first's.
    Variants: `eager`, `compiled` (--compile), either with `:dsN` (--downscale N; without
-   it the model picks its downscale, e.g. 5 at 1280x720) and/or `@MODEL` (another model
+   it the model picks its downscale, e.g. 5 at 1280x720), `:tN` (--threads N; without it
+   the model's choice, one fewer than the cores on CPU) and/or `@MODEL` (another model
    or weight file than --model: two networks side by side, e.g. `compiled@wide.safetensors`).
 The model's share of the machine: FLOPs per frame / model-stage median time, over (2).
 Run it alone: anything else on the CPU changes every number.
@@ -64,20 +65,30 @@ def conv_throughput(repeats: int = 20) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def parse_variant(variant: str, default_model: str) -> tuple[bool, int | None, str]:
-    """'eager' or 'compiled', optionally ':dsN', optionally '@MODEL' -> (compiled,
-    downscale, model)."""
+def parse_variant(variant: str, default_model: str) -> tuple[bool, int | None, int | None, str]:
+    """'eager' or 'compiled', optionally ':dsN', ':tN' and '@MODEL' -> (compiled,
+    downscale, threads, model)."""
     spec, _, model = variant.partition("@")
-    kind, _, ds = spec.partition(":ds")
-    if kind not in ("eager", "compiled") or (ds and not ds.isdigit()):
+    kind, *options = spec.split(":")
+    found: dict[str, str] = {}
+    for option in options:
+        key = "ds" if option.startswith("ds") else option[:1]
+        found[key] = option[len(key) :]
+    if (
+        kind not in ("eager", "compiled")
+        or not set(found) <= {"ds", "t"}
+        or len(found) != len(options)
+        or not all(v.isdigit() for v in found.values())
+    ):
         raise SystemExit(
-            f"unknown variant {variant!r}: eager or compiled, optionally :dsN and @MODEL"
+            f"unknown variant {variant!r}: eager or compiled, optionally :dsN, :tN and @MODEL"
         )
-    return kind == "compiled", int(ds) if ds else None, model or default_model
+    number = lambda key: int(found[key]) if key in found else None  # noqa: E731
+    return kind == "compiled", number("ds"), number("t"), model or default_model
 
 
 def bench(model: str, source: str, size: str, steps: int, frames: int, variant: str) -> dict:
-    compiled, downscale, model = parse_variant(variant, model)
+    compiled, downscale, threads, model = parse_variant(variant, model)
     cmd = [
         sys.executable, "-m", "mirage_lsd.cli.app", "bench", source, "--model", model,
         "--size", size, "--steps", str(steps), "--frames", str(frames), "--json",
@@ -85,6 +96,8 @@ def bench(model: str, source: str, size: str, steps: int, frames: int, variant: 
     cmd.append("--compile" if compiled else "--no-compile")
     if downscale is not None:
         cmd += ["--downscale", str(downscale)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
@@ -108,6 +121,7 @@ def _row(runs: list[dict], size: str, steps: int, variant: str, gflop: float, co
         "model_ms": model_ms,
         "stages_ms": {k: med(lambda r, k=k: r["stages_ms"][k]) for k in runs[0]["stages_ms"]},
         "dtype": runs[0]["dtype"],
+        "model_threads": runs[0]["threads"],
         "gflop_per_frame": round(gflop, 3),
         "model_gflops": round(gflop / (model_ms / 1000), 1),
         "share_of_conv_throughput": round(gflop / (model_ms / 1000) / conv, 3),
@@ -134,7 +148,7 @@ def main() -> None:
         for steps in args.steps:
             gflop = {}
             for v in args.variants:
-                _, downscale, model = parse_variant(v, args.model)
+                _, downscale, _, model = parse_variant(v, args.model)
                 gflop[v] = model_flops(model, height, width, steps, downscale) / 1e9
             runs: dict[str, list[dict]] = {v: [] for v in args.variants}
             for _ in range(args.repeats):  # alternate the variants

@@ -291,6 +291,44 @@ def test_the_engine_pads_frames_to_what_a_chosen_downscale_needs(
         assert out.shape == (72, 100, 3) and out.dtype == np.uint8
 
 
+def test_the_engine_runs_the_builtin_model_on_one_core_fewer(
+    tiny_cfg: ModelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the built-in model leaves a core to decoding and encoding, set on the
+    thread that runs it; `threads` and OMP_NUM_THREADS take precedence."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), device="cpu")
+    assert [model.stream_threads(n) for n in (1, 2, 8)] == [1, 1, 7]
+    monkeypatch.setattr("mirage_lsd.engine.stream_engine.usable_cores", lambda: 3)
+    torch.set_num_threads(3)
+    engine = StreamEngine(model, device="cpu", resolution=(SIZE, SIZE))
+    assert engine.threads == 2
+    seen: dict[str, int] = {}
+
+    def run() -> None:
+        engine.process(frames(1, seed=1)[0])
+        seen["worker"] = torch.get_num_threads()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert seen["worker"] == 2  # the thread that ran the model ...
+    assert torch.get_num_threads() == 3  # ... not this one, which has not yet
+    engine.process(frames(1, seed=2)[0])
+    assert torch.get_num_threads() == 2
+    chosen = StreamEngine(model, device="cpu", resolution=(SIZE, SIZE), threads=3)
+    chosen.process(frames(1, seed=3)[0])
+    assert chosen.threads == 3 and torch.get_num_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    torch.set_num_threads(3)
+    left = StreamEngine(model, device="cpu", resolution=(SIZE, SIZE))
+    left.process(frames(1, seed=4)[0])
+    assert left.threads is None and torch.get_num_threads() == 3
+    for bad in (0, 2.5, True, "2"):
+        with pytest.raises(UserError, match="threads must be a whole number"):
+            StreamEngine(model, device="cpu", threads=bad)  # type: ignore[arg-type]
+
+
 def test_fp16_is_for_cuda_only(tiny_cfg: ModelConfig) -> None:
     model = BuiltinModel(LSDNet(tiny_cfg), catalog_bank(), device="cpu", fp16=True)
     assert not model.fp16 and model.info.dtype in ("float32", "bfloat16")

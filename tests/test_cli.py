@@ -21,7 +21,7 @@ import pytest
 from clips import make_clip_with_a_corrupt_frame, make_clip_with_audio
 
 from mirage_lsd.cli.app import ends_before_a_compile_pays
-from mirage_lsd.device import SHORT_STREAM, cxx_compiler
+from mirage_lsd.device import SHORT_STREAM, cxx_compiler, usable_cores
 from mirage_lsd.models.base import ModelInfo, StreamModel
 from mirage_lsd.sources import open_source
 
@@ -583,10 +583,17 @@ def test_bench_json(media: Path) -> None:
     assert data["device"] == "cpu" and data["fps"] > 0 and data["ttff_ms"] > 0
     assert data["compile"] is False  # the identity model has nothing to compile
     assert data["dtype"] == "float32"  # the model's own (the built-in one is bf16 on AMX CPUs)
+    # torch's threads for the model: every core but for the built-in model on CPU
+    assert data["threads"] == (None if os.environ.get("OMP_NUM_THREADS") else usable_cores())
     assert data["drop_ratio"] == 0.0 and data["corrupt_frames"] == 0 and data["reconnects"] == 0
     assert set(data["latency_ms"]) == {"p50", "p90", "p95", "p99"}
     assert data["latency_ms"]["p50"] <= data["latency_ms"]["p99"]
     assert set(data["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "encode"}
+
+
+def test_threads_below_one_is_one_line(media: Path) -> None:
+    result = mirage("bench", str(media / "walk.mkv"), "--frames", "5", "--threads", "0")
+    assert_one_line_error(result, "--threads")
 
 
 def test_bad_compile_setting_in_the_environment_is_one_line(media: Path) -> None:

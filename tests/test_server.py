@@ -1137,6 +1137,23 @@ def test_serve_speaks_https_with_the_given_certificate(
         thread.join(15)
 
 
+def test_sessions_run_on_the_threads_the_server_was_given(still: np.ndarray) -> None:
+    with pytest.raises(UserError, match="--threads must be from 1 to 1024"):
+        ServerSettings(threads=0).resolved()
+
+    async def run(server: Running) -> None:
+        pc = client_peer()
+        pc.addTrack(StillTrack(still))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            r = await http.post("/api/sessions", json={"sdp": await ice_complete(pc)})
+            assert server.manager.get(r.json()["session_id"]).engine.threads == 1
+            await http.delete(f"/api/sessions/{r.json()['session_id']}")
+        await pc.close()
+
+    with running_server(ServerSettings(threads=1), LookModel()) as server:
+        asyncio.run(run(server))
+
+
 def test_max_steps_is_checked_and_capped_at_what_the_model_runs() -> None:
     with pytest.raises(UserError, match="--max-steps must be from 1 to 50"):
         ServerSettings(max_steps=0).resolved()

@@ -57,6 +57,25 @@ def resolve_dtype(device: str, fp16: bool | None = None) -> str:
     return "float32"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def use_threads(count: int) -> None:
+    """Run torch's operators on `count` threads, in this thread and in those started later.
+
+    torch keeps the count per thread (OpenMP's setting) and a new thread takes the last
+    one set anywhere, so the engine sets it on the thread that runs the model, before
+    the model's background compile starts (its kernels keep the count they were built
+    for). Nothing to do without torch (the identity model)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
 @cache
 def cpu_has_amx() -> bool:
     """True when this CPU has AMX tiles, where bfloat16 matmuls are much faster than float32."""

@@ -23,7 +23,7 @@ from typer.exceptions import TyperException
 
 from mirage_lsd.cli.diffusers_flags import with_diffusers_flags
 from mirage_lsd.cli.errors import fail, guarded, setup_logging
-from mirage_lsd.cli.options import CompileOpt, Fp16Opt
+from mirage_lsd.cli.options import CompileOpt, Fp16Opt, ThreadsOpt
 from mirage_lsd.cli.progress import make_progress, status_text
 from mirage_lsd.cli.serve import serve
 from mirage_lsd.device import COMPILE_ENV, SHORT_STREAM
@@ -230,6 +230,7 @@ def run(
     compile: CompileOpt = None,
     fp16: Fp16Opt = None,
     downscale: DownscaleOpt = None,
+    threads: ThreadsOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
 ) -> None:
@@ -281,6 +282,7 @@ def run(
                 compile=False if auto and short else compile,
                 fp16=fp16,
                 downscale=downscale,
+                threads=threads,
             )
         except BaseException:
             source.close()  # a camera or a connection is not left open
@@ -443,6 +445,7 @@ def bench(
     compile: CompileOpt = None,
     fp16: Fp16Opt = None,
     downscale: DownscaleOpt = None,
+    threads: ThreadsOpt = None,
     debug: DebugOpt = False,
     model_options: dict[str, Any] | None = None,
 ) -> None:
@@ -464,6 +467,7 @@ def bench(
             compile=compile,
             fp16=fp16,
             downscale=downscale,
+            threads=threads,
         )
         # compiling: a first frame asks for the compile of its size, which is then waited for
         warm = max(warmup, 1) if engine.model.info.compile else warmup
@@ -504,6 +508,7 @@ def _bench_result(stats: Stats, engine: StreamEngine) -> dict[str, Any]:
         "device": stats.device,
         "dtype": engine.model.info.dtype,  # what the model runs in (bf16 on AMX CPUs)
         "compile": engine.model.info.compile,
+        "threads": engine.threads,  # torch's, for the model (None: torch's own setting)
         "size": stats.to_dict()["size"],
         "steps": stats.steps,
     }

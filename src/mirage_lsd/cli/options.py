@@ -27,3 +27,15 @@ Fp16Opt = Annotated[
         show_default=False,
     ),
 ]
+
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="torch threads for the model (default: all cores, one fewer for the built-in"
+        " model on CPU, leaving one to decoding and encoding; OMP_NUM_THREADS if set).",
+        min=1,
+        max=1024,
+        show_default=False,
+    ),
+]

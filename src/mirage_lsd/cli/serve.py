@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from mirage_lsd.cli.errors import guarded, setup_logging
-from mirage_lsd.cli.options import CompileOpt, Fp16Opt
+from mirage_lsd.cli.options import CompileOpt, Fp16Opt, ThreadsOpt
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
 
@@ -54,6 +54,7 @@ def serve(
         int | None,
         typer.Option("--downscale", help="Built-in model: denoise at frame / N.", min=1, max=16),
     ] = None,
+    threads: ThreadsOpt = None,
     ice_server: Annotated[
         list[str] | None,
         typer.Option(
@@ -119,6 +120,7 @@ def serve(
             compile=compile,
             fp16=fp16,
             downscale=downscale,
+            threads=threads,
             token=token,
             ice_servers=tuple(ice_server or ()),
             extra_origins=tuple(allow_origin or ()),

@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mirage_lsd.device import use_threads
 from mirage_lsd.engine.prompt import PromptSchedule
 from mirage_lsd.geometry import FitMode, FitPlan, apply_fit, clear_bars, pad_to_multiple, plan_fit
 from mirage_lsd.models.base import State, StreamModel
@@ -22,7 +23,8 @@ class FrameProcessor:
     replaced on `reset()`. `strength` below 1 blends the output back toward the input
     it was made from (a model that lags `lag_frames` behind is blended with that older
     input, not the newest); `seed` picks the stream's noise. Both are plain attributes
-    the engine may change between frames.
+    the engine may change between frames. `threads` (None: torch's own): torch's thread
+    count, set on the thread that runs the model (`device.use_threads`).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class FrameProcessor:
         self.steps = steps
         self.strength = 1.0
         self.seed: int | None = None
+        self.threads: int | None = None  # None: torch's own setting
         self._plan: FitPlan | None = None
         self._plan_src: tuple[int, ...] = ()
         self._state: State = None
@@ -74,6 +77,8 @@ class FrameProcessor:
         index and capture time, so that latency counts the lag)."""
         # 1. preprocess: fit to the output size, pad to what the model takes
         t0 = time.perf_counter()
+        if self.threads is not None:
+            use_threads(self.threads)
         src = image.shape[:2]
         if self.out_size is None:
             self.out_size = (src[0], src[1])

@@ -76,6 +76,12 @@ class StreamModel(ABC):
         """How many frames late each output comes (a model that pipelines frames); 0 here."""
         return 0
 
+    def stream_threads(self, cores: int) -> int:
+        """torch threads for its frames on a machine with `cores` usable cores, while the
+        engine's capture and output threads run beside them. Default: all of them (big
+        convolutions, as a diffusers UNet's, keep every core busy)."""
+        return cores
+
     def plan_stream(self, live: bool, frames: float | None) -> None:  # noqa: B027 - optional hook
         """Told by the engine before each stream it starts: whether it is live, and how
         many frames it will have (None: unknown or unbounded). A model may skip work that

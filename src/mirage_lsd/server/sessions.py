@@ -406,6 +406,7 @@ class SessionManager:
                     max_steps=options.steps,
                     strength=options.strength,
                     seed=options.seed,
+                    threads=self.settings.threads,
                 ),
             )
             session = Session(self, kind, engine, options, self.settings)

@@ -111,6 +111,7 @@ class ServerSettings:
     compile: bool | None = None  # torch.compile (None: the built-in model compiles on CPU and CUDA)
     fp16: bool | None = None  # half precision (None: on CUDA)
     downscale: int | None = None  # built-in model: denoise at frame / N (None: automatic)
+    threads: int | None = None  # torch's, for the model (None: the model's choice)
     token: str | None = None
     max_prompt_chars: int = 500
     max_body_bytes: int = 64 * 1024  # an SDP offer is a few KiB
@@ -130,6 +131,8 @@ class ServerSettings:
             raise UserError(f"--max-sessions must be from 1 to 64, got {self.max_sessions}")
         if not 1 <= self.max_steps <= 50:
             raise UserError(f"--max-steps must be from 1 to 50, got {self.max_steps}")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise UserError(f"--threads must be from 1 to 1024, got {self.threads}")
         if not 1 <= self.max_viewers <= 64:
             raise UserError(f"--max-viewers must be from 1 to 64, got {self.max_viewers}")
         if not 0 <= self.port <= 65535:

@@ -52,6 +52,7 @@ from rich.progress import (
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
+from mirage_lsd.device import usable_cores
 from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.cache import KVCache
@@ -470,13 +471,6 @@ def initial_weights(path: Path, model: ModelConfig) -> dict[str, Tensor]:
             f"init_weights {path} was made with a different model config ({names} differ)"
         )
     return loaded.state_dict()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class CtrlC:

@@ -382,6 +382,14 @@ class BuiltinModel(StreamModel):
         dividing = [ds for ds in fitting if height % (ds * unit) == 0 == width % (ds * unit)]
         return (dividing or fitting)[0]
 
+    def stream_threads(self, cores: int) -> int:
+        """On a CPU one core fewer, at least one. This network is hundreds of small
+        operators: a second thread for them is worth less than a core left to decoding
+        and encoding, and on a thread other than Python's main one torch's OpenMP threads
+        wait for each other longer (2 cores: 512x512 at 95 against 70 FPS through the
+        engine; benchmarks/RESULTS.md, "One torch thread for the built-in model")."""
+        return cores if self.device.type == "cuda" else max(1, cores - 1)
+
     def plan_stream(self, live: bool, frames: float | None) -> None:
         """An automatic compile is skipped for a stream known to end within SHORT_STREAM
         frames, offline or played in real time: it would end before the compile paid off
