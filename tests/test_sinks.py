@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -139,6 +140,37 @@ def test_live_video_file_is_stamped_by_capture_time_in_order(
     # a time that goes back is moved 1 ms past the last one; gaps are kept
     expected = [0, 0.5, 0.51, 0.511, 0.512, 3, 3.001, 4, 9, 9.01]
     assert times == pytest.approx(expected, abs=0.002)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import av
+from mirage_lsd.sinks.video_file import VideoFileSink
+clip, out, offline = sys.argv[1], sys.argv[2], sys.argv[3] == "offline"
+with av.open(clip) as container:
+    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+sink = VideoFileSink(out, size=frames[0].shape[:2], fps=30, live=not offline)
+for i, image in enumerate(frames):
+    sink.write(image, i / 30)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(): a crash, a kill, a power cut
+"""
+
+
+def test_a_live_mp4_recording_survives_a_kill_but_its_last_second(
+    media: Path, walk: list[np.ndarray], tmp_path: Path
+) -> None:
+    """A live .mp4 is written in one-second fragments: a process killed before it could
+    close the file leaves all the frames of every finished fragment playable, in order."""
+    paths = {mode: tmp_path / f"{mode}.mp4" for mode in ("live", "offline")}
+    for mode, path in paths.items():
+        child = [sys.executable, "-c", KILLED_WRITER, str(media / "walk.mkv"), str(path), mode]
+        assert subprocess.run(child, timeout=120).returncode == -signal.SIGKILL
+    kept = decode(paths["live"])
+    assert len(walk) - FPS <= len(kept) < len(walk)  # 89 frames written, the last second lost
+    nearest = [int(np.argmin([mean_abs_diff(o, f) for f in walk[::10]])) for o in kept[::10]]
+    assert nearest == list(range(len(kept[::10])))  # the first frames, in order
+    with pytest.raises(av.FFmpegError):  # what a plain MP4 leaves: nothing to play
+        decode(paths["offline"])
 
 
 def test_offline_file_follows_the_source_times(walk: list[np.ndarray], tmp_path: Path) -> None:
