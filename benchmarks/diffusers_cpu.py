@@ -51,13 +51,17 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], frames: int, warmup: in
     return {name: round(statistics.median(ts), 2) for name, ts in times.items()}
 
 
-def bench_size(folder: Path, taesd: Path, size: int, frames: int, steps: int) -> dict[str, float]:
+def bench_size(
+    folder: Path, taesd: Path, size: int, frames: int, steps: int, threads: int
+) -> dict[str, float]:
     options = DiffusersOptions(vae=str(taesd), strength=0.5)
     model = load_diffusers_model(str(folder), LoadOptions(device="cpu"), options)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     # 1. through the engine: fit, pad, prompt schedule, model.step, crop
-    engine = StreamEngine(model=model, prompt="a watercolor", device="cpu", max_steps=steps)
+    engine = StreamEngine(
+        model=model, prompt="a watercolor", device="cpu", max_steps=steps, threads=threads
+    )
     # 2. bare calls: the same encode, `steps` UNet calls and decode on prepared tensors
     m = model
     cond = m.encode_prompt("a watercolor").embeds
@@ -93,7 +97,9 @@ def main() -> None:
         folder = save_tiny_sd(Path(tmp) / "sd")
         taesd = save_tiny_taesd(Path(tmp) / "taesd")
         for size in args.sizes:
-            results[f"{size}x{size}"] = bench_size(folder, taesd, size, args.frames, args.steps)
+            results[f"{size}x{size}"] = bench_size(
+                folder, taesd, size, args.frames, args.steps, args.threads
+            )
     print(
         json.dumps(
             {

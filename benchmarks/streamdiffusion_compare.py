@@ -102,6 +102,7 @@ def run_ours(
         prompt=PROMPT,
         model_options=options,
         compile=variant.get("compile", False),
+        threads=args.threads,  # as StreamDiffusion gets (OMP_NUM_THREADS)
     ) as engine:
         for i in range(args.warmup):
             engine.process(frames[i % len(frames)])

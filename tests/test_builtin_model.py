@@ -5,6 +5,7 @@ Everything runs on tiny configs on the CPU with one thread; the whole file takes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -30,7 +31,7 @@ from mirage_lsd.evaluation.metrics import psnr
 from mirage_lsd.geometry import apply_fit, plan_fit
 from mirage_lsd.models.builtin import network
 from mirage_lsd.models.builtin.cache import KVCache
-from mirage_lsd.models.builtin.compiled import dummy_inputs
+from mirage_lsd.models.builtin.compiled import BackgroundCompiler, dummy_inputs
 from mirage_lsd.models.builtin.config import ConfigError, ModelConfig
 from mirage_lsd.models.builtin.cuda_graph import (
     GRAPHS_ENV,
@@ -83,8 +84,10 @@ SIZE = 64  # frame side: a multiple of the tiny model's size_multiple
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread; the next module gets the count back."""
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tiny models run faster on one thread (engines too: they leave torch's count as it
+    is under OMP_NUM_THREADS); the next module gets the count back."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -324,9 +327,35 @@ def test_the_engine_runs_the_builtin_model_on_one_core_fewer(
     left = StreamEngine(model, device="cpu", resolution=(SIZE, SIZE))
     left.process(frames(1, seed=4)[0])
     assert left.threads is None and torch.get_num_threads() == 3
-    for bad in (0, 2.5, True, "2"):
-        with pytest.raises(UserError, match="threads must be a whole number"):
+    for bad in (0, 2.5, True, "2", 1025):
+        with pytest.raises(UserError, match="threads must be a whole number from 1 to 1024"):
             StreamEngine(model, device="cpu", threads=bad)  # type: ignore[arg-type]
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(model, "stream_threads", lambda cores: 0)  # a model's own bad choice
+    with pytest.raises(UserError, match=r"stream_threads\(\) must be a whole number"):
+        StreamEngine(model, device="cpu")
+
+
+def test_the_background_compile_runs_on_the_requesting_threads_count(
+    tiny_cfg: ModelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor builds the thread count into its kernels: the compile thread takes the
+    count of the stream that asked, not the last one set elsewhere in the process."""
+    seen: list[int] = []
+
+    def recording_compile(net: LSDNet, **kwargs: object) -> LSDNet:
+        seen.append(torch.get_num_threads())
+        return net
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    compiler = BackgroundCompiler(LSDNet(tiny_cfg).eval(), contextlib.nullcontext)
+    elsewhere = threading.Thread(target=torch.set_num_threads, args=(3,))
+    elsewhere.start()  # another stream's thread: the default for new threads is now 3
+    elsewhere.join()
+    assert torch.get_num_threads() == 1  # this thread's own count (the fixture's)
+    compiler.request((16, 16))
+    compiler.wait(timeout=60)
+    assert seen == [1] and compiler._ready.keys() == {(16, 16)}
 
 
 def test_fp16_is_for_cuda_only(tiny_cfg: ModelConfig) -> None:

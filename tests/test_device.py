@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from mirage_lsd import StreamEngine, UserError
@@ -37,3 +40,22 @@ def test_cuda_without_a_gpu_and_unknown_devices_are_one_line_errors(no_gpu: None
     with pytest.raises(UserError, match="no CUDA GPU is available"):
         StreamEngine("identity", device="cuda")
     assert StreamEngine("identity", device="auto").device == "cpu"
+
+
+def test_usable_cores_counts_each_physical_core_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cores of two hardware threads each: CPUs 0 and 2 share core 0, 1 and 3 core 1."""
+    for cpu, core in ((0, 0), (1, 1), (2, 0), (3, 1)):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    affinity = {0, 1, 2, 3}
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
+    assert device_module.usable_cores(tmp_path) == 2
+    affinity = {0, 2}  # a taskset of one core's two threads
+    assert device_module.usable_cores(tmp_path) == 1
+    affinity = {0, 5}  # a CPU whose topology cannot be read: each CPU counts
+    assert device_module.usable_cores(tmp_path) == 2
+    assert 1 <= device_module.usable_cores() <= (os.cpu_count() or 1)  # this machine's

@@ -45,8 +45,10 @@ SIZE = 64  # frames are 64x64: 8x8 latents
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread; the next module gets the count back."""
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tiny models run faster on one thread (engines too: they leave torch's count as it
+    is under OMP_NUM_THREADS); the next module gets the count back."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1137,9 +1137,10 @@ def test_serve_speaks_https_with_the_given_certificate(
         thread.join(15)
 
 
-def test_sessions_run_on_the_threads_the_server_was_given(still: np.ndarray) -> None:
-    with pytest.raises(UserError, match="--threads must be from 1 to 1024"):
-        ServerSettings(threads=0).resolved()
+def test_sessions_get_the_servers_thread_count(still: np.ndarray) -> None:
+    for bad in (0, True, 2.5):
+        with pytest.raises(UserError, match="--threads must be a whole number from 1 to 1024"):
+            ServerSettings(threads=bad).resolved()  # type: ignore[arg-type]
 
     async def run(server: Running) -> None:
         pc = client_peer()

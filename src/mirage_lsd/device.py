@@ -57,20 +57,42 @@ def resolve_dtype(device: str, fp16: bool | None = None) -> str:
     return "float32"
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def usable_cores(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Physical cores this process may run on: a container's or taskset's limit, not the
+    host's, each core counted once however many hardware threads it runs (torch's own
+    default is one thread per physical core). `sysfs`: where Linux describes the CPUs."""
+    if not hasattr(os, "sched_getaffinity"):
+        return os.cpu_count() or 1
+    cpus = os.sched_getaffinity(0)
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:  # no topology to read: each CPU counts
+            return len(cpus)
+    return len(cores) or len(cpus)
+
+
+MAX_THREADS = 1024
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's own default follows these
+
+
+def check_threads(threads: object, what: str = "threads") -> int:
+    """A thread count from 1 to MAX_THREADS, or a UserError naming `what`."""
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS:
+        raise UserError(f"{what} must be a whole number from 1 to {MAX_THREADS}, got {threads!r}")
+    return threads
 
 
 def use_threads(count: int) -> None:
     """Run torch's operators on `count` threads, in this thread and in those started later.
 
     torch keeps the count per thread (OpenMP's setting) and a new thread takes the last
-    one set anywhere, so the engine sets it on the thread that runs the model, before
-    the model's background compile starts (its kernels keep the count they were built
-    for). Nothing to do without torch (the identity model)."""
+    one set anywhere, so the engine sets it on the thread that runs the model, which
+    hands it on to the model's background compile. Nothing to do without torch (the
+    identity model)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != count:
         torch.set_num_threads(count)

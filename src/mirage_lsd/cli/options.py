@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from mirage_lsd.device import MAX_THREADS
+
 CompileOpt = Annotated[
     bool | None,
     typer.Option(
@@ -32,10 +34,11 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(
         "--threads",
-        help="torch threads for the model (default: all cores, one fewer for the built-in"
-        " model on CPU, leaving one to decoding and encoding; OMP_NUM_THREADS if set).",
+        help="torch threads for the model (default: all physical cores, one fewer for the"
+        " built-in model on CPU, leaving one to decoding and encoding; OMP_NUM_THREADS or"
+        " MKL_NUM_THREADS if set).",
         min=1,
-        max=1024,
+        max=MAX_THREADS,
         show_default=False,
     ),
 ]

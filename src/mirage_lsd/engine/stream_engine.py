@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mirage_lsd.device import resolve_device, resolve_dtype, usable_cores
+from mirage_lsd.device import (
+    THREAD_ENV,
+    check_threads,
+    resolve_device,
+    resolve_dtype,
+    usable_cores,
+)
 from mirage_lsd.engine.channels import Channel, Closed
 from mirage_lsd.engine.pipeline import Mode, Pipeline
 from mirage_lsd.engine.processor import FrameProcessor
@@ -72,11 +78,12 @@ class StreamEngine:
             a C compiler are (`MIRAGE_LSD_COMPILE=0|1` overrides), no otherwise.
         downscale: the built-in model denoises a frame / `downscale` image; None picks it
             per size (4, its trained value, up to about 40,000 pixels; 5 at 1280x720).
-        threads: torch's threads for the model, set on the thread that runs it (torch's
-            setting is the whole process's). None: the model's choice, every usable core,
-            but one fewer for the built-in model on CPU, which leaves a core to decoding
-            and encoding (2 cores: 512x512 at 95 against 70 FPS); torch's own setting
-            when the OMP_NUM_THREADS environment variable is set.
+        threads: torch's threads for the model, set on the thread that runs it (torch
+            keeps one count per thread; threads started later take it too), over an
+            earlier `torch.set_num_threads`. None: the model's choice, every physical
+            core, but one fewer for the built-in model on CPU, which leaves a core to
+            decoding and encoding (2 cores, 512x512: 100.6 against 78.8 FPS); torch's
+            own setting when OMP_NUM_THREADS or MKL_NUM_THREADS is set.
     """
 
     def __init__(
@@ -96,10 +103,8 @@ class StreamEngine:
         downscale: int | None = None,
         threads: int | None = None,
     ) -> None:
-        if threads is not None and (
-            not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 1024
-        ):
-            raise UserError(f"threads must be a whole number from 1 to 1024, got {threads!r}")
+        if threads is not None:
+            check_threads(threads)
         if not isinstance(max_steps, int) or not 1 <= max_steps <= 50:
             raise UserError(f"max_steps must be a whole number from 1 to 50, got {max_steps!r}")
         if fit not in ("crop", "letterbox"):
@@ -136,8 +141,9 @@ class StreamEngine:
         self._prompts = PromptSchedule(self.model.encode_prompt(text), self.model.mix_prompts)
         self._prompts.text = text
         self._processor = FrameProcessor(self.model, self._prompts, self.resolution, fit, max_steps)
-        if threads is None and not os.environ.get("OMP_NUM_THREADS", "").strip():
-            threads = self.model.stream_threads(usable_cores())
+        if threads is None and not any(os.environ.get(v, "").strip() for v in THREAD_ENV):
+            chosen = self.model.stream_threads(usable_cores())
+            threads = check_threads(chosen, f"{self.model.info.name}'s stream_threads()")
         self._processor.threads = threads
         self.set_strength(strength)
         self.set_seed(seed)
@@ -155,7 +161,8 @@ class StreamEngine:
 
     @property
     def threads(self) -> int | None:
-        """torch's threads for the model (None: torch's own setting, OMP_NUM_THREADS's)."""
+        """torch's threads for the model (None: torch's own, from OMP_NUM_THREADS or
+        MKL_NUM_THREADS); the identity model runs no torch and uses none."""
         return self._processor.threads
 
     def set_prompt(self, text: str, transition_frames: int = 0) -> None:

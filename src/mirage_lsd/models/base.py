@@ -77,7 +77,7 @@ class StreamModel(ABC):
         return 0
 
     def stream_threads(self, cores: int) -> int:
-        """torch threads for its frames on a machine with `cores` usable cores, while the
+        """torch threads for its frames given `cores` usable physical cores, while the
         engine's capture and output threads run beside them. Default: all of them (big
         convolutions, as a diffusers UNet's, keep every core busy)."""
         return cores

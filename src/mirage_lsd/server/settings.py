@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mirage_lsd.device import check_threads
 from mirage_lsd.engine.prompt import MAX_PROMPT_CHARS
 from mirage_lsd.errors import UserError
 from mirage_lsd.models.registry import DEFAULT_MODEL
@@ -131,8 +132,8 @@ class ServerSettings:
             raise UserError(f"--max-sessions must be from 1 to 64, got {self.max_sessions}")
         if not 1 <= self.max_steps <= 50:
             raise UserError(f"--max-steps must be from 1 to 50, got {self.max_steps}")
-        if self.threads is not None and not 1 <= self.threads <= 1024:
-            raise UserError(f"--threads must be from 1 to 1024, got {self.threads}")
+        if self.threads is not None:
+            check_threads(self.threads, "--threads")
         if not 1 <= self.max_viewers <= 64:
             raise UserError(f"--max-viewers must be from 1 to 64, got {self.max_viewers}")
         if not 0 <= self.port <= 65535:

@@ -64,12 +64,20 @@ class BackgroundCompiler:
             return bool(self._pending)
 
     def request(self, size: Size) -> None:
-        """Start compiling for `size` unless it is ready, under way, or compiling failed."""
+        """Start compiling for `size` unless it is ready, under way, or compiling failed.
+
+        The compile runs on the caller's torch thread count: Inductor builds it into the
+        kernels, and a compiled call on another count would be compiled again, at once,
+        on the stream's own thread."""
+        threads = torch.get_num_threads()
         with self._lock:
             if self._failed or size in self._ready or size in self._pending:
                 return
             thread = threading.Thread(
-                target=self._build, args=(size,), name=f"compile-{size[1]}x{size[0]}", daemon=True
+                target=self._build,
+                args=(size, threads),
+                name=f"compile-{size[1]}x{size[0]}",
+                daemon=True,
             )
             self._pending[size] = thread
         thread.start()
@@ -95,8 +103,9 @@ class BackgroundCompiler:
             log.warning("CUDA graph capture failed, running without one: %s", reason)
             return compiled
 
-    def _build(self, size: Size) -> None:
+    def _build(self, size: Size, threads: int) -> None:
         t0 = time.perf_counter()
+        torch.set_num_threads(threads)
         try:
             compiled = torch.compile(self.net, dynamic=False)
             on_gpu = next(self.net.parameters()).device.type == "cuda"

@@ -385,9 +385,10 @@ class BuiltinModel(StreamModel):
     def stream_threads(self, cores: int) -> int:
         """On a CPU one core fewer, at least one. This network is hundreds of small
         operators: a second thread for them is worth less than a core left to decoding
-        and encoding, and on a thread other than Python's main one torch's OpenMP threads
-        wait for each other longer (2 cores: 512x512 at 95 against 70 FPS through the
-        engine; benchmarks/RESULTS.md, "One torch thread for the built-in model")."""
+        and encoding, and on a thread other than Python's main one torch's threads ran
+        them slower still, likely OpenMP's idle threads spinning less once a second pool
+        of them exists (2 cores, 512x512 through the engine: 100.6 against 78.8 FPS;
+        benchmarks/RESULTS.md, "One torch thread for the built-in model")."""
         return cores if self.device.type == "cuda" else max(1, cores - 1)
 
     def plan_stream(self, live: bool, frames: float | None) -> None:
