@@ -45,17 +45,27 @@ def test_cuda_without_a_gpu_and_unknown_devices_are_one_line_errors(no_gpu: None
 def test_usable_cores_counts_each_physical_core_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two cores of two hardware threads each: CPUs 0 and 2 share core 0, 1 and 3 core 1."""
-    for cpu, core in ((0, 0), (1, 1), (2, 0), (3, 1)):
-        topology = tmp_path / f"cpu{cpu}" / "topology"
+    """Two cores of two hardware threads each: CPUs 0 and 2 share one core, 1 and 3 the
+    other; then a container's quota of 1.5 CPUs."""
+    here = device_module.usable_cores()
+    assert 1 <= here <= device_module.usable_cpus()  # this machine's, before the fakes
+    sysfs, cgroup = tmp_path / "cpu", tmp_path / "cgroup"
+    for cpu, siblings in ((0, "0,2"), (1, "1,3"), (2, "0,2"), (3, "1,3")):
+        topology = sysfs / f"cpu{cpu}" / "topology"
         topology.mkdir(parents=True)
-        (topology / "physical_package_id").write_text("0\n")
-        (topology / "core_id").write_text(f"{core}\n")
+        (topology / "core_cpus_list").write_text(f"{siblings}\n")
+    cgroup.mkdir()
     affinity = {0, 1, 2, 3}
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: affinity, raising=False)
-    assert device_module.usable_cores(tmp_path) == 2
+    assert device_module.usable_cores(sysfs, cgroup) == 2
     affinity = {0, 2}  # a taskset of one core's two threads
-    assert device_module.usable_cores(tmp_path) == 1
+    assert device_module.usable_cores(sysfs, cgroup) == 1
     affinity = {0, 5}  # a CPU whose topology cannot be read: each CPU counts
-    assert device_module.usable_cores(tmp_path) == 2
-    assert 1 <= device_module.usable_cores() <= (os.cpu_count() or 1)  # this machine's
+    assert device_module.usable_cores(sysfs, cgroup) == 2
+    affinity = {0, 1, 2, 3}
+    (cgroup / "cpu.max").write_text("max 100000\n")  # no quota
+    assert device_module.usable_cores(sysfs, cgroup) == 2
+    (cgroup / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2, rounded up
+    assert device_module.cpu_quota(cgroup) == 2
+    (cgroup / "cpu.max").write_text("50000 100000\n")
+    assert device_module.usable_cores(sysfs, cgroup) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import sys
@@ -57,22 +58,51 @@ def resolve_dtype(device: str, fp16: bool | None = None) -> str:
     return "float32"
 
 
-def usable_cores(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
-    """Physical cores this process may run on: a container's or taskset's limit, not the
-    host's, each core counted once however many hardware threads it runs (torch's own
-    default is one thread per physical core). `sysfs`: where Linux describes the CPUs."""
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (a taskset's or cpuset's limit, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def usable_cores(
+    sysfs: Path = Path("/sys/devices/system/cpu"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> int:
+    """Physical cores this process may run on: each core counted once however many
+    hardware threads it runs (torch's own default is one thread per physical core),
+    within a taskset's or cpuset's CPUs and a container's CPU quota. Where the OS does
+    not say (no Linux topology in `sysfs`), logical CPUs."""
     if not hasattr(os, "sched_getaffinity"):
         return os.cpu_count() or 1
     cpus = os.sched_getaffinity(0)
     cores = set()
     for cpu in cpus:
         topology = sysfs / f"cpu{cpu}" / "topology"
-        try:
-            package = (topology / "physical_package_id").read_text().strip()
-            cores.add((package, (topology / "core_id").read_text().strip()))
+        try:  # the CPUs of its core: the same text for each hardware thread of one core
+            siblings = topology / "core_cpus_list"
+            if not siblings.exists():  # kernels before 5.6
+                siblings = topology / "thread_siblings_list"
+            cores.add(siblings.read_text().strip())
         except OSError:  # no topology to read: each CPU counts
-            return len(cpus)
-    return len(cores) or len(cpus)
+            cores = set(cpus)
+            break
+    return max(1, min(len(cores) or len(cpus), cpu_quota(cgroup) or len(cpus)))
+
+
+def cpu_quota(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """CPUs a container's quota allows (`docker --cpus 2`, a Kubernetes limit), rounded
+    up; None without one. cgroup v2's cpu.max, else v1's cfs quota and period."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.lstrip("-").isdigit() or not period.isdigit():
+        return None
+    return max(1, math.ceil(int(quota) / max(int(period), 1)))
 
 
 MAX_THREADS = 1024

@@ -44,16 +44,19 @@ _X264_LIVE = {"preset": "ultrafast", "tune": "zerolatency", "crf": "20"}
 _VP9 = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}
 
 
-# A live recording cannot be made again. As a fragmented MP4 (the index first, then a
-# fragment each second, handed to the OS at once) a kill or a crash keeps all but its
-# last second, where a plain MP4 without its closing index does not play at all.
-# Matroska (.mkv, .webm) plays when cut short anyway; offline files stay plain MP4, which
-# every editor reads, since their input is still there to run again.
-_FRAGMENTED_MP4 = {
-    "movflags": "empty_moov+default_base_moof",
+# A live recording cannot be made again, so it is written out as it goes: a kill or a
+# crash keeps all but about its last second. As MP4 it is fragmented (the index, then a
+# fragment each second, each handed to the OS at once; the index waits for the first
+# fragment, by when carried AAC has given its decoder settings), where a plain MP4
+# without its closing index does not play at all. Matroska (.mkv, .webm) closes a
+# cluster each second instead of each 5 s. Offline files stay plain MP4, which every
+# editor reads, since their input is still there to run again.
+_LIVE_MP4 = {
+    "movflags": "empty_moov+delay_moov+default_base_moof",
     "frag_duration": "1000000",  # microseconds
     "flush_packets": "1",
 }
+_LIVE_MATROSKA = {"cluster_time_limit": "1000", "flush_packets": "1"}  # milliseconds
 
 # errors of the output's disk: a failure to write, not of the carried audio
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, getattr(errno, "EDQUOT", 122)})
@@ -90,10 +93,8 @@ class VideoFileSink(Sink):
 
         # 2. open the container and its streams
         try:
-            fragmented = live and suffix == ".mp4"
-            self._container = av.open(
-                str(self.path), "w", container_options=_FRAGMENTED_MP4 if fragmented else None
-            )
+            options = (_LIVE_MP4 if suffix == ".mp4" else _LIVE_MATROSKA) if live else None
+            self._container = av.open(str(self.path), "w", container_options=options)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise UserError(f"cannot write {self.path}: {reason(exc)}") from exc
         if suffix == ".webm":

@@ -52,7 +52,7 @@ from rich.progress import (
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from mirage_lsd.device import usable_cores
+from mirage_lsd.device import usable_cpus
 from mirage_lsd.errors import UserError, first_line
 from mirage_lsd.looks import LOOKS
 from mirage_lsd.models.builtin.cache import KVCache
@@ -608,7 +608,7 @@ def _run(
         # thread took 0.81 s a step, one after the other 0.70 (benchmarks/RESULTS.md).
         end = min(cfg.steps, stop_at or cfg.steps)
         make_batch = lambda i: collate(train_data.sequences(i, cfg.batch_size), bank, ds, gds)  # noqa: E731
-        overlap = device != "cpu" or usable_cores() > cfg.threads
+        overlap = device != "cpu" or usable_cpus() > cfg.threads
         upcoming = prefetch.submit(make_batch, start) if overlap else None
         saved = start  # the last step a checkpoint holds
         for step in range(start, end):

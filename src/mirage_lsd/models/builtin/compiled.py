@@ -105,8 +105,8 @@ class BackgroundCompiler:
 
     def _build(self, size: Size, threads: int) -> None:
         t0 = time.perf_counter()
-        torch.set_num_threads(threads)
         try:
+            torch.set_num_threads(threads)
             compiled = torch.compile(self.net, dynamic=False)
             on_gpu = next(self.net.parameters()).device.type == "cuda"
             with torch.inference_mode(), self.autocast():
